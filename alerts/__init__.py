@@ -1,0 +1,1 @@
+"""makewatch's alerting side: dedup, routing, notifiers and the daily digest."""
