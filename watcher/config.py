@@ -1,0 +1,664 @@
+"""makewatch's settings: one typed schema, read from TOML and validated at start-up.
+
+``load_config(path)`` is the only entry point the rest of the program needs. Every problem in
+the file becomes a :class:`ConfigError` that names the file, the dotted key (list indexes in
+brackets, ``organizations[1].token_env``) and what is wrong, and never contains a secret.
+
+The pydantic models below are the single declaration of every setting: ``settings_keys()``
+walks them, and a test checks each key is documented in docs/configuration.md and shown in
+makewatch.example.toml. New sections ([polling], [alerts], ...) are new ``_Section`` models
+added as fields of :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import logging
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
+
+from watcher import __version__
+
+__all__ = [
+    "PLAN_API_LIMITS",
+    "ConfigError",
+    "HttpSettings",
+    "LoggingSettings",
+    "OrganizationSettings",
+    "Secret",
+    "Settings",
+    "StateSettings",
+    "api_limit_for",
+    "budget_per_minute",
+    "load_config",
+    "settings_keys",
+]
+
+log = logging.getLogger(__name__)
+
+# Requests per minute per organization, by plan.
+# Core/Pro/Teams/Enterprise are Make's documented figures
+# (https://developers.make.com/api-documentation/getting-started/rate-limiting). Free is not
+# documented; 30 is what live responses report as license.apiLimit for Free organizations.
+# The "Free 60 / Core 120 / Pro 300 / Teams 600" (or "60-600") table repeated by some
+# third-party guides is wrong: budgeting from it would trip Make's 429s for the whole
+# organization, the user's own integrations included. See /work/shared/make-api.md §6 and §9.
+PLAN_API_LIMITS: dict[str, int] = {
+    "free": 30,
+    "core": 60,
+    "pro": 120,
+    "teams": 240,
+    "enterprise": 1000,
+}
+
+Plan = Literal["free", "core", "pro", "teams", "enterprise"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+StrictPositiveInt = Annotated[int, Strict(), Field(gt=0)]
+# Strict: TOML has real numbers, so a quoted "0.5" or a boolean is a mistake worth reporting.
+StrictFloat = Annotated[float, Strict()]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Make API tokens are UUID-shaped (make-api.md §1.2). Used to spot a token pasted into
+# token_env / token_file, so that the error about it does not repeat it.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_FORBIDDEN_IN_HEADER = re.compile(r"[\s\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Secret:
+    """A string that is never shown: ``repr``/``str`` give ``Secret('***')``.
+
+    Call :meth:`reveal` at the one place the value is needed (building the Authorization
+    header). Equality is by value, compared in constant time.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret value must be a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        def validate(value: Any) -> Secret:
+            if isinstance(value, Secret):
+                return value
+            if not isinstance(value, str):
+                # Name the type only: the value may be the secret.
+                raise ValueError(f"must be a string (got {_toml_type(value)})")
+            return cls(value.strip())
+
+        return core_schema.no_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda _: "***", when_used="json"
+            ),
+        )
+
+
+class ConfigError(Exception):
+    """A problem in the configuration file.
+
+    ``str()`` is ``"<file>: <key>: <message>"`` (``"<file>: <message>"`` when the problem is
+    the file itself). When several keys are wrong, ``also`` holds the other problems and
+    ``str()`` lists one per line. Messages never contain secret values.
+    """
+
+    def __init__(
+        self,
+        file: str | os.PathLike[str],
+        key: str | None,
+        message: str,
+        *,
+        also: Sequence[ConfigError] = (),
+    ) -> None:
+        self.file = str(file)
+        self.key = key
+        self.message = message
+        self.also = tuple(also)
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        if self.key:
+            return f"{self.file}: {self.key}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+    def __str__(self) -> str:
+        return "\n".join([self._line(), *(e._line() for e in self.also)])
+
+
+class _KeyProblem(ValueError):
+    """Raised inside model validators to blame a key of the model being validated.
+
+    pydantic reports a model validator's error at the model's own location; ``load_config``
+    appends ``loc`` so the message names the key (``organizations[0].token_env``).
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+class _Section(BaseModel):
+    """Base of every settings table: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class OrganizationSettings(_Section):
+    """One ``[[organizations]]`` table: a Make organization to watch, and how to reach it."""
+
+    name: str = Field(min_length=1)
+    zone: str | None = None
+    base_url: str | None = None
+    organization_id: StrictPositiveInt
+    token_env: str | None = None
+    token_file: Path | None = None
+    # The TOML key is ``token``; the attribute ``token`` is the resolved secret, whatever its
+    # source (see the property below).
+    inline_token: Secret | None = Field(default=None, alias="token")
+    auth_scheme: Literal["token", "bearer"] = "token"
+    plan: Plan | None = None
+    requests_per_minute: StrictPositiveInt | None = None
+    budget_share: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.5
+    teams: Annotated[tuple[StrictPositiveInt, ...], Field(min_length=1)] | None = None
+
+    _token: Secret = PrivateAttr()
+
+    @property
+    def token(self) -> Secret:
+        """The organization's API (or OAuth) token, from token_env, token_file or token."""
+        return self._token
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def api_base_url(self) -> str:
+        """Base of every API call, without a trailing slash: base_url, or https://<zone>/api/v2."""
+        if self.base_url is not None:
+            return self.base_url
+        return f"https://{self.zone}/api/v2"
+
+    @field_validator("auth_scheme", "plan", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("zone")
+    @classmethod
+    def _check_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "/" in value or ":" in value:
+            raise ValueError(
+                "must be a hostname such as eu1.make.com, not a URL; put a full URL in base_url"
+            )
+        host = value.lower().rstrip(".")
+        labels = host.split(".")
+        if len(host) > 253 or len(labels) < 2 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+            raise ValueError("must be a hostname such as eu1.make.com")
+        return host
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(
+                "must start with https:// (or http:// for a local simulator), "
+                'such as "https://eu1.make.com/api/v2"'
+            )
+        if not parts.hostname:
+            raise ValueError('has no host; expected a URL such as "https://eu1.make.com/api/v2"')
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials; use token_env, token_file or token")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query (?...) or fragment (#...)")
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_token_env(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _UUID.search(value) or not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the name of an environment variable (letters, digits and _), "
+                "such as MAKE_TOKEN; it looks like something else, perhaps the token itself"
+            )
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _resolve_token_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative paths are relative to the config file's directory, not the cwd."""
+        if value is None:
+            return None
+        if _UUID.search(str(value)):
+            raise ValueError(
+                "looks like a token, not a file path; put the token in a file and name the file"
+            )
+        config_dir = (info.context or {}).get("config_dir") or Path.cwd()
+        return (Path(config_dir) / value.expanduser()).absolute()
+
+    @model_validator(mode="after")
+    def _resolve_token(self, info: ValidationInfo) -> OrganizationSettings:
+        if self.zone is not None and self.base_url is not None:
+            raise _KeyProblem(("base_url",), "zone and base_url are both set; keep exactly one")
+        if self.zone is None and self.base_url is None:
+            raise _KeyProblem(
+                ("zone",), 'is required: set zone (such as "eu1.make.com") or base_url'
+            )
+
+        sources = [
+            key
+            for key, value in (
+                ("token_env", self.token_env),
+                ("token_file", self.token_file),
+                ("token", self.inline_token),
+            )
+            if value is not None
+        ]
+        if not sources:
+            raise _KeyProblem(
+                ("token_env",), "no token: set exactly one of token_env, token_file or token"
+            )
+        if len(sources) > 1:
+            raise _KeyProblem(
+                (sources[1],),
+                f"{', '.join(sources[:-1])} and {sources[-1]} are "
+                f"{'both' if len(sources) == 2 else 'all'} set; keep exactly one",
+            )
+        source = sources[0]
+
+        if self.token_env is not None:
+            env = (info.context or {}).get("env")
+            value = (os.environ if env is None else env).get(self.token_env)
+            if value is None:
+                raise _KeyProblem(
+                    ("token_env",), f"environment variable {self.token_env} is not set"
+                )
+            where = f"environment variable {self.token_env}"
+        elif self.token_file is not None:
+            try:
+                value = self.token_file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise _KeyProblem(
+                    ("token_file",), f"file {self.token_file} does not exist"
+                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+                raise _KeyProblem(
+                    ("token_file",), f"cannot read {self.token_file}: {reason}"
+                ) from None
+            where = f"file {self.token_file}"
+        else:
+            assert self.inline_token is not None
+            value = self.inline_token.reveal()
+            where = "the value"
+
+        value = value.strip()
+        if not value:
+            raise _KeyProblem((source,), f"{where} is empty" if source != "token" else "is empty")
+        if _FORBIDDEN_IN_HEADER.search(value):
+            raise _KeyProblem(
+                (source,),
+                f"the token in {where} contains whitespace or control characters"
+                if source != "token"
+                else "contains whitespace or control characters",
+            )
+        self._token = Secret(value)
+        return self
+
+
+class StateSettings(_Section):
+    """``[state]``: where makewatch keeps what it has seen and sent."""
+
+    db_path: Path = Path("makewatch.db")
+
+
+class HttpSettings(_Section):
+    """``[http]``: how makewatch talks to Make."""
+
+    timeout_s: Annotated[StrictFloat, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Strict(), Field(ge=1)] = 5
+    # Make sits behind Cloudflare, which is reported to reject generic client User-Agents
+    # (make-api.md §1.1), so there is always an explicit one.
+    user_agent: str = Field(default=f"makewatch/{__version__}", min_length=1)
+
+    @field_validator("user_agent")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _CONTROL_CHARS.search(value):
+            raise ValueError("must not contain tabs, newlines or control characters")
+        return value
+
+
+class LoggingSettings(_Section):
+    """``[logging]``."""
+
+    level: LogLevel = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _uppercase(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    """The whole configuration file."""
+
+    organizations: Annotated[tuple[OrganizationSettings, ...], Field(min_length=1)]
+    state: StateSettings = Field(default_factory=StateSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Settings:
+        # Names identify organizations in alerts and logs, so "Acme" and "acme" would be
+        # indistinguishable to a reader: compare case-insensitively.
+        names: dict[str, int] = {}
+        ids: dict[tuple[str, int], int] = {}
+        for i, org in enumerate(self.organizations):
+            first = names.setdefault(org.name.casefold(), i)
+            if first != i:
+                raise _KeyProblem(
+                    ("organizations", i, "name"),
+                    f"duplicate name {org.name!r} (already used by organizations[{first}])",
+                )
+            first = ids.setdefault((org.api_base_url, org.organization_id), i)
+            if first != i:
+                raise _KeyProblem(
+                    ("organizations", i, "organization_id"),
+                    f"organization {org.organization_id} at {org.api_base_url} is already "
+                    f"watched by organizations[{first}]",
+                )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the TOML file at ``path``.
+
+    ``env`` replaces ``os.environ`` for ``token_env`` look-ups (tests pass a dict). Relative
+    ``token_file`` paths resolve against the directory of ``path``; ``state.db_path`` stays
+    relative to the working directory. Raises :class:`ConfigError` on any problem.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            path, None, "file not found (start from makewatch.example.toml)"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, "is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "is not valid UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, _toml_syntax_message(exc)) from None
+
+    context = {"env": env, "config_dir": path.absolute().parent}
+    try:
+        settings = Settings.model_validate(data, context=context)
+    except ValidationError as exc:
+        # `from None`: the ValidationError's own text includes input values, tokens among them.
+        errors = exc.errors(include_url=False)
+        # A list whose items failed also reports "too short" (pydantic counts valid items):
+        # that is a consequence, not a second problem.
+        errors = [
+            err
+            for err in errors
+            if not (
+                err["type"] == "too_short"
+                and any(o is not err and o["loc"][: len(err["loc"])] == err["loc"] for o in errors)
+            )
+        ]
+        problems = [_to_config_error(path, err) for err in errors]
+        raise ConfigError(path, problems[0].key, problems[0].message, also=problems[1:]) from None
+
+    _warn_about_risky_choices(path, data, settings)
+    return settings
+
+
+def _warn_about_risky_choices(path: Path, data: dict[str, Any], settings: Settings) -> None:
+    for i, (raw, org) in enumerate(zip(data["organizations"], settings.organizations, strict=True)):
+        if "token" in raw:
+            log.warning(
+                "organizations[%d].token is inline in %s; prefer token_env or token_file", i, path
+            )
+        host = urlsplit(org.api_base_url).hostname or ""
+        if org.api_base_url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning(
+                "organizations[%d].base_url in %s uses plain http to %s: the token travels "
+                "unencrypted; use https",
+                i,
+                path,
+                host,
+            )
+
+
+def _toml_syntax_message(exc: tomllib.TOMLDecodeError) -> str:
+    # Python 3.11's TOMLDecodeError has no lineno attribute; the position is in the text:
+    # "Invalid value (at line 3, column 9)".
+    text = str(exc)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if match:
+        what = text[: match.start()]
+        return f"TOML syntax error at line {match[1]}, column {match[2]}: {what}"
+    return f"TOML syntax error: {text}"
+
+
+def _format_key(loc: Sequence[str | int]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else part
+    return key
+
+
+def _to_config_error(path: Path, err: Any) -> ConfigError:
+    """Turn one pydantic error into file + key + a message in the file's vocabulary.
+
+    Only ``msg``, the error type and the *type* of the input are used, never the input.
+    """
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    message = err["msg"]
+    cause = (err.get("ctx") or {}).get("error")
+
+    if isinstance(cause, _KeyProblem):
+        loc += cause.loc
+        message = cause.message
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "missing":
+        message = "is required"
+        if loc == ("organizations",):
+            message += ": add at least one [[organizations]] table"
+    elif kind == "extra_forbidden":
+        message = _unknown_key_message(loc)
+    elif kind == "too_short":
+        message = "must not be empty"
+        if loc == ("organizations",):
+            message += ": add at least one [[organizations]] table"
+        elif loc[-1:] == ("teams",):
+            message += "; leave teams out to watch every team"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = f"must be a table (got {_toml_type(err['input'])})"
+    elif kind in ("tuple_type", "list_type"):
+        message = f"must be an array (got {_toml_type(err['input'])})"
+        if loc == ("organizations",):
+            message += "; write each organization as an [[organizations]] table"
+    elif kind.endswith(("_type", "_parsing")):
+        message = (
+            message.replace("Input should be", "must be") + f" (got {_toml_type(err['input'])})"
+        )
+    else:
+        message = message.replace("Input should be", "must be")
+    return ConfigError(path, _format_key(loc) or "(top level)", message)
+
+
+def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
+    name = str(loc[-1])
+    parent = re.sub(r"\[\d*\]", "[]", _format_key(loc[:-1]))
+    prefix = f"{parent}." if parent else ""
+    known = sorted(
+        {
+            k[len(prefix) :].split(".")[0].split("[")[0]
+            for k in settings_keys(include_tables=True)
+            if k.startswith(prefix)
+        }
+    )
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    if not prefix:
+        return f"unknown section or key; expected one of: {', '.join(known)}"
+    return f"unknown key; expected one of: {', '.join(known)}"
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type (safe to print: it is not the value)."""
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }
+    for python_type, toml_name in names.items():
+        if type(value) is python_type:
+            return toml_name
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Introspection
+
+
+def settings_keys(*, include_tables: bool = False) -> list[str]:
+    """Every setting as a dotted key, in declaration order, from the models themselves.
+
+    Keys inside ``[[organizations]]`` read ``organizations[].name``. With
+    ``include_tables``, the tables (``state``, ``organizations[]``) are listed too.
+    """
+    keys: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            nested, is_array = _nested_model(field.annotation)
+            if nested is None:
+                keys.append(key)
+                continue
+            table = key + ("[]" if is_array else "")
+            if include_tables:
+                keys.append(table)
+            walk(nested, table + ".")
+
+    walk(Settings, "")
+    return keys
+
+
+def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(model, is_array) when ``annotation`` is a model, a tuple of models, or Optional of those."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _nested_model(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found, is_array = _nested_model(arg)
+            if found is not None:
+                return found, is_array
+        return None, False
+    if origin in (tuple, list):
+        found, _ = _nested_model(typing.get_args(annotation)[0])
+        return found, found is not None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    return None, False
+
+
+# --------------------------------------------------------------------------------------------
+# API budget
+
+
+def api_limit_for(org: OrganizationSettings, license_api_limit: int | None) -> int | None:
+    """The organization's API limit in requests per minute, or None when nothing says.
+
+    Precedence: Make's own ``license.apiLimit`` (from ``GET /organizations/{id}``, the
+    authoritative figure), else the configured plan's documented limit, else the configured
+    ``requests_per_minute``.
+    """
+    if license_api_limit is not None and license_api_limit > 0:
+        return license_api_limit
+    if org.plan is not None:
+        return PLAN_API_LIMITS[org.plan]
+    return org.requests_per_minute
+
+
+def budget_per_minute(org: OrganizationSettings, license_api_limit: int | None) -> int:
+    """Requests per minute makewatch may spend on ``org``: its share of the API limit.
+
+    The limit is shared by every client of the organization, so makewatch takes only
+    ``budget_share`` of it. When the limit is unknown, assume the smallest plan (Free, 30):
+    too slow is recoverable, 429s for the user's own integrations are not. At least 1.
+    """
+    limit = api_limit_for(org, license_api_limit) or PLAN_API_LIMITS["free"]
+    # Decimal(str(...)) so that 0.35 * 240 is 84, not 83.99999999999999.
+    return max(1, math.floor(Decimal(str(org.budget_share)) * limit))
