@@ -1,0 +1,70 @@
+"""The sliding-window budget, driven by a manual clock (no real waiting)."""
+
+import asyncio
+
+from watcher.clock import ManualClock
+from watcher.make.ratelimit import SlidingWindowLimiter
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_it_grants_the_budget_then_waits_for_the_window():
+    clock = ManualClock(start=1000.0)
+    lim = SlidingWindowLimiter(3, window_s=60, margin_s=1, clock=clock)
+    for _ in range(3):
+        await lim.acquire()
+    fourth = asyncio.create_task(lim.acquire())
+    await settle()
+    assert not fourth.done()
+    clock.advance(60.5)
+    await settle()
+    assert not fourth.done()  # the margin keeps it waiting past 60 s
+    clock.advance(0.6)
+    await settle()
+    assert fourth.done()
+    assert lim.granted == 4
+
+
+async def test_grants_never_exceed_budget_in_any_window_with_concurrent_callers():
+    clock = ManualClock(start=0.0)
+    lim = SlidingWindowLimiter(5, window_s=60, margin_s=0, clock=clock)
+    times: list[float] = []
+
+    async def caller() -> None:
+        for _ in range(4):
+            await lim.acquire()
+            times.append(clock.time())
+
+    tasks = [asyncio.create_task(caller()) for _ in range(6)]
+    while not all(t.done() for t in tasks):
+        await settle()
+        clock.advance(1.0)
+    assert len(times) == 24
+    for t in times:
+        in_window = [u for u in times if t <= u < t + 60]
+        assert len(in_window) <= 5
+
+
+async def test_pause_blocks_until_the_given_time():
+    clock = ManualClock(start=100.0)
+    lim = SlidingWindowLimiter(10, clock=clock)
+    lim.pause_until(130.0)
+    task = asyncio.create_task(lim.acquire())
+    await settle()
+    clock.advance(29)
+    await settle()
+    assert not task.done()
+    clock.advance(1)
+    await settle()
+    assert task.done()
+
+
+async def test_limit_learnt_from_headers_only_lowers():
+    lim = SlidingWindowLimiter(30, clock=ManualClock())
+    lim.lower_limit(100)
+    assert lim.per_window == 30
+    lim.lower_limit(15)
+    assert lim.per_window == 15

@@ -1,0 +1,470 @@
+"""Async client for Make's REST API v2.
+
+One client per organization configuration (a token is per zone and an organization's rate
+limit is shared by every token of it). The app owns the ``aiohttp.ClientSession`` and passes
+it in; the client never closes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from watcher import __version__
+from watcher.clock import Clock, SystemClock
+from watcher.config import Secret
+from watcher.make.errors import MakeApiError, error_from_response
+from watcher.make.models import (
+    Authorization,
+    Dlq,
+    ExecutionResult,
+    Hook,
+    LogEntry,
+    MalformedEntry,
+    Organization,
+    Scenario,
+    ScenarioConsumption,
+    Team,
+    UsageDay,
+    User,
+    imt_sort_key,
+    is_execution_row,
+)
+from watcher.make.ratelimit import SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Params = Sequence[tuple[str, str]]
+
+DEFAULT_USER_AGENT = f"makewatch/{__version__}"
+DEFAULT_429_PAUSE_S = 60.0  # Make's docs: "wait for one minute for the limit period to reset"
+# Make's observed default page size is 50 and the maximum is undocumented (make-api.md §10.2).
+# Lists are asked for 100 at a time, logs for 50 (what every known client uses).
+LIST_PAGE_SIZE = 100
+LOG_PAGE_SIZE = 50
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, MakeApiError) and exc.retryable
+
+
+class MakeClient:
+    """Typed access to the Make API for one organization's token.
+
+    Every request (retries included) first takes a slot from ``limiter``, so the
+    organization's budget holds across retries and concurrent tasks. A 429 pauses the limiter
+    until Make's ``x-ratelimit-reset`` (or ``Retry-After``, or 60 s), then the call retries.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str | Secret,
+        *,
+        auth_scheme: str = "token",
+        limiter: SlidingWindowLimiter | None = None,
+        clock: Clock | None = None,
+        timeout_s: float = 30.0,
+        max_attempts: int = 5,
+        user_agent: str = DEFAULT_USER_AGENT,
+        budget_share: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if auth_scheme not in ("token", "bearer"):
+            raise ValueError("auth_scheme must be 'token' or 'bearer'")
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        scheme = "Token" if auth_scheme == "token" else "Bearer"
+        raw = token.reveal() if isinstance(token, Secret) else token
+        # Kept wrapped so that no repr, vars() dump or traceback local shows the token.
+        self._auth = Secret(f"{scheme} {raw}")
+        self.clock = clock or SystemClock()
+        self.limiter = limiter or SlidingWindowLimiter(30, clock=self.clock)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.max_attempts = max_attempts
+        self.user_agent = user_agent
+        self.budget_share = budget_share
+        self._rng = rng or random.Random()
+        self.requests_sent = 0
+        self.last_ratelimit: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"MakeClient(base_url={self.base_url!r}, token='***')"
+
+    # --- transport --------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, MakeApiError) and exc.status == 429:
+            return 0.0  # the limiter is paused until Make's window resets
+        return wait_random_exponential(multiplier=0.5, max=30)(state)
+
+    async def get_json(self, path: str, params: Params = ()) -> Any:
+        """GET ``path`` with retries; returns the decoded JSON body or raises MakeApiError."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            sleep=self.clock.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._get_once(path, params)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("retrying %s (attempt %d): %s", self._path_of(state), state.attempt_number, exc)
+
+    @staticmethod
+    def _path_of(state: RetryCallState) -> str:
+        exc = state.outcome.exception() if state.outcome else None
+        return getattr(exc, "path", None) or "request"
+
+    async def _get_once(self, path: str, params: Params) -> Any:
+        await self.limiter.acquire()
+        self.requests_sent += 1
+        headers = {
+            "Authorization": self._auth.reveal(),
+            "User-Agent": self.user_agent,
+            "Accept": "application/json",
+        }
+        url = self.base_url + path
+        try:
+            async with self._session.get(
+                url, params=list(params), headers=headers, timeout=self.timeout
+            ) as resp:
+                body = await resp.text(errors="replace")
+                self._note_ratelimit(resp)
+                status = resp.status
+        except TimeoutError as exc:
+            raise MakeApiError(None, "TIMEOUT", "request timed out", path=path) from exc
+        except aiohttp.ClientError as exc:
+            # str(exc) names host and port at most; the token is only in a header.
+            raise MakeApiError(None, "NETWORK", f"{type(exc).__name__}: {exc}"[:300], path=path) from exc
+
+        if status == 429:
+            self._pause_after_429(resp)
+        if status >= 400:
+            raise error_from_response(status, body, path)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise MakeApiError(
+                status, "MALFORMED", "response is not valid JSON", retryable=True, path=path
+            ) from exc
+
+    def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
+        """Read Make's undocumented ``x-ratelimit-*`` headers when they are present."""
+        seen: dict[str, int] = {}
+        for name in ("limit", "remaining", "reset"):
+            raw = resp.headers.get(f"x-ratelimit-{name}")
+            if raw is not None:
+                try:
+                    seen[name] = int(float(raw))
+                except ValueError:
+                    continue
+        if not seen:
+            return
+        self.last_ratelimit = seen
+        limit = seen.get("limit")
+        # User-level endpoints report a separate, large bucket (10000): only ever lower.
+        if limit and limit < 10000:
+            self.limiter.lower_limit(max(1, int(limit * self.budget_share)))
+        if seen.get("remaining") == 0 and "reset" in seen and resp.status != 429:
+            # Someone else (the user's own integrations) used up this window: wait it out.
+            self.limiter.pause_until(float(seen["reset"]))
+
+    def _pause_after_429(self, resp: aiohttp.ClientResponse) -> None:
+        now = self.clock.time()
+        until = now + DEFAULT_429_PAUSE_S
+        retry_after = resp.headers.get("Retry-After")
+        reset = resp.headers.get("x-ratelimit-reset")
+        if retry_after is not None:
+            try:
+                until = now + float(retry_after)
+            except ValueError:
+                pass
+        elif reset is not None:
+            try:
+                until = max(float(reset), now + 0.5)
+            except ValueError:
+                pass
+        log.warning("Make answered 429 for %s; pausing until %.0f", self.base_url, until)
+        self.limiter.pause_until(until)
+
+    # --- paging helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _parse_list(
+        items: Any, parse: Callable[[Any], T], what: str, context: str = ""
+    ) -> list[T]:
+        if not isinstance(items, list):
+            raise MakeApiError(200, "MALFORMED", f"{what}: expected a list", retryable=False)
+        out: list[T] = []
+        for item in items:
+            try:
+                out.append(parse(item))
+            except MalformedEntry as exc:
+                log.warning("skipping malformed %s%s: %s", what, context, exc)
+        return out
+
+    async def _get_all_pages(
+        self, path: str, key: str, params: Params, page_size: int = LIST_PAGE_SIZE
+    ) -> list[Any]:
+        """Offset paging until a page comes back short; raw items, de-duplicated by id."""
+        raw: list[Any] = []
+        seen: set[Any] = set()
+        offset = 0
+        while True:
+            body = await self.get_json(
+                path,
+                [*params, ("pg[offset]", str(offset)), ("pg[limit]", str(page_size))],
+            )
+            items = _wrapped(body, key, path)
+            for item in items:
+                ident = item.get("id") if isinstance(item, dict) else None
+                if ident is not None and ident in seen:
+                    continue
+                if ident is not None:
+                    seen.add(ident)
+                raw.append(item)
+            if len(items) < page_size:
+                return raw
+            offset += len(items)
+
+    # --- users ------------------------------------------------------------------------
+
+    async def me(self) -> User:
+        body = await self.get_json("/users/me")
+        return User.parse(_wrapped(body, "authUser", "/users/me", dict))
+
+    async def current_authorization(self) -> Authorization:
+        path = "/users/me/current-authorization"
+        return Authorization.parse(_wrapped(await self.get_json(path), "authorization", path, dict))
+
+    # --- organizations and teams --------------------------------------------------------
+
+    async def list_organizations(self) -> list[Organization]:
+        items = await self._get_all_pages("/organizations", "organizations", ())
+        return self._parse_list(items, Organization.parse, "organization")
+
+    async def get_organization(self, organization_id: int) -> Organization:
+        path = f"/organizations/{int(organization_id)}"
+        return Organization.parse(_wrapped(await self.get_json(path), "organization", path, dict))
+
+    async def organization_usage(
+        self, organization_id: int, *, organization_timezone: bool = True
+    ) -> list[UsageDay]:
+        """Daily usage of the last 30 days; days cut in the organization's time zone."""
+        path = f"/organizations/{int(organization_id)}/usage"
+        params = [("organizationTimezone", "true")] if organization_timezone else []
+        body = await self.get_json(path, params)
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+
+    async def list_teams(self, organization_id: int) -> list[Team]:
+        items = await self._get_all_pages(
+            "/teams", "teams", [("organizationId", str(int(organization_id)))]
+        )
+        return self._parse_list(items, Team.parse, "team")
+
+    async def get_team(self, team_id: int) -> Team:
+        path = f"/teams/{int(team_id)}"
+        return Team.parse(_wrapped(await self.get_json(path), "team", path, dict))
+
+    async def team_usage(self, team_id: int, *, organization_timezone: bool = True) -> list[UsageDay]:
+        path = f"/teams/{int(team_id)}/usage"
+        params = [("organizationTimezone", "true")] if organization_timezone else []
+        body = await self.get_json(path, params)
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+
+    # --- scenarios --------------------------------------------------------------------
+
+    async def list_scenarios(
+        self,
+        *,
+        organization_id: int | None = None,
+        team_id: int | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> list[Scenario]:
+        """Every scenario of an organization or a team (exactly one), all pages.
+
+        Sorted by id ascending so that offset paging is stable while scenarios are added.
+        """
+        if (organization_id is None) == (team_id is None):
+            raise ValueError("give exactly one of organization_id or team_id")
+        scope = (
+            ("organizationId", str(int(organization_id)))
+            if organization_id is not None
+            else ("teamId", str(int(team_id)))  # type: ignore[arg-type]
+        )
+        items = await self._get_all_pages(
+            "/scenarios",
+            "scenarios",
+            [scope, ("pg[sortBy]", "id"), ("pg[sortDir]", "asc")],
+            page_size,
+        )
+        return self._parse_list(items, Scenario.parse, "scenario")
+
+    async def get_scenario(self, scenario_id: int) -> Scenario:
+        path = f"/scenarios/{int(scenario_id)}"
+        return Scenario.parse(_wrapped(await self.get_json(path), "scenario", path, dict))
+
+    async def scenario_consumptions(
+        self, *, organization_id: int | None = None, team_id: int | None = None
+    ) -> list[ScenarioConsumption]:
+        if (organization_id is None) == (team_id is None):
+            raise ValueError("give exactly one of organization_id or team_id")
+        param = (
+            ("organizationId", str(organization_id))
+            if organization_id is not None
+            else ("teamId", str(team_id))
+        )
+        path = "/scenarios/consumptions"
+        body = await self.get_json(path, [param])
+        return self._parse_list(
+            _wrapped(body, "scenarioConsumptions", path), ScenarioConsumption.parse, "consumption"
+        )
+
+    async def scenario_usage(self, scenario_id: int) -> list[UsageDay]:
+        path = f"/scenarios/{int(scenario_id)}/usage"
+        body = await self.get_json(path)
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+
+    async def list_scenario_logs(
+        self,
+        scenario_id: int,
+        *,
+        status: int | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        after_imt_id: str | None = None,
+        show_check_runs: bool = False,
+        page_size: int = LOG_PAGE_SIZE,
+        max_pages: int | None = None,
+    ) -> list[LogEntry]:
+        """Executions of a scenario, oldest first, audit rows (start/stop/modify) left out.
+
+        Pages newest first with keyset paging (``pg[last]`` = the last imtId of the previous
+        page) and stops at the first page that is short or that reaches ``after_imt_id``
+        (exclusive) or ``since_ms`` (inclusive, sent as ``from``). With neither, it reads
+        the whole retained history, so pass a cursor.
+        """
+        path = f"/scenarios/{int(scenario_id)}/logs"
+        base: list[tuple[str, str]] = [("pg[sortDir]", "desc"), ("pg[limit]", str(page_size))]
+        if status is not None:
+            base.append(("status", str(int(status))))
+        floor_ms = since_ms
+        if after_imt_id is not None:
+            cursor_ms = imt_sort_key(after_imt_id)[0]
+            floor_ms = cursor_ms if floor_ms is None else max(floor_ms, cursor_ms)
+        if floor_ms is not None:
+            base.append(("from", str(int(floor_ms))))
+        if until_ms is not None:
+            base.append(("to", str(int(until_ms))))
+        if show_check_runs:
+            base.append(("showCheckRuns", "true"))
+        cursor_key = imt_sort_key(after_imt_id) if after_imt_id else None
+
+        entries: dict[str, LogEntry] = {}
+        last: str | None = None
+        pages = 0
+        while True:
+            params = list(base)
+            if last is not None:
+                params.append(("pg[last]", last))
+            body = await self.get_json(path, params)
+            rows = _wrapped(body, "scenarioLogs", path)
+            pages += 1
+            reached_cursor = False
+            for row in rows:
+                if not isinstance(row, dict):
+                    log.warning("skipping malformed log entry of scenario %s: not an object", scenario_id)
+                    continue
+                imt = row.get("imtId")
+                if isinstance(imt, str):
+                    last = imt
+                try:
+                    key = imt_sort_key(imt) if isinstance(imt, str) else None
+                except ValueError:
+                    key = None
+                if key is not None and cursor_key is not None and key <= cursor_key:
+                    reached_cursor = True
+                    continue
+                if not is_execution_row(row):
+                    continue
+                try:
+                    entry = LogEntry.parse(row)
+                except MalformedEntry as exc:
+                    log.warning("skipping malformed log entry of scenario %s: %s", scenario_id, exc)
+                    continue
+                entries[entry.imt_id] = entry
+            if len(rows) < page_size or reached_cursor or last is None:
+                break
+            if max_pages is not None and pages >= max_pages:
+                break
+        return sorted(entries.values(), key=lambda e: imt_sort_key(e.imt_id))
+
+    async def get_scenario_log(self, scenario_id: int, execution_id: str) -> LogEntry:
+        path = f"/scenarios/{int(scenario_id)}/logs/{_seg(execution_id)}"
+        return LogEntry.parse(_wrapped(await self.get_json(path), "scenarioLog", path, dict))
+
+    async def get_execution(self, scenario_id: int, execution_id: str) -> ExecutionResult:
+        path = f"/scenarios/{int(scenario_id)}/executions/{_seg(execution_id)}"
+        return ExecutionResult.parse(await self.get_json(path))
+
+    # --- incomplete executions ----------------------------------------------------------
+
+    async def list_dlqs(self, scenario_id: int) -> list[Dlq]:
+        """Incomplete executions of one scenario (Make has no team-wide listing)."""
+        items = await self._get_all_pages(
+            "/dlqs", "dlqs", [("scenarioId", str(int(scenario_id)))]
+        )
+        return self._parse_list(items, Dlq.parse, "incomplete execution", f" of scenario {scenario_id}")
+
+    async def get_dlq(self, dlq_id: str) -> Dlq:
+        path = f"/dlqs/{_seg(dlq_id)}"
+        return Dlq.parse(_wrapped(await self.get_json(path), "dlq", path, dict))
+
+    # --- hooks ------------------------------------------------------------------------
+
+    async def list_hooks(self, team_id: int) -> list[Hook]:
+        items = await self._get_all_pages("/hooks", "hooks", [("teamId", str(int(team_id)))])
+        return self._parse_list(items, Hook.parse, "hook")
+
+    async def get_hook(self, hook_id: int) -> Hook:
+        path = f"/hooks/{int(hook_id)}"
+        return Hook.parse(_wrapped(await self.get_json(path), "hook", path, dict))
+
+
+def _seg(value: str) -> str:
+    """A path segment from an id we did not mint: hex ids only, nothing that moves the path."""
+    s = str(value)
+    if not s or any(c in s for c in "/?#%") or s in (".", ".."):
+        raise ValueError(f"not a valid id: {s[:40]!r}")
+    return s
+
+
+def _wrapped(body: Any, key: str, path: str, kind: type = list) -> Any:
+    """Unwrap ``{key: ...}``; a body without it is a malformed answer (not retried)."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), kind):
+        raise MakeApiError(
+            200, "MALFORMED", f"expected an object with {key!r}", retryable=False, path=path
+        )
+    return body[key]

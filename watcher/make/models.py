@@ -1,0 +1,494 @@
+"""Small, tolerant dataclasses for what Make returns.
+
+Parsers accept missing and extra fields (``raw`` keeps the whole object), turn counters that
+Make sends as strings (organization consumption) into ints, and raise :class:`MalformedEntry`
+only when an object lacks what identifies it (an id), so that callers can log and skip it.
+Shapes follow the recorded live responses (see make-api.md §2-5).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+
+class MalformedEntry(ValueError):
+    """One object in a Make response could not be parsed; the rest of the response can."""
+
+
+# --- field coercion ---------------------------------------------------------------------
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    """Make sends organization counters as strings ("18") and scenario counters as ints."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        try:
+            return int(float(str(value)))
+        except ValueError:
+            return default
+
+
+def as_opt_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 with ``Z`` (Make's format) or epoch seconds/ms; None when absent or bad."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float):
+        v = float(value)
+        if v > 1e11:  # milliseconds
+            v /= 1000.0
+        return datetime.fromtimestamp(v, tz=UTC)
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+_DMY = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
+
+
+def parse_usage_date(value: Any) -> date | None:
+    """Usage days come as ``DD-MM-YYYY`` (live recording) or ISO ``YYYY-MM-DD`` (docs)."""
+    if not isinstance(value, str):
+        return None
+    s = value.strip()
+    m = _DMY.match(s)
+    try:
+        if m:
+            return date(int(m.group(3)), int(m.group(2)), int(m.group(1)))
+        return date.fromisoformat(s[:10])
+    except ValueError:
+        return None
+
+
+def _require_id(obj: Any, what: str, key: str = "id") -> Any:
+    if not isinstance(obj, dict):
+        raise MalformedEntry(f"{what}: expected an object, got {type(obj).__name__}")
+    value = obj.get(key)
+    if value in (None, ""):
+        raise MalformedEntry(f"{what}: missing {key!r}")
+    return value
+
+
+def _req_int_id(obj: Any, what: str, key: str = "id") -> int:
+    value = _require_id(obj, what, key)
+    parsed = as_opt_int(value)
+    if parsed is None:
+        raise MalformedEntry(f"{what}: {key!r} is not an integer")
+    return parsed
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> User:
+        uid = _req_int_id(obj, "user")
+        return cls(uid, str(obj.get("name") or ""), obj.get("email"), obj)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    auth_used: str | None
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, obj: Any) -> Authorization:
+        if not isinstance(obj, dict):
+            raise MalformedEntry("authorization: expected an object")
+        scope = obj.get("scope") or []
+        return cls(obj.get("authUsed"), tuple(str(s) for s in scope if isinstance(s, str)))
+
+
+# --- organizations and teams ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class License:
+    api_limit: int | None
+    operations: int | None
+    transfer: int | None
+    retention_days: int | None
+    min_interval_min: int | None
+    execution_time_min: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> License | None:
+        if not isinstance(obj, dict):
+            return None
+        return cls(
+            api_limit=as_opt_int(obj.get("apiLimit")),
+            operations=as_opt_int(obj.get("operations")),
+            transfer=as_opt_int(obj.get("transfer")),
+            retention_days=as_opt_int(obj.get("retention")),
+            min_interval_min=as_opt_int(obj.get("interval")),
+            execution_time_min=as_opt_int(obj.get("executionTime")),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: int
+    name: str
+    zone: str | None
+    timezone_id: int | None
+    plan: str | None
+    is_paused: bool
+    last_reset: datetime | None
+    next_reset: datetime | None
+    operations_used: int
+    centicredits_used: int
+    unused_operations: int | None
+    unused_centicredits: int | None
+    license: License | None
+    team_ids: tuple[int, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> Organization:
+        oid = _req_int_id(obj, "organization")
+        teams = obj.get("teams") or []
+        return cls(
+            id=oid,
+            name=str(obj.get("name") or f"organization {oid}"),
+            zone=obj.get("zone"),
+            timezone_id=as_opt_int(obj.get("timezoneId")),
+            plan=obj.get("serviceName") or obj.get("productName"),
+            is_paused=as_bool(obj.get("isPaused")),
+            last_reset=parse_time(obj.get("lastReset")),
+            next_reset=parse_time(obj.get("nextReset")),
+            operations_used=as_int(obj.get("operations")),
+            centicredits_used=as_int(obj.get("centicreditsConsumed")),
+            unused_operations=as_opt_int(obj.get("unusedOperations")),
+            unused_centicredits=as_opt_int(obj.get("unusedCenticredits")),
+            license=License.parse(obj.get("license")),
+            team_ids=tuple(
+                t for t in (as_opt_int(x.get("id")) for x in teams if isinstance(x, dict)) if t
+            ),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class Team:
+    id: int
+    name: str
+    organization_id: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> Team:
+        tid = _req_int_id(obj, "team")
+        return cls(tid, str(obj.get("name") or ""), as_opt_int(obj.get("organizationId")), obj)
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: int
+    name: str
+    team_id: int | None
+    hook_id: int | None
+    is_active: bool
+    is_invalid: bool
+    is_paused: bool
+    dlq_count: int
+    operations: int
+    centicredits: int
+    transfer: int
+    scheduling_type: str | None
+    interval_s: int | None
+    next_exec: datetime | None
+    last_edit: datetime | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> Scenario:
+        sid = _req_int_id(obj, "scenario")
+        sched = obj.get("scheduling") if isinstance(obj.get("scheduling"), dict) else {}
+        # `islinked` is the deprecated name of `isActive`; prefer the new one when present.
+        active = obj.get("isActive", obj.get("islinked"))
+        return cls(
+            id=sid,
+            name=str(obj.get("name") or f"scenario {sid}"),
+            team_id=as_opt_int(obj.get("teamId")),
+            hook_id=as_opt_int(obj.get("hookId")),
+            is_active=as_bool(active),
+            is_invalid=as_bool(obj.get("isinvalid")),
+            is_paused=as_bool(obj.get("isPaused")),
+            dlq_count=as_int(obj.get("dlqCount")),
+            operations=as_int(obj.get("operations")),
+            centicredits=as_int(obj.get("centicredits")),
+            transfer=as_int(obj.get("transfer")),
+            scheduling_type=sched.get("type"),
+            interval_s=as_opt_int(sched.get("interval")),
+            next_exec=parse_time(obj.get("nextExec")),
+            last_edit=parse_time(obj.get("lastEdit")),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class ScenarioConsumption:
+    scenario_id: int
+    operations: int
+    centicredits: int
+    transfer: int
+
+    @classmethod
+    def parse(cls, obj: Any) -> ScenarioConsumption:
+        sid = _req_int_id(obj, "scenario consumption", "scenarioId")
+        return cls(
+            sid, as_int(obj.get("operations")), as_int(obj.get("centicredits")), as_int(obj.get("transfer"))
+        )
+
+
+# --- logs -----------------------------------------------------------------------------
+
+EXECUTION_TYPES = frozenset({"auto", "manual"})
+
+
+def imt_sort_key(imt_id: str) -> tuple[int, str]:
+    """Order imtIds by their epoch-ms prefix, then the rest (string order breaks on odd lengths)."""
+    head, _, tail = imt_id.partition("_")
+    return (int(head), tail)
+
+
+def is_execution_row(obj: dict[str, Any]) -> bool:
+    """Execution rows carry a numeric ``status``; audit rows (start/stop/modify) do not.
+
+    A ``stop`` row is never a run (make-api.md §3.2).
+    """
+    if "status" not in obj or obj.get("status") is None:
+        return False
+    t = obj.get("type")
+    return t is None or t in EXECUTION_TYPES
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One execution of a scenario, as ``/scenarios/{id}/logs`` lists it."""
+
+    imt_id: str
+    id: str
+    scenario_id: int | None
+    team_id: int | None
+    organization_id: int | None
+    scenario_name: str | None
+    timestamp: datetime
+    status: int
+    type: str | None
+    instant: bool
+    duration_ms: int
+    operations: int
+    centicredits: int
+    transfer: int
+    error_name: str | None
+    error_message: str | None
+    author_id: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def timestamp_ms(self) -> int:
+        return imt_sort_key(self.imt_id)[0]
+
+    @property
+    def is_error(self) -> bool:
+        return self.status == 3
+
+    @property
+    def is_warning(self) -> bool:
+        return self.status == 2
+
+    @classmethod
+    def parse(cls, obj: Any) -> LogEntry:
+        imt = _require_id(obj, "log entry", "imtId")
+        if not isinstance(imt, str):
+            raise MalformedEntry("log entry: imtId is not a string")
+        try:
+            imt_sort_key(imt)
+        except ValueError as exc:
+            raise MalformedEntry(f"log entry: malformed imtId {imt[:40]!r}") from exc
+        status = as_opt_int(obj.get("status"))
+        if status is None:
+            raise MalformedEntry(f"log entry {imt[:40]}: no status (not an execution)")
+        ts = parse_time(obj.get("timestamp")) or datetime.fromtimestamp(
+            imt_sort_key(imt)[0] / 1000, tz=UTC
+        )
+        err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        exec_id = obj.get("id") or obj.get("executionId") or imt.partition("_")[2]
+        return cls(
+            imt_id=imt,
+            id=str(exec_id),
+            scenario_id=as_opt_int(obj.get("scenarioId")),
+            team_id=as_opt_int(obj.get("teamId")),
+            organization_id=as_opt_int(obj.get("organizationId")),
+            scenario_name=obj.get("scenarioName"),
+            timestamp=ts,
+            status=status,
+            type=obj.get("type"),
+            instant=as_bool(obj.get("instant")),
+            duration_ms=as_int(obj.get("duration")),
+            operations=as_int(obj.get("operations")),
+            centicredits=as_int(obj.get("centicredits")),
+            transfer=as_int(obj.get("transfer")),
+            error_name=(str(err["name"]) if err.get("name") else None),
+            error_message=(str(err["message"]) if err.get("message") else None),
+            author_id=as_opt_int(obj.get("authorId")),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """``/scenarios/{id}/executions/{executionId}``: RUNNING | SUCCESS | WARNING | ERROR."""
+
+    status: str
+    error_name: str | None
+    error_message: str | None
+    cause_module: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> ExecutionResult:
+        if not isinstance(obj, dict) or not obj.get("status"):
+            raise MalformedEntry("execution: missing status")
+        err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        cause = err.get("causeModule") if isinstance(err.get("causeModule"), dict) else {}
+        return cls(
+            str(obj["status"]),
+            err.get("name"),
+            err.get("message"),
+            cause.get("name"),
+            obj,
+        )
+
+
+# --- incomplete executions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dlq:
+    """An incomplete execution. ``companyId`` in Make's detail body is the *team* id."""
+
+    id: str
+    reason: str | None
+    created: datetime | None
+    size: int
+    resolved: bool
+    retry: bool
+    attempts: int
+    scenario_id: int | None
+    team_id: int | None
+    execution_id: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> Dlq:
+        did = _require_id(obj, "incomplete execution")
+        return cls(
+            id=str(did),
+            reason=obj.get("reason"),
+            created=parse_time(obj.get("created")),
+            size=as_int(obj.get("size")),
+            resolved=as_bool(obj.get("resolved")),
+            retry=as_bool(obj.get("retry")),
+            attempts=as_int(obj.get("attempts")),
+            scenario_id=as_opt_int(obj.get("scenarioId")),
+            team_id=as_opt_int(obj.get("companyId")),
+            execution_id=obj.get("executionId"),
+            raw=obj,
+        )
+
+
+# --- usage and hooks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    day: date
+    operations: int
+    data_transfer: int
+    centicredits: int
+
+    @classmethod
+    def parse(cls, obj: Any) -> UsageDay:
+        if not isinstance(obj, dict):
+            raise MalformedEntry("usage day: expected an object")
+        d = parse_usage_date(obj.get("date"))
+        if d is None:
+            raise MalformedEntry(f"usage day: bad date {str(obj.get('date'))[:20]!r}")
+        return cls(
+            d,
+            as_int(obj.get("operations")),
+            as_int(obj.get("dataTransfer", obj.get("transfer"))),
+            as_int(obj.get("centicredits")),
+        )
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: int
+    name: str
+    team_id: int | None
+    scenario_id: int | None
+    queue_count: int
+    queue_limit: int | None
+    enabled: bool
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def queue_ratio(self) -> float | None:
+        if not self.queue_limit:
+            return None
+        return self.queue_count / self.queue_limit
+
+    @classmethod
+    def parse(cls, obj: Any) -> Hook:
+        hid = _req_int_id(obj, "hook")
+        return cls(
+            id=hid,
+            name=str(obj.get("name") or ""),
+            team_id=as_opt_int(obj.get("teamId")),
+            scenario_id=as_opt_int(obj.get("scenarioId")),
+            queue_count=as_int(obj.get("queueCount")),
+            queue_limit=as_opt_int(obj.get("queueLimit")),
+            enabled=as_bool(obj.get("enabled")),
+            raw=obj,
+        )
