@@ -1,0 +1,37 @@
+"""A Make.com API v2 simulator for tests, benchmarks and demos.
+
+``World`` holds organizations, teams, scenarios, hooks and tokens; its scenarios run on an
+injected clock (check runs, successes, warnings, errors with their side effects). ``create_app``
+serves it with the live API's shapes, auth, per-organization rate limits and fault knobs;
+``serve`` runs the demo world (``World.generate``) on a port.
+
+    world = World.generate(seed=1, clock=ManualClock())
+    app = create_app(world)            # GET /api/v2/..., admin under /_sim/...
+"""
+
+from watcher.simulator.app import create_app, serve
+from watcher.simulator.world import (
+    ALL_READ_SCOPES,
+    Faults,
+    FaultScope,
+    Hook,
+    Organization,
+    RequestRecord,
+    Scenario,
+    Team,
+    World,
+)
+
+__all__ = [
+    "ALL_READ_SCOPES",
+    "FaultScope",
+    "Faults",
+    "Hook",
+    "Organization",
+    "RequestRecord",
+    "Scenario",
+    "Team",
+    "World",
+    "create_app",
+    "serve",
+]
