@@ -1,0 +1,761 @@
+"""makewatch's state: one SQLite file, versioned migrations, one writer thread.
+
+Contracts
+---------
+* **One writer, never on the event loop.** Every write is a function ``fn(db)`` run in one
+  dedicated thread that owns the only read-write connection, inside one ``BEGIN IMMEDIATE``
+  transaction: it commits as a whole or not at all (an exception from ``fn``, a constraint
+  violation, or the process dying before ``COMMIT`` leaves nothing behind). Writes run one at a
+  time, in the order they were submitted.
+* **Reads beside the writer.** A read is ``fn(db)`` run in a second thread on a read-only
+  connection, inside one read transaction: a consistent snapshot of the last commit. WAL lets
+  it run while a write is in progress; it never sees a write that has not committed.
+* ``fn`` must return materialised values (``list(table.rows_where(...))``): a lazy iterator
+  would be read after its transaction ended, in the wrong thread, so it is refused.
+* **JSON columns** are named ``*_json`` in SQLite. The helpers here take and return them
+  decoded, under the name without the suffix: ``payload``, ``snapshot``, ``scheduling``,
+  ``license``, ``usage``.
+* Times are epoch seconds (REAL) unless the name ends in ``_ms``. Nothing here reads a clock:
+  callers pass every time in.
+* **No secrets.** No table has a column for a token or a webhook URL; they live in the config.
+
+Each ``Store`` helper (``record_progress``, ``get_cursor`` ...) is the same-named module
+function run in one transaction. To make several of them one transaction, call the module
+functions inside your own ``await store.write(lambda db: ...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+from sqlite_utils.db import Table
+from sqlite_utils.migrations import Migrations
+
+__all__ = [
+    "MIGRATIONS",
+    "STREAMS",
+    "MigrationFn",
+    "SchemaTooNewError",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "count_events",
+    "get_cursor",
+    "get_organization",
+    "get_scenarios",
+    "insert_events",
+    "record_progress",
+    "unprocessed_events",
+    "upsert_cursors",
+    "upsert_org_health",
+    "upsert_organization",
+    "upsert_scenarios",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MigrationFn = Callable[[Database], None]
+
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+MIGRATION_SET = "makewatch"
+STREAMS = ("logs", "dlqs")
+
+EVENT_FIELDS = (
+    "key",
+    "kind",
+    "severity",
+    "org_id",
+    "team_id",
+    "scenario_id",
+    "occurred_at",
+    "detected_at",
+    "payload",
+)
+
+# Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
+_JSON_FIELDS: dict[str, tuple[str, ...]] = {
+    "organizations": ("license", "usage"),
+    "scenarios": ("scheduling", "snapshot"),
+    "events": ("payload",),
+}
+
+
+class StoreError(Exception):
+    """The state database cannot be used as asked."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by a newer makewatch than this one."""
+
+
+class StoreClosedError(StoreError):
+    """The store was used after ``close()``."""
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def m001_initial_schema(db: Database) -> None:
+    """Schema v1: every table of DESIGN.md's "State (SQLite)"."""
+    db["organizations"].create(
+        {
+            "id": int,  # Make organization id
+            "name": str,
+            "base_url": str,
+            "plan": str,
+            "api_limit": int,
+            "license_json": str,
+            "usage_json": str,
+            "updated_at": float,
+        },
+        pk="id",
+    )
+    scenarios = db["scenarios"].create(
+        {
+            "id": int,  # Make scenario id
+            "org_id": int,
+            "team_id": int,
+            "name": str,
+            "is_active": int,
+            "is_invalid": int,
+            "is_paused": int,
+            "dlq_count": int,
+            "operations": int,
+            "centicredits": int,
+            "transfer": int,
+            "hook_id": int,
+            "scheduling_json": str,
+            "next_exec": str,
+            "snapshot_json": str,
+            "first_seen_at": float,
+            "updated_at": float,
+            "last_checked_at": float,
+            "last_error_at": float,
+            "error_score": float,
+        },
+        pk="id",
+        defaults={"error_score": 0},
+    )
+    scenarios.create_index(["org_id"])
+    db["cursors"].create(
+        {
+            "scenario_id": int,
+            "stream": str,  # 'logs' | 'dlqs'
+            "last_imt_id": str,
+            "last_ts_ms": int,
+            "updated_at": float,
+        },
+        pk=("scenario_id", "stream"),
+        # A compound primary key that is not a rowid alias accepts NULLs in SQLite.
+        not_null=["scenario_id", "stream"],
+    )
+    events = db["events"].create(
+        {
+            "id": int,
+            "key": str,
+            "kind": str,
+            "severity": str,
+            "org_id": int,
+            "team_id": int,
+            "scenario_id": int,
+            "occurred_at": float,
+            "detected_at": float,
+            "payload_json": str,
+            "processed_at": float,
+        },
+        pk="id",
+        not_null=["key"],
+    )
+    events.create_index(["key"], unique=True)
+    events.create_index(["processed_at"])
+    events.create_index(["org_id", "occurred_at"])
+    db["alerts"].create(
+        {
+            "id": int,
+            "fingerprint": str,
+            "kind": str,
+            "severity": str,
+            "org_id": int,
+            "team_id": int,
+            "scenario_id": int,
+            "state": str,  # firing | resolved
+            "first_seen": float,
+            "last_seen": float,
+            "count": int,
+            "count_since_notice": int,
+            "last_notified": float,
+            "reason": str,
+            "payload_json": str,
+            "thread_ref_json": str,
+        },
+        pk="id",
+    ).create_index(["fingerprint"], unique=True)
+    db["outbox"].create(
+        {
+            "id": int,
+            "alert_id": int,
+            "channel": str,
+            "kind": str,
+            "payload_json": str,
+            "status": str,  # pending | sent | parked
+            "attempts": int,
+            "next_attempt_at": float,
+            "created_at": float,
+            "sent_at": float,
+            "last_error": str,
+        },
+        pk="id",
+        defaults={"attempts": 0},
+        foreign_keys=[("alert_id", "alerts", "id")],
+    ).create_index(["status", "next_attempt_at"])
+    db["deliveries"].create(
+        {"id": int, "outbox_id": int, "attempted_at": float, "ok": int, "error": str},
+        pk="id",
+        foreign_keys=[("outbox_id", "outbox", "id")],
+    )
+    db["silences"].create(
+        {
+            "id": int,
+            "matchers_json": str,
+            "starts_at": float,
+            "ends_at": float,
+            "reason": str,
+            "created_by": str,
+            "created_at": float,
+            "expired_at": float,
+        },
+        pk="id",
+    )
+    db["digests"].create(
+        {"recipient": str, "period_start": float, "period_end": float, "sent_at": float},
+        pk=("recipient", "period_start"),
+        not_null=["recipient", "period_start"],
+    )
+    db["org_health"].create(
+        {
+            "org_id": int,
+            "consecutive_failures": int,
+            "last_ok_at": float,
+            "last_error": str,
+            "last_error_at": float,
+            "unreachable_reported": int,
+        },
+        pk="org_id",
+        defaults={"unreachable_reported": 0},
+    )
+
+
+# Append only: a migration, once released, is never edited, renamed or reordered. Its function
+# name is what the database records as applied.
+MIGRATIONS: tuple[MigrationFn, ...] = (m001_initial_schema,)
+
+
+def _migrate(db: Database, fns: Sequence[MigrationFn], path: Path) -> int:
+    """Apply the missing migrations of ``fns``, each in its own transaction; return the version.
+
+    Each step takes the write lock (``BEGIN IMMEDIATE``) and re-reads what is applied, so two
+    processes opening a fresh file at once never apply a migration twice.
+    """
+    names = [fn.__name__ for fn in fns]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate migration names: {names}")
+    migrations = Migrations(MIGRATION_SET)
+    for fn in fns:
+        migrations(name=fn.__name__)(fn)
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            applied = [m.name for m in migrations.applied(db)]
+            _check_history(applied, names, path)
+            pending = names[len(applied) :]
+            if pending:
+                # Migrations.apply() wraps each migration in atomic(), a savepoint inside this
+                # transaction; stop_before limits it to exactly one migration per transaction.
+                migrations.apply(db, stop_before=pending[1] if len(pending) > 1 else None)
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+        if not pending:
+            return len(applied)
+        logger.info("state %s: applied migration %s", path, pending[0])
+
+
+def _check_history(applied: list[str], known: list[str], path: Path) -> None:
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        raise SchemaTooNewError(
+            f"{path} was migrated by a newer makewatch (schema version {len(applied)}, this "
+            f"version knows {len(known)}; unknown migrations: {', '.join(unknown)}). "
+            "Upgrade makewatch, or point it at another state file."
+        )
+    if applied != known[: len(applied)]:
+        raise StoreError(
+            f"{path}: applied migrations {applied} are not a prefix of this version's "
+            f"{known}; the migration list was edited after release"
+        )
+
+
+# ------------------------------------------------------------------------------- rows
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    # default=str: one odd value (a datetime in a payload) must not fail the whole batch.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _encode(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A caller's row → a SQLite row: ``payload`` becomes the JSON text ``payload_json``."""
+    out = dict(row)
+    for name in _JSON_FIELDS.get(table, ()):
+        if name in out:
+            if f"{name}_json" in out:
+                raise ValueError(f"{table} row has both {name!r} and {name + '_json'!r}")
+            out[f"{name}_json"] = _dumps(out.pop(name))
+    return out
+
+
+def _decode(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A SQLite row → a caller's row: ``payload_json`` comes back decoded as ``payload``."""
+    out = dict(row)
+    for name in _JSON_FIELDS.get(table, ()):
+        column = f"{name}_json"
+        if column in out:
+            text = out.pop(column)
+            out[name] = None if text is None else json.loads(text)
+    return out
+
+
+def _table(db: Database, name: str) -> Table:
+    return db.table(name)
+
+
+def _upsert(db: Database, table: str, rows: Iterable[Mapping[str, Any]], pk: Any) -> None:
+    """Upsert ``rows`` so that a column a row leaves out keeps its stored value.
+
+    sqlite-utils builds one statement per batch over the union of the batch's keys and would
+    write NULL into a column one row has and another lacks, so rows are grouped by key set.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        encoded = _encode(table, row)
+        groups.setdefault(tuple(sorted(encoded)), []).append(encoded)
+    for group in groups.values():
+        _table(db, table).upsert_all(group, pk=pk)
+
+
+# ----------------------------------------------------------- transaction-level functions
+# Each takes a Database already inside a transaction (the one store.write() opened).
+
+
+def insert_events(db: Database, events: Iterable[Mapping[str, Any]]) -> int:
+    """Insert events; one whose ``key`` is already stored is silently skipped.
+
+    Each event has ``key`` (required, unique) and any of ``kind``, ``severity``, ``org_id``,
+    ``team_id``, ``scenario_id``, ``occurred_at``, ``detected_at``, ``payload`` (a dict).
+    Returns how many rows were actually inserted.
+    """
+    rows = []
+    for event in events:
+        unexpected = set(event) - set(EVENT_FIELDS)
+        if unexpected:
+            raise ValueError(f"event has unexpected fields: {sorted(unexpected)}")
+        if not event.get("key"):
+            raise ValueError("event without a key")
+        rows.append(_encode("events", {f: event.get(f) for f in EVENT_FIELDS}))
+    if not rows:
+        return 0
+    table = _table(db, "events")
+    where = "key IN (SELECT value FROM json_each(?))"
+    keys = [json.dumps([row["key"] for row in rows])]
+    before = table.count_where(where, keys)
+    table.insert_all(rows, ignore=True)
+    return table.count_where(where, keys) - before
+
+
+def upsert_cursors(db: Database, cursors: Iterable[Mapping[str, Any]]) -> None:
+    """Upsert cursors: ``scenario_id``, ``stream`` ('logs' | 'dlqs') and what to update of
+    ``last_imt_id``, ``last_ts_ms``, ``updated_at``."""
+    rows = list(cursors)
+    for row in rows:
+        if row.get("stream") not in STREAMS:
+            raise ValueError(f"cursor stream must be one of {STREAMS}: {row.get('stream')!r}")
+    _upsert(db, "cursors", rows, pk=("scenario_id", "stream"))
+
+
+def upsert_scenarios(db: Database, scenarios: Iterable[Mapping[str, Any]]) -> None:
+    """Upsert scenario snapshots by ``id``; columns a row leaves out keep their value.
+
+    ``first_seen_at`` is only ever set once: a later snapshot's value never overwrites it.
+    """
+    rows = [dict(row) for row in scenarios]
+    first_seen = [(row.pop("first_seen_at"), row["id"]) for row in rows if "first_seen_at" in row]
+    _upsert(db, "scenarios", rows, pk="id")
+    for first_seen_at, scenario_id in first_seen:
+        db.execute(
+            "UPDATE scenarios SET first_seen_at = ? WHERE id = ? AND first_seen_at IS NULL",
+            [first_seen_at, scenario_id],
+        )
+
+
+def upsert_org_health(db: Database, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Upsert ``org_health`` rows by ``org_id``; columns a row leaves out keep their value."""
+    _upsert(db, "org_health", rows, pk="org_id")
+
+
+def record_progress(
+    db: Database,
+    events: Iterable[Mapping[str, Any]],
+    cursors: Iterable[Mapping[str, Any]],
+    scenarios: Iterable[Mapping[str, Any]] = (),
+    health: Iterable[Mapping[str, Any]] = (),
+) -> int:
+    """New events, the cursors that cover them, scenario snapshots and health rows.
+
+    Run inside one transaction (``Store.record_progress`` does that), a crash leaves all of it
+    or none: never an advanced cursor without its events, so no error is lost, and never events
+    twice, since a duplicate ``key`` is skipped. Returns how many events were new.
+    """
+    inserted = insert_events(db, events)
+    upsert_cursors(db, cursors)
+    upsert_scenarios(db, scenarios)
+    upsert_org_health(db, health)
+    return inserted
+
+
+def get_cursor(db: Database, scenario_id: int, stream: str) -> dict[str, Any] | None:
+    """The cursor of ``scenario_id``'s ``stream``, or None if it was never read."""
+    rows = _table(db, "cursors").rows_where(
+        "scenario_id = ? AND stream = ?", [scenario_id, stream], limit=1
+    )
+    return next(iter(rows), None)
+
+
+def get_scenarios(db: Database, org_id: int) -> dict[int, dict[str, Any]]:
+    """The stored snapshot of every scenario of ``org_id``, by scenario id."""
+    rows = _table(db, "scenarios").rows_where("org_id = ?", [org_id], order_by="id")
+    return {row["id"]: _decode("scenarios", row) for row in rows}
+
+
+def upsert_organization(db: Database, row: Mapping[str, Any]) -> None:
+    """Upsert an organization by ``id`` (``license`` and ``usage`` are dicts)."""
+    _upsert(db, "organizations", [row], pk="id")
+
+
+def get_organization(db: Database, org_id: int) -> dict[str, Any] | None:
+    """The stored organization, or None."""
+    rows = _table(db, "organizations").rows_where("id = ?", [org_id], limit=1)
+    row = next(iter(rows), None)
+    return None if row is None else _decode("organizations", row)
+
+
+def unprocessed_events(db: Database, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` events not yet processed (``processed_at`` NULL), oldest insert first."""
+    rows = _table(db, "events").rows_where("processed_at IS NULL", order_by="id", limit=int(limit))
+    return [_decode("events", row) for row in rows]
+
+
+def count_events(db: Database, kind: str | None = None) -> dict[str, int]:
+    """Number of stored events by kind (only ``kind``, with 0 if none, when it is given)."""
+    if kind is not None:
+        return {kind: _table(db, "events").count_where("kind = ?", [kind])}
+    return {
+        row["kind"]: row["n"]
+        for row in db.query("SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind")
+    }
+
+
+# ------------------------------------------------------------------------------ Store
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the file owner-only (0600) before SQLite does; warn about a readable one.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so they follow.
+    An existing file is left as its owner set it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning(
+                "state file %s has mode %04o: group/other users can access it; `chmod 600` it",
+                path,
+                mode,
+            )
+    else:
+        os.close(fd)
+
+
+def _refuse_lazy(result: T) -> T:
+    if isinstance(result, Iterator):
+        raise TypeError(
+            "a store fn must return materialised values (e.g. list(rows)): a lazy iterator "
+            "would be read after its transaction, in another thread"
+        )
+    return result
+
+
+class Store:
+    """The state database: one writer thread, one reader thread, both off the event loop.
+
+    Open with :meth:`Store.open`; close with :meth:`close` (or ``await aclose()``, or use it as
+    a context manager). See the module docstring for the transaction contract.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        migrations: Sequence[MigrationFn] = MIGRATIONS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> None:
+        """Prefer :meth:`Store.open`."""
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._wdb: Database | None = None
+        self._rdb: Database | None = None
+        self._writer_thread: int | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+        try:
+            _prepare_file(self.path)
+            self.schema_version: int = self._writer.submit(
+                self._open_writer, list(migrations)
+            ).result()
+            # The reader opens after the writer: WAL mode and the -shm file must exist first.
+            self._reader.submit(self._open_reader).result()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        migrations: Sequence[MigrationFn] = MIGRATIONS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> Store:
+        """Open (creating it 0600 if missing) and migrate the state file at ``path``.
+
+        ``migrations`` replaces the schema's migration list (for tests). Raises
+        :class:`SchemaTooNewError` if the file was migrated by a newer makewatch.
+        Blocks while migrating: call it before the event loop starts, or in a thread.
+        """
+        return cls(path, migrations=migrations, busy_timeout_s=busy_timeout_s)
+
+    # -- connections, each created and closed in the thread that uses it
+
+    def _open_writer(self, migrations: list[MigrationFn]) -> int:
+        self._writer_thread = threading.get_ident()
+        db = Database(sqlite3.connect(self.path, timeout=self._busy_timeout_s))
+        self._wdb = db
+        db.execute("PRAGMA foreign_keys = ON")
+        db.enable_wal()
+        # synchronous stays FULL (the default): with NORMAL, a power cut could undo the commit
+        # that recorded a sent notification, and it would be sent again.
+        if db.journal_mode != "wal":
+            raise StoreError(f"{self.path}: cannot use WAL mode (a network file system?)")
+        return _migrate(db, migrations, self.path)
+
+    def _open_reader(self) -> None:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = Database(sqlite3.connect(uri, uri=True, timeout=self._busy_timeout_s))
+        self._rdb = db
+        db.execute("PRAGMA foreign_keys = ON")
+
+    @staticmethod
+    def _close_db(db: Database | None) -> None:
+        if db is not None:
+            db.close()
+
+    # -- transactions, run in the owning thread
+
+    def _write_tx(self, fn: Callable[[Database], T]) -> T:
+        db = self._wdb
+        assert db is not None
+        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads first and
+        # writes later can fail with SQLITE_BUSY at once, without waiting busy_timeout, when
+        # another process (a CLI command) writes meanwhile.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = _refuse_lazy(fn(db))
+            if not db.conn.in_transaction:
+                raise StoreError("the write fn ended the transaction itself")
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+        return result
+
+    def _read_tx(self, fn: Callable[[Database], T]) -> T:
+        db = self._rdb
+        assert db is not None
+        db.execute("BEGIN")
+        try:
+            return _refuse_lazy(fn(db))
+        finally:
+            db.rollback()
+
+    def _executor(self, which: str) -> ThreadPoolExecutor:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if which == "writer" and threading.get_ident() == self._writer_thread:
+            raise StoreError("a write fn must not start another write: it would deadlock")
+        return self._writer if which == "writer" else self._reader
+
+    # -- public API
+
+    async def write(self, fn: Callable[[Database], T]) -> T:
+        """Run ``fn(db)`` in the writer thread in one transaction; return its result.
+
+        All or nothing: if ``fn`` raises, everything it did is rolled back and the exception
+        propagates. Cancelling the awaiting task before the write starts means it never runs;
+        once started it still commits (or rolls back) as a whole, and the result is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor("writer"), self._write_tx, fn)
+
+    async def read(self, fn: Callable[[Database], T]) -> T:
+        """Run ``fn(db)`` on the read-only connection, in one snapshot, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor("reader"), self._read_tx, fn)
+
+    def write_sync(self, fn: Callable[[Database], T]) -> T:
+        """:meth:`write` for synchronous code (CLI commands, tests): blocks until committed."""
+        return self._executor("writer").submit(self._write_tx, fn).result()
+
+    def read_sync(self, fn: Callable[[Database], T]) -> T:
+        """:meth:`read` for synchronous code."""
+        return self._executor("reader").submit(self._read_tx, fn).result()
+
+    def close(self) -> None:
+        """Finish the queued writes and reads, then close both connections. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._reader.submit(self._close_db, self._rdb).result()
+        finally:
+            self._reader.shutdown(wait=True)
+            try:
+                self._writer.submit(self._close_db, self._wdb).result()
+            finally:
+                self._writer.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop while queued writes finish."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- typed helpers: each is one transaction
+
+    async def record_progress(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        cursors: Sequence[Mapping[str, Any]],
+        scenarios: Sequence[Mapping[str, Any]] = (),
+        health: Sequence[Mapping[str, Any]] = (),
+    ) -> int:
+        """See :func:`record_progress`; one transaction. Returns the number of new events."""
+        return await self.write(
+            functools.partial(
+                record_progress, events=events, cursors=cursors, scenarios=scenarios, health=health
+            )
+        )
+
+    def record_progress_sync(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        cursors: Sequence[Mapping[str, Any]],
+        scenarios: Sequence[Mapping[str, Any]] = (),
+        health: Sequence[Mapping[str, Any]] = (),
+    ) -> int:
+        """Synchronous :meth:`record_progress`."""
+        return self.write_sync(
+            functools.partial(
+                record_progress, events=events, cursors=cursors, scenarios=scenarios, health=health
+            )
+        )
+
+    async def get_cursor(self, scenario_id: int, stream: str) -> dict[str, Any] | None:
+        """See :func:`get_cursor`."""
+        return await self.read(
+            functools.partial(get_cursor, scenario_id=scenario_id, stream=stream)
+        )
+
+    def get_cursor_sync(self, scenario_id: int, stream: str) -> dict[str, Any] | None:
+        """Synchronous :meth:`get_cursor`."""
+        return self.read_sync(functools.partial(get_cursor, scenario_id=scenario_id, stream=stream))
+
+    async def get_scenarios(self, org_id: int) -> dict[int, dict[str, Any]]:
+        """See :func:`get_scenarios`."""
+        return await self.read(functools.partial(get_scenarios, org_id=org_id))
+
+    def get_scenarios_sync(self, org_id: int) -> dict[int, dict[str, Any]]:
+        """Synchronous :meth:`get_scenarios`."""
+        return self.read_sync(functools.partial(get_scenarios, org_id=org_id))
+
+    async def upsert_organization(self, row: Mapping[str, Any]) -> None:
+        """See :func:`upsert_organization`; one transaction."""
+        await self.write(functools.partial(upsert_organization, row=row))
+
+    def upsert_organization_sync(self, row: Mapping[str, Any]) -> None:
+        """Synchronous :meth:`upsert_organization`."""
+        self.write_sync(functools.partial(upsert_organization, row=row))
+
+    async def get_organization(self, org_id: int) -> dict[str, Any] | None:
+        """See :func:`get_organization`."""
+        return await self.read(functools.partial(get_organization, org_id=org_id))
+
+    def get_organization_sync(self, org_id: int) -> dict[str, Any] | None:
+        """Synchronous :meth:`get_organization`."""
+        return self.read_sync(functools.partial(get_organization, org_id=org_id))
+
+    async def unprocessed_events(self, limit: int) -> list[dict[str, Any]]:
+        """See :func:`unprocessed_events`."""
+        return await self.read(functools.partial(unprocessed_events, limit=limit))
+
+    def unprocessed_events_sync(self, limit: int) -> list[dict[str, Any]]:
+        """Synchronous :meth:`unprocessed_events`."""
+        return self.read_sync(functools.partial(unprocessed_events, limit=limit))
+
+    async def count_events(self, kind: str | None = None) -> dict[str, int]:
+        """See :func:`count_events`."""
+        return await self.read(functools.partial(count_events, kind=kind))
+
+    def count_events_sync(self, kind: str | None = None) -> dict[str, int]:
+        """Synchronous :meth:`count_events`."""
+        return self.read_sync(functools.partial(count_events, kind=kind))
