@@ -1,0 +1,77 @@
+"""The ``makewatch`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from watcher import __version__
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="makewatch")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+def main(verbose: bool) -> None:
+    """makewatch: watch Make.com organizations and alert people when scenarios break."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the generated world.")
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="How many simulated seconds pass per real second.",
+)
+def simulate(host: str, port: int, seed: int, speed: float) -> None:
+    """Serve the bundled Make API v2 simulator (base URL http://HOST:PORT/api/v2)."""
+    from watcher.simulator import serve
+
+    asyncio.run(serve(host=host, port=port, seed=seed, speed=speed))
+
+
+@main.command()
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the simulated world.")
+@click.option(
+    "--errors", "max_errors", default=5, show_default=True, type=int,
+    help="How many recent errors to show per organization.",
+)
+def demo(seed: int, max_errors: int) -> None:
+    """Start the bundled Make simulator and show what makewatch's client sees in it.
+
+    Needs no configuration, token or network: everything runs on 127.0.0.1.
+    """
+    from watcher.demo import run_demo
+
+    click.echo(asyncio.run(run_demo(seed=seed, max_errors=max_errors)))
+
+
+def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
+    """Load the config; on any error print it (naming file and key) and exit with code 2."""
+    from watcher.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"makewatch: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
