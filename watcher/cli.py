@@ -62,6 +62,31 @@ def demo(seed: int, max_errors: int) -> None:
     click.echo(asyncio.run(run_demo(seed=seed, max_errors=max_errors)))
 
 
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    default="makewatch.toml",
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The configuration file.",
+)
+
+
+@main.command()
+@CONFIG_OPTION
+def check(config_path: Path) -> None:
+    """Validate the config, then check each organization's token, plan, budget and scopes.
+
+    Exits 2 on a configuration error, 1 when an organization cannot be read, else 0.
+    """
+    from watcher.check import run_check
+
+    settings = load_config_or_exit(config_path)
+    ok, report = asyncio.run(run_check(settings))
+    click.echo(report)
+    sys.exit(0 if ok else 1)
+
+
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
     """Load the config; on any error print it (naming file and key) and exit with code 2."""
     from watcher.config import ConfigError, load_config

@@ -1,0 +1,124 @@
+"""The CLI against a real `makewatch simulate` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from watcher.cli import main
+from watcher.config import load_config
+from watcher.orgs import calibrate, make_client
+from watcher.simulator import World
+
+LINE = re.compile(r"organization (\d+) '([^']+)' plan=(\w+) .* token=([0-9a-f-]+)")
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcher.cli", "simulate", "--port", "0", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        base_url = re.search(r"(http://\S+/api/v2)", first).group(1)
+        orgs = {}
+        while len(orgs) < 3:
+            m = LINE.search(proc.stdout.readline())
+            if m:
+                orgs[m.group(2)] = {"id": int(m.group(1)), "plan": m.group(3), "token": m.group(4)}
+        yield base_url, orgs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def write_config(tmp_path: Path, base_url: str, org_id: int, extra: str = "") -> Path:
+    path = tmp_path / "makewatch.toml"
+    path.write_text(
+        f"""
+[[organizations]]
+name = "Acme"
+base_url = "{base_url}"
+organization_id = {org_id}
+token_env = "MAKE_TOKEN_ACME"
+{extra}
+"""
+    )
+    return path
+
+
+def test_simulate_serves_the_api(simulator):
+    base_url, orgs = simulator
+    acme = orgs["Acme Agency"]
+    req = urllib.request.Request(
+        f"{base_url}/organizations/{acme['id']}",
+        headers={"Authorization": f"Token {acme['token']}", "User-Agent": "test"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["organization"]["license"]["apiLimit"] == 60
+
+
+def test_check_reports_plan_budget_and_scopes(simulator, tmp_path):
+    base_url, orgs = simulator
+    acme = orgs["Acme Agency"]
+    cfg = write_config(tmp_path, base_url, acme["id"], 'plan = "free"')
+    result = CliRunner().invoke(
+        main, ["check", "--config", str(cfg)], env={"MAKE_TOKEN_ACME": acme["token"]}
+    )
+    assert result.exit_code == 0, result.output
+    # Make's license (Core, 60/min) wins over the configured plan (free, 30/min).
+    assert "API limit 60/min, makewatch budget 30/min" in result.output
+    assert "all needed read scopes present" in result.output
+    assert acme["token"] not in result.output
+
+
+def test_check_fails_on_a_rejected_token_without_echoing_it(simulator, tmp_path):
+    base_url, orgs = simulator
+    cfg = write_config(tmp_path, base_url, orgs["Acme Agency"]["id"])
+    wrong = "99999999-8888-4777-8666-555555555555"
+    result = CliRunner().invoke(main, ["check", "--config", str(cfg)], env={"MAKE_TOKEN_ACME": wrong})
+    assert result.exit_code == 1
+    assert "FAILED: Make API 401" in result.output
+    assert wrong not in result.output
+
+
+def test_a_bad_config_exits_2_naming_file_and_key(tmp_path):
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text('[[organizations]]\nname = "Acme"\nzone = "eu1.make.com"\ntoken_env = "X"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(cfg)], env={"X": "t"})
+    assert result.exit_code == 2
+    assert "broken.toml: organizations[0].organization_id:" in result.output
+
+
+def test_a_missing_config_file_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["check", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "nope.toml" in result.output
+
+
+async def test_calibrate_sizes_the_budget_from_make_license(start_sim, fast_clock, tmp_path):
+    world = World(seed=2, clock=fast_clock)
+    org = world.add_organization(name="Globex", plan="pro")
+    token = world.add_token(org_ids=[org.id])
+    sim = await start_sim(world)
+    cfg = write_config(tmp_path, sim.base_url, org.id, 'plan = "free"\nbudget_share = 0.25')
+    settings = load_config(cfg, env={"MAKE_TOKEN_ACME": token})
+    client = make_client(sim.session, settings.organizations[0], settings.http, fast_clock)
+    assert client.limiter.per_window == 7  # free 30 x 0.25 until Make tells us more
+    info = await calibrate(client, settings.organizations[0])
+    assert info.license.api_limit == 120
+    assert client.limiter.per_window == 30  # pro 120 x 0.25

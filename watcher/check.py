@@ -1,0 +1,62 @@
+"""``makewatch check``: can makewatch read every configured organization?"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from watcher.clock import Clock, SystemClock
+from watcher.config import OrganizationSettings, Settings
+from watcher.make import MakeApiError
+from watcher.orgs import calibrate, make_client
+
+# What the read-only poller calls, by scope (make-api.md §1.3).
+REQUIRED_SCOPES = ("organizations:read", "teams:read", "scenarios:read", "dlqs:read", "hooks:read")
+
+
+async def check_org(
+    session: aiohttp.ClientSession, settings: Settings, org: OrganizationSettings, clock: Clock
+) -> tuple[bool, list[str]]:
+    client = make_client(session, org, settings.http, clock)
+    lines = [f"{org.name} (organization {org.organization_id} at {org.api_base_url})"]
+    try:
+        user = await client.me()
+        lines.append(f"  token: accepted (user {user.name or user.id})")
+        info = await calibrate(client, org)
+    except MakeApiError as exc:
+        hint = ""
+        if exc.status == 401:
+            hint = " (is the token right, and created in this zone?)"
+        elif exc.status == 403:
+            hint = " (does the token have organizations:read, and is the organization in this zone?)"
+        lines.append(f"  FAILED: {exc}{hint}")
+        return False, lines
+    api_limit = info.license.api_limit if info.license else None
+    lines.append(
+        f"  plan: {info.plan or 'unknown'}, API limit {api_limit or 'unknown'}/min, "
+        f"makewatch budget {client.limiter.per_window}/min (budget_share {org.budget_share:g})"
+    )
+    try:
+        auth = await client.current_authorization()
+    except MakeApiError as exc:
+        lines.append(f"  scopes: could not be read ({exc})")
+        return True, lines
+    if auth.scopes:
+        missing = [s for s in REQUIRED_SCOPES if s not in auth.scopes]
+        if missing:
+            lines.append(f"  scopes: MISSING {', '.join(missing)}")
+            return False, lines
+        lines.append("  scopes: all needed read scopes present")
+    return True, lines
+
+
+async def run_check(settings: Settings, clock: Clock | None = None) -> tuple[bool, str]:
+    clock = clock or SystemClock()
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(check_org(session, settings, org, clock) for org in settings.organizations)
+        )
+    ok = all(r[0] for r in results)
+    text = "\n".join(line for _, lines in results for line in lines)
+    return ok, text
