@@ -122,3 +122,19 @@ async def test_calibrate_sizes_the_budget_from_make_license(start_sim, fast_cloc
     info = await calibrate(client, settings.organizations[0])
     assert info.license.api_limit == 120
     assert client.limiter.per_window == 30  # pro 120 x 0.25
+
+
+def test_once_prints_requests_and_events_by_kind(simulator, tmp_path):
+    base_url, orgs = simulator
+    acme = orgs["Acme Agency"]
+    cfg = write_config(tmp_path, base_url, acme["id"], f'\n[state]\ndb_path = "{tmp_path / "s.db"}"')
+    env = {"MAKE_TOKEN_ACME": acme["token"]}
+    first = CliRunner().invoke(main, ["once", "--config", str(cfg)], env=env)
+    assert first.exit_code == 0, first.output
+    # The demo world's Acme has a scenario Make already switched off: reported once, at start.
+    assert "Acme: ok; requests " in first.output
+    assert "scenario_deactivated 1" in first.output
+    second = CliRunner().invoke(main, ["once", "--config", str(cfg)], env=env)
+    assert second.exit_code == 0
+    assert "scenario_deactivated" not in second.output
+    assert (tmp_path / "s.db").stat().st_mode & 0o077 == 0

@@ -87,6 +87,33 @@ def check(config_path: Path) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@CONFIG_OPTION
+def once(config_path: Path) -> None:
+    """Run one polling cycle of every organization and print what it found.
+
+    Prints, per organization, the requests spent and the new events by kind. Exits 1 if an
+    organization could not be polled, 2 on a configuration error.
+    """
+    from watcher.runner import run_once
+
+    settings = load_config_or_exit(config_path)
+    ok, text = asyncio.run(run_once(settings))
+    click.echo(text)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@CONFIG_OPTION
+def run(config_path: Path) -> None:
+    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C."""
+    from watcher.runner import run_forever
+
+    settings = load_config_or_exit(config_path)
+    logging.getLogger().setLevel(settings.logging.level)
+    asyncio.run(run_forever(settings))
+
+
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
     """Load the config; on any error print it (naming file and key) and exit with code 2."""
     from watcher.config import ConfigError, load_config

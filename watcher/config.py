@@ -362,6 +362,49 @@ class StateSettings(_Section):
     db_path: Path = Path("makewatch.db")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration like '24h', '30m' or '7d': {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+class PollingSettings(_Section):
+    """``[polling]``: how often and how much makewatch reads from Make."""
+
+    poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 60.0
+    sweep_interval_s: Annotated[StrictFloat, Field(ge=60)] = 3600.0
+    usage_interval_s: Annotated[StrictFloat, Field(ge=60)] = 900.0
+    backfill: str = "none"
+    warnings: bool = False
+    quota_thresholds: Annotated[tuple[Annotated[int, Field(gt=0, le=100)], ...], Field(min_length=1)] = (
+        75,
+        90,
+        100,
+    )
+    hook_backlog_ratio: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.8
+    unreachable_after_cycles: Annotated[int, Strict(), Field(ge=1)] = 3
+    concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
+
+    @field_validator("backfill")
+    @classmethod
+    def _check_backfill(cls, value: str) -> str:
+        if value.strip().lower() == "none":
+            return "none"
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def backfill_s(self) -> float:
+        """Seconds of history turned into events on first start (0 for "none")."""
+        return 0.0 if self.backfill == "none" else parse_duration(self.backfill)
+
+
 class HttpSettings(_Section):
     """``[http]``: how makewatch talks to Make."""
 
@@ -395,6 +438,7 @@ class Settings(_Section):
 
     organizations: Annotated[tuple[OrganizationSettings, ...], Field(min_length=1)]
     state: StateSettings = Field(default_factory=StateSettings)
+    polling: PollingSettings = Field(default_factory=PollingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

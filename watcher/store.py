@@ -258,9 +258,27 @@ def m001_initial_schema(db: Database) -> None:
     )
 
 
+def m002_detection_state(db: Database) -> None:
+    """Schema v2: what the detection scheduler carries between cycles.
+
+    ``pending_since``/``pending_reason``: the scenario moved (counters, dlqCount, state) and
+    its logs are still to be read (work carried over when a cycle's budget runs out).
+    ``last_run_status``: status of the newest run read, to tell a recovery.
+    ``state_seq``: numbers the scenario's state transitions (event keys).
+    ``watch_state``: small keyed JSON values (quota level reported in a period, hook backlog
+    episodes, when usage was last read).
+    """
+    scenarios = db["scenarios"]
+    scenarios.add_column("pending_since", float)
+    scenarios.add_column("pending_reason", str)
+    scenarios.add_column("last_run_status", int)
+    scenarios.add_column("state_seq", int)
+    db["watch_state"].create({"key": str, "value_json": str, "updated_at": float}, pk="key")
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
-MIGRATIONS: tuple[MigrationFn, ...] = (m001_initial_schema,)
+MIGRATIONS: tuple[MigrationFn, ...] = (m001_initial_schema, m002_detection_state)
 
 
 def _migrate(db: Database, fns: Sequence[MigrationFn], path: Path) -> int:
@@ -436,6 +454,36 @@ def record_progress(
     upsert_scenarios(db, scenarios)
     upsert_org_health(db, health)
     return inserted
+
+
+def get_watch_state(db: Database, prefix: str) -> dict[str, Any]:
+    """Every ``watch_state`` value whose key starts with ``prefix``, decoded."""
+    rows = _table(db, "watch_state").rows_where("key >= ? AND key < ?", [prefix, prefix + "\uffff"])
+    return {row["key"]: json.loads(row["value_json"]) for row in rows}
+
+
+def set_watch_state(db: Database, values: Mapping[str, Any], now: float) -> None:
+    """Upsert ``watch_state`` values (JSON-encodable)."""
+    rows = [{"key": k, "value_json": _dumps(v), "updated_at": now} for k, v in values.items()]
+    if rows:
+        _table(db, "watch_state").upsert_all(rows, pk="key")
+
+
+def pending_scenarios(db: Database, org_id: int) -> list[dict[str, Any]]:
+    """Scenarios of ``org_id`` whose logs (or DLQs) are still to be read."""
+    rows = _table(db, "scenarios").rows_where(
+        "org_id = ? AND pending_since IS NOT NULL", [org_id], order_by="pending_since, id"
+    )
+    return [_decode("scenarios", row) for row in rows]
+
+
+def get_cursors(db: Database, org_id: int) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every cursor of the scenarios of ``org_id``, by (scenario id, stream)."""
+    rows = db.query(
+        "SELECT c.* FROM cursors c JOIN scenarios s ON s.id = c.scenario_id WHERE s.org_id = ?",
+        [org_id],
+    )
+    return {(row["scenario_id"], row["stream"]): row for row in rows}
 
 
 def get_cursor(db: Database, scenario_id: int, stream: str) -> dict[str, Any] | None:

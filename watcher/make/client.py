@@ -101,6 +101,7 @@ class MakeClient:
         self._rng = rng or random.Random()
         self.requests_sent = 0
         self.last_ratelimit: dict[str, int] = {}
+        self._malformed_logged: set[str] = set()
 
     def __repr__(self) -> str:
         return f"MakeClient(base_url={self.base_url!r}, token='***')"
@@ -211,9 +212,18 @@ class MakeClient:
 
     # --- paging helpers ---------------------------------------------------------------
 
-    @staticmethod
+    def _skip_malformed(self, what: str, context: str, item: Any, exc: Exception) -> None:
+        """Log a malformed entry once (at WARNING); later sightings of it only at DEBUG.
+
+        A malformed newest log entry is seen again at every read until a newer one arrives.
+        """
+        ident = f"{what}{context}:{str(item)[:200]}"
+        level = logging.DEBUG if ident in self._malformed_logged else logging.WARNING
+        self._malformed_logged.add(ident)
+        log.log(level, "skipping malformed %s%s: %s", what, context, exc)
+
     def _parse_list(
-        items: Any, parse: Callable[[Any], T], what: str, context: str = ""
+        self, items: Any, parse: Callable[[Any], T], what: str, context: str = ""
     ) -> list[T]:
         if not isinstance(items, list):
             raise MakeApiError(200, "MALFORMED", f"{what}: expected a list", retryable=False)
@@ -222,7 +232,7 @@ class MakeClient:
             try:
                 out.append(parse(item))
             except MalformedEntry as exc:
-                log.warning("skipping malformed %s%s: %s", what, context, exc)
+                self._skip_malformed(what, context, item, exc)
         return out
 
     async def _get_all_pages(
@@ -395,7 +405,9 @@ class MakeClient:
             reached_cursor = False
             for row in rows:
                 if not isinstance(row, dict):
-                    log.warning("skipping malformed log entry of scenario %s: not an object", scenario_id)
+                    self._skip_malformed(
+                        "log entry", f" of scenario {scenario_id}", row, MalformedEntry("not an object")
+                    )
                     continue
                 imt = row.get("imtId")
                 if isinstance(imt, str):
@@ -412,7 +424,7 @@ class MakeClient:
                 try:
                     entry = LogEntry.parse(row)
                 except MalformedEntry as exc:
-                    log.warning("skipping malformed log entry of scenario %s: %s", scenario_id, exc)
+                    self._skip_malformed("log entry", f" of scenario {scenario_id}", row, exc)
                     continue
                 entries[entry.imt_id] = entry
             if len(rows) < page_size or reached_cursor or last is None:

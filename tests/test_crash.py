@@ -1,0 +1,111 @@
+"""Kill the poller (SIGKILL) at random points while errors keep coming: none lost, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from watcher.clock import SystemClock
+from watcher.simulator import World, create_app
+from watcher.store import Store
+
+KILLS = 20
+
+
+class SimThread:
+    """The simulator in a thread of its own, so it outlives every killed poller."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        runner = web.AppRunner(create_app(self.world), access_log=None)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        self.runner = runner
+        self.ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+        self.loop.close()
+
+    def __enter__(self) -> SimThread:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def inject_error(self, scenario_id: int, n: int) -> str:
+        body = json.dumps({"scenarioId": scenario_id, "status": 3, "errorName": "DataError", "errorMessage": f"row {n}"}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/_sim/runs", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.load(resp)["scenarioLog"]["id"]
+
+
+def makewatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "watcher.cli", *args]
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path):
+    rng = random.Random(20261124)
+    world = World(seed=9, clock=SystemClock())
+    org = world.add_organization(name="Crashy", plan="enterprise")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    far = time.time() + 10**8
+    scenarios = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, max_errors=0) for i in range(12)]
+    db = tmp_path / "state.db"
+    with SimThread(world) as sim:
+        cfg = tmp_path / "makewatch.toml"
+        cfg.write_text(
+            f'[[organizations]]\nname = "Crashy"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
+            f'organization_id = {org.id}\ntoken_env = "TOK"\n'
+            f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
+        )
+        env = {**os.environ, "TOK": token}
+        subprocess.run(makewatch("once", "--config", str(cfg)), env=env, check=True, capture_output=True, timeout=60)
+
+        injected: list[str] = []
+        for i in range(KILLS):
+            proc = subprocess.Popen(makewatch("run", "--config", str(cfg)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + rng.uniform(0.3, 1.6)
+            while time.monotonic() < deadline:
+                sc = rng.choice(scenarios)
+                injected.append(sim.inject_error(sc.id, len(injected)))
+                time.sleep(rng.uniform(0.02, 0.25))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            assert proc.returncode == -signal.SIGKILL, f"kill {i}: the poller had already exited"
+
+        for _ in range(2):  # drain what the last kill left pending
+            subprocess.run(makewatch("once", "--config", str(cfg)), env=env, check=True, capture_output=True, timeout=60)
+
+    with Store.open(db) as store:
+        rows = store.read_sync(lambda d: list(d["events"].rows_where("kind = 'execution_error'")))
+    seen = [json.loads(r["payload_json"])["execution_id"] for r in rows]
+    assert len(injected) > KILLS
+    assert sorted(seen) == sorted(injected)  # every injected error, each exactly once

@@ -1,0 +1,323 @@
+"""Detection against the simulator: baseline, exact event recording, cost, budget, isolation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import START
+
+from watcher.clock import ManualClock
+from watcher.config import load_config
+from watcher.service import Watcher
+from watcher.simulator import World
+from watcher.store import Store
+
+
+def settings_for(tmp_path: Path, sim, orgs: list[tuple[str, int, str]], extra: str = "", org_extra: str = ""):
+    """orgs: (name, organization id, token). Returns validated Settings."""
+    env = {}
+    parts = []
+    for i, (name, org_id, token) in enumerate(orgs):
+        env[f"TOK{i}"] = token
+        parts.append(
+            f'[[organizations]]\nname = "{name}"\nbase_url = "{sim.base_url}"\n'
+            f'organization_id = {org_id}\ntoken_env = "TOK{i}"\n{org_extra}\n'
+        )
+    cfg = tmp_path / "makewatch.toml"
+    cfg.write_text("\n".join(parts) + f'\n[state]\ndb_path = "{tmp_path / "state.db"}"\n{extra}\n')
+    return load_config(cfg, env=env)
+
+
+class Rig:
+    """Simulator + store + watcher sharing one ManualClock."""
+
+    def __init__(self, sim, settings, store: Store) -> None:
+        self.sim = sim
+        self.world: World = sim.world
+        self.clock: ManualClock = sim.world.clock
+        self.store = store
+        self.watcher = Watcher(settings, store, sim.session, self.clock)
+
+    async def cycle(self):
+        return await self.watcher.poll_once()
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        def q(db):
+            where = "kind = ?" if kind else "1"
+            return [dict(r) for r in db["events"].rows_where(where, [kind] if kind else [], order_by="id")]
+
+        return self.store.read_sync(q)
+
+
+@pytest.fixture
+async def rig_factory(start_sim, tmp_path):
+    stores: list[Store] = []
+
+    async def make(world: World, orgs, extra: str = "", org_extra: str = "") -> Rig:
+        sim = await start_sim(world)
+        settings = settings_for(tmp_path, sim, orgs, extra, org_extra)
+        store = Store.open(settings.state.db_path)
+        stores.append(store)
+        return Rig(sim, settings, store)
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+def agency_world(clock) -> tuple[World, dict]:
+    world = World(seed=11, clock=clock)
+    org = world.add_organization(name="Acme Agency", plan="enterprise", operations_limit=10000, operations_used=9200)
+    team = world.add_team(org.id, name="Ops")
+    ids = {
+        "org": org,
+        "team": team,
+        "token": world.add_token(org_ids=[org.id]),
+        "steady": world.add_scenario(team.id, name="Steady", interval_s=900),
+        "flaky": world.add_scenario(team.id, name="Flaky <CRM>", interval_s=900, max_errors=0),
+        "dlq": world.add_scenario(team.id, name="Orders", interval_s=900, store_incomplete=True, max_errors=0),
+        "fragile": world.add_scenario(team.id, name="Fragile", interval_s=900, max_errors=2),
+        "idle": world.add_scenario(team.id, name="Idle", interval_s=900),
+    }
+    return world, ids
+
+
+def only(world_org, ids) -> list[tuple[str, int, str]]:
+    return [("Acme", ids["org"].id, ids["token"])]
+
+
+async def test_first_start_is_a_baseline_and_reports_standing_problems_once(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    # History before makewatch ever looked: errors, a deactivation, a DLQ backlog, a hook queue.
+    for _ in range(2):
+        world.inject_run(ids["fragile"].id, status=3)
+    world.inject_run(ids["flaky"].id, status=3)
+    world.inject_run(ids["dlq"].id, status=3, error_name="ConnectionError", error_message="refused")
+    world.add_hook(ids["team"].id, scenario_id=ids["steady"].id, queue_limit=50, queue_count=45)
+    clock.advance(600)
+    rig = await rig_factory(world, only(world, ids))
+
+    (report,) = await rig.cycle()
+    assert report.ok, report.error
+    kinds = Counter(e["kind"] for e in rig.events())
+    assert kinds == {"scenario_deactivated": 1, "incomplete_executions": 1, "quota": 1, "hook_backlog": 1}
+    quota = rig.events("quota")[0]
+    assert '"threshold_pct":90' in quota["payload_json"]
+
+    clock.advance(60)
+    (again,) = await rig.cycle()
+    assert again.ok and sum(again.events.values()) == 0
+    assert len(rig.events()) == 4
+
+
+async def test_backfill_turns_recent_history_into_events(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    old = world.inject_run(ids["flaky"].id, status=3, at=START - 30 * 3600)
+    recent = [world.inject_run(ids["flaky"].id, status=3, at=START - h * 3600) for h in (20, 5, 1)]
+    rig = await rig_factory(world, only(world, ids), extra='[polling]\nbackfill = "24h"')
+    await rig.cycle()
+    keys = {e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")}
+    assert keys == {r["id"] for r in recent}
+    assert old["id"] not in keys
+
+
+async def test_it_records_exactly_the_failures_the_simulator_produced(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    await rig.cycle()  # baseline
+    baseline = len(rig.events())
+
+    produced = []
+    clock.advance(120)
+    for i in range(7):
+        produced.append(world.inject_run(ids["flaky"].id, status=3, error_name="DataError", error_message=f"bad row {i}"))
+        world.inject_run(ids["steady"].id, status=1)
+    produced.append(world.inject_run(ids["dlq"].id, status=3, error_name="ConnectionError", error_message="refused"))
+    produced += [world.inject_run(ids["fragile"].id, status=3) for _ in range(2)]  # deactivates it
+    world.inject_run(ids["idle"].id, status=1, check=True)  # a check run: moves counters only
+    clock.advance(60)
+
+    await rig.cycle()
+    errors = rig.events("execution_error")
+    assert sorted(e["key"].rsplit(":", 1)[1] for e in errors) == sorted(r["id"] for r in produced)
+    assert [e["kind"] for e in rig.events("scenario_deactivated")] == ["scenario_deactivated"]
+    dlq_events = [e for e in rig.events("incomplete_executions") if "baseline" not in e["key"]]
+    assert len(dlq_events) == 1 and '"reason":"refused"' in dlq_events[0]["payload_json"]
+    flaky_error = next(e for e in errors if '"bad row 3"' in e["payload_json"])
+    assert f'/scenarios/{ids["flaky"].id}/logs/' in flaky_error["payload_json"]
+    assert flaky_error["team_id"] == ids["team"].id
+
+    # The same cycle again finds nothing new; a success resolves the flaky scenario.
+    clock.advance(60)
+    world.inject_run(ids["flaky"].id, status=1)
+    clock.advance(60)
+    await rig.cycle()
+    assert len(rig.events("execution_error")) == len(produced)
+    assert len(rig.events("execution_recovered")) == 1
+    total_new = len(rig.events()) - baseline
+    assert total_new == len(produced) + 1 + 1 + 1  # + deactivation, DLQ item, recovery
+
+
+async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=5, clock=clock)
+    org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**7)
+    team = world.add_team(org.id, name="All")
+    token = world.add_token(org_ids=[org.id])
+    scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(1000)]
+    rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 1.0")
+    await rig.cycle()  # baseline (org, usage, hooks, 10 list pages)
+    clock.advance(30)
+    ran = scenarios[::20]  # 50 scenarios (5 %) ran, 10 of them failed
+    for i, sc in enumerate(ran):
+        world.inject_run(sc.id, status=3 if i % 5 == 0 else 1)
+    clock.advance(30)
+    before = len(world.requests)
+    (report,) = await rig.cycle()
+    spent = world.requests[before:]
+    assert report.requests == len(spent)
+    list_pages = sum(1 for r in spent if r.path == "/api/v2/scenarios")
+    log_reads = sum(1 for r in spent if r.path.endswith("/logs"))
+    # 1000 // 100 + 1 pages: a full last page needs one more (empty) page to know it was last
+    assert list_pages == 11 and log_reads == 50
+    assert len(spent) == list_pages + log_reads
+    assert len(rig.events("execution_error")) == 10
+
+
+async def test_work_that_does_not_fit_carries_over_and_nothing_starves(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=6, clock=clock)
+    org = world.add_organization(name="Tight", plan="core")  # 60/min, share 0.5 -> 30 per cycle
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    scs = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7, max_errors=3) for i in range(80)]
+    rig = await rig_factory(world, [("Tight", org.id, token)])
+    await rig.cycle()
+    clock.advance(62)  # a poll interval, and past the limiter's 1 s margin
+    for sc in scs:
+        world.inject_run(sc.id, status=1)
+    for sc in scs[70:73]:  # three of them fail until Make switches them off
+        for _ in range(3):
+            world.inject_run(sc.id, status=3)
+    clock.advance(62)  # a poll interval, and past the limiter's 1 s margin
+    (first,) = await rig.cycle()
+    assert first.carried_over > 0 and first.requests <= 30
+    deactivated = {e["scenario_id"] for e in rig.events("scenario_deactivated")}
+    assert deactivated == {sc.id for sc in scs[70:73]}
+    errors_first = {e["scenario_id"] for e in rig.events("execution_error")}
+    assert errors_first == deactivated  # switched-off scenarios were read first
+    cycles = 1
+    while True:
+        clock.advance(62)  # a poll interval, and past the limiter's 1 s margin
+        (r,) = await rig.cycle()
+        cycles += 1
+        assert r.requests <= 30
+        if r.carried_over == 0:
+            break
+        assert cycles < 10
+    checked = rig.store.read_sync(lambda db: [row["last_checked_at"] for row in db["scenarios"].rows])
+    assert all(t > START + 60 for t in checked)  # every scenario was read after it ran
+
+
+# --- isolation and health ----------------------------------------------------------------
+
+
+def two_orgs(clock):
+    world = World(seed=21, clock=clock)
+    good = world.add_organization(name="Good", plan="pro")
+    bad = world.add_organization(name="Broken", plan="pro")
+    gt, bt = world.add_team(good.id, name="G"), world.add_team(bad.id, name="B")
+    far = START + 10**8
+    ids = {
+        "good": good,
+        "bad": bad,
+        "good_token": world.add_token(org_ids=[good.id]),
+        "bad_token": world.add_token(org_ids=[bad.id]),
+        "good_sc": world.add_scenario(gt.id, name="Good one", first_run_at=far, max_errors=0),
+        "bad_sc": world.add_scenario(bt.id, name="Bad one", first_run_at=far, max_errors=0),
+        "bad_sc2": world.add_scenario(bt.id, name="Bad two", first_run_at=far, max_errors=0),
+    }
+    return world, ids
+
+
+@pytest.mark.parametrize("fault", ["token", "5xx_storm", "malformed_json", "logs_404"])
+async def test_a_broken_organization_does_not_stop_the_others(rig_factory, fast_clock, fault):
+    world, ids = two_orgs(fast_clock)
+    bad_token = ids["bad_token"] if fault != "token" else "00000000-1111-4222-8333-444444444444"
+    rig = await rig_factory(
+        world, [("Good", ids["good"].id, ids["good_token"]), ("Broken", ids["bad"].id, bad_token)]
+    )
+    await rig.cycle()  # baseline (the broken org fails already in the "token" case)
+    bad = ids["bad"].id
+    if fault == "5xx_storm":
+        world.set_faults(error_5xx_count=10**6, org_id=bad)
+    elif fault == "malformed_json":
+        world.set_faults(malformed_json_count=10**6, org_id=bad)
+    elif fault == "logs_404":
+        world.set_faults(error_5xx_count=10**6, error_5xx_status=404, path_regex=rf"/scenarios/{ids['bad_sc'].id}/logs$")
+    good_run = world.inject_run(ids["good_sc"].id, status=3)
+    world.inject_run(ids["bad_sc"].id, status=3)
+    other_bad = world.inject_run(ids["bad_sc2"].id, status=3)
+    good_report, bad_report = await rig.cycle()
+    assert good_report.ok
+    keys = {e["key"] for e in rig.events("execution_error")}
+    assert any(good_run["id"] in k for k in keys)
+    if fault == "logs_404":
+        assert bad_report.ok  # the rest of that organization is read too
+        assert any(other_bad["id"] in k for k in keys)
+    else:
+        assert not bad_report.ok
+        assert not any(other_bad["id"] in k for k in keys)
+
+
+async def test_a_slow_organization_does_not_delay_the_others(rig_factory):
+    from watcher.clock import ScaledClock
+
+    clock = ScaledClock(speed=100.0, start=START)
+    world, ids = two_orgs(clock)
+    # The slow organization comes first: a sequential poller would make the good one wait.
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, ids["bad_token"]), ("Good", ids["good"].id, ids["good_token"])])
+    await rig.cycle()
+    world.set_faults(latency_s=20.0, org_id=ids["bad"].id)
+    world.inject_run(ids["good_sc"].id, status=3)
+    start = clock.time()
+    await rig.cycle()
+    good_t = [r.t for r in world.requests if r.org_id == ids["good"].id and r.t >= start]
+    bad_t = [r.t for r in world.requests if r.org_id == ids["bad"].id and r.t >= start]
+    assert good_t and bad_t
+    assert max(good_t) - start < 10  # done while the slow one still waits for its first answer
+    assert len(rig.events("execution_error")) == 1
+
+
+async def test_it_reports_an_unreachable_organization_once_and_its_recovery(rig_factory, fast_clock):
+    world, ids = two_orgs(fast_clock)
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, ids["bad_token"])], extra="[http]\nmax_attempts = 2")
+    await rig.cycle()
+    world.set_faults(error_5xx_count=10**6, org_id=ids["bad"].id)
+    for _ in range(4):
+        (r,) = await rig.cycle()
+        assert not r.ok
+    health = rig.events("watcher_health")
+    assert [h["key"].split(":")[2] for h in health] == ["unreachable"]
+    world.set_faults(reset=True)
+    (r,) = await rig.cycle()
+    assert r.ok
+    health = rig.events("watcher_health")
+    assert [h["key"].split(":")[2] for h in health] == ["unreachable", "recovered"]
+
+
+async def test_a_rejected_token_is_reported_at_once(rig_factory, fast_clock):
+    world, ids = two_orgs(fast_clock)
+    wrong = "00000000-1111-4222-8333-444444444444"
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, wrong)])
+    for _ in range(3):
+        (r,) = await rig.cycle()
+        assert not r.ok and "401" in r.error
+    health = rig.events("watcher_health")
+    assert len(health) == 1 and health[0]["key"].split(":")[2] == "token_rejected"
+    assert wrong not in health[0]["payload_json"]

@@ -1,0 +1,626 @@
+"""Detection: one polling cycle of one Make organization, inside its API budget.
+
+A cycle (``OrgPoller.poll_once``):
+
+1. every ``usage_interval_s``: the organization (plan, license, counters; sizes the budget),
+   its daily usage (quota crossings and the exhaustion forecast) and its hooks (backlogs);
+2. the inventory: every scenario (one call per 100), diffed with the stored snapshot. State
+   transitions (deactivated, reactivated, paused) become events at once; a scenario whose
+   ``operations``/``centicredits`` counters, ``dlqCount``, ``isActive`` or ``isinvalid`` moved
+   is marked *pending* (its logs must be read). Snapshot, events and pending marks commit in
+   one transaction;
+3. logs (and DLQs where ``dlqCount`` rose) of pending scenarios, highest priority first, then
+   the safety sweep (active scenarios not read for ``sweep_interval_s``), as far as this
+   cycle's share of the budget goes; the rest stays pending for the next cycle. Each
+   scenario's new events, its advanced cursor and its cleared pending mark commit together.
+
+So a crash at any point loses nothing (the pending mark or the old cursor is still there)
+and repeats nothing (event keys are unique).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from watcher import events as ev
+from watcher import store as st
+from watcher.clock import Clock
+from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
+from watcher.make import MakeApiError, MakeClient, Organization, Scenario
+from watcher.make.models import Hook, UsageDay
+from watcher.orgs import calibrate
+from watcher.store import Store
+
+log = logging.getLogger(__name__)
+
+# Our clock and Make's may disagree a little: a baseline starts this much earlier, so that a
+# run Make stamps just before our "now" is not lost (at worst an error from the last minute
+# before the first start is reported).
+BASELINE_SKEW_S = 60.0
+# Priority of pending scenarios: waiting time plus a boost (seconds). Ageing means nothing
+# starves: any scenario that waited long enough outranks a fresh high-priority one.
+BOOST_STATE_CHANGE_S = 3600.0
+BOOST_RECENT_ERROR_S = 900.0
+RECENT_ERROR_S = 24 * 3600.0
+
+
+@dataclass
+class CycleReport:
+    """What one cycle of one organization did."""
+
+    org: str
+    requests: int = 0
+    budget_per_minute: int = 0
+    scenarios: int = 0
+    logs_read: int = 0
+    dlqs_read: int = 0
+    carried_over: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _snapshot_row(sc: Scenario, org_id: int, now: float) -> dict[str, Any]:
+    return {
+        "id": sc.id,
+        "org_id": org_id,
+        "team_id": sc.team_id,
+        "name": sc.name,
+        "is_active": int(sc.is_active),
+        "is_invalid": int(sc.is_invalid),
+        "is_paused": int(sc.is_paused),
+        "dlq_count": sc.dlq_count,
+        "operations": sc.operations,
+        "centicredits": sc.centicredits,
+        "transfer": sc.transfer,
+        "hook_id": sc.hook_id,
+        "scheduling": {"type": sc.scheduling_type, "interval": sc.interval_s},
+        "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+        "updated_at": now,
+    }
+
+
+def _scenario_from_row(row: dict[str, Any]) -> Scenario:
+    """A stored snapshot as a Scenario (for building events of a scenario read later)."""
+    return Scenario.parse(
+        {
+            "id": row["id"],
+            "name": row.get("name"),
+            "teamId": row.get("team_id"),
+            "hookId": row.get("hook_id"),
+            "isActive": bool(row.get("is_active")),
+            "isinvalid": bool(row.get("is_invalid")),
+            "isPaused": bool(row.get("is_paused")),
+            "dlqCount": row.get("dlq_count") or 0,
+            "operations": row.get("operations") or 0,
+            "centicredits": row.get("centicredits") or 0,
+        }
+    )
+
+
+def _moved(prev: dict[str, Any], sc: Scenario) -> list[str]:
+    """Why a scenario's logs must be read: which signals moved since the last snapshot.
+
+    A counter that went down means a new billing period: it counts as moved too.
+    """
+    reasons = []
+    if prev.get("operations") != sc.operations or prev.get("centicredits") != sc.centicredits:
+        reasons.append("counters")
+    if prev.get("dlq_count") != sc.dlq_count:
+        reasons.append("dlq")
+    if bool(prev.get("is_active")) != sc.is_active or bool(prev.get("is_invalid")) != sc.is_invalid:
+        reasons.append("state")
+    return reasons
+
+
+def quota_event(
+    org_settings: OrganizationSettings,
+    info: Organization,
+    usage: list[UsageDay],
+    thresholds: tuple[int, ...],
+    reported: dict[str, Any],
+    now: float,
+    *,
+    standing: bool,
+) -> tuple[ev.Event | None, dict[str, Any]]:
+    """The highest quota threshold newly crossed in this period, with a forecast.
+
+    Returns the event (or None) and the new "reported" state. Credits (centicredits / 100)
+    and operations are both counted; the larger share wins.
+    """
+    limit = info.license.operations if info.license else None
+    period = info.last_reset.isoformat() if info.last_reset else "current"
+    if reported.get("period") != period:
+        reported = {"period": period, "level": 0}
+    if not limit:
+        return None, reported
+    used = max(info.operations_used, math.ceil(info.centicredits_used / 100))
+    pct = 100.0 * used / limit
+    crossed = [t for t in thresholds if pct >= t and t > reported["level"]]
+    if not crossed:
+        return None, reported
+    level = max(crossed)
+    days = sorted(usage, key=lambda d: d.day)[-7:]
+    rate = (
+        sum(max(d.operations, d.centicredits / 100) for d in days) / len(days) if days else 0.0
+    )
+    remaining = max(limit - used, 0)
+    exhaust_at = now + remaining / rate * 86400 if rate > 0 else None
+    next_reset = info.next_reset.timestamp() if info.next_reset else None
+    severity = "critical" if level >= 100 else ("error" if level >= 90 else "warning")
+    payload = {
+        "organization": org_settings.name,
+        "threshold_pct": level,
+        "used": used,
+        "limit": limit,
+        "used_pct": round(pct, 1),
+        "daily_rate": round(rate, 1),
+        "forecast_exhausted_at": exhaust_at,
+        "next_reset": next_reset,
+        "exhausts_before_reset": bool(exhaust_at and next_reset and exhaust_at < next_reset),
+        "standing": standing,
+    }
+    event = ev.Event(
+        "quota", f"quota:{info.id}:{period}:{level}", info.id, now, payload, severity=severity
+    )
+    return event, {"period": period, "level": level}
+
+
+class OrgPoller:
+    """Polls one organization; state lives in the store, so a new instance resumes."""
+
+    def __init__(
+        self,
+        org: OrganizationSettings,
+        client: MakeClient,
+        store: Store,
+        polling: PollingSettings,
+        clock: Clock,
+    ) -> None:
+        self.org = org
+        self.client = client
+        self.store = store
+        self.polling = polling
+        self.clock = clock
+        self.org_id = org.organization_id
+        self.ui = ev.ui_base(org.api_base_url)
+        self.info: Organization | None = None
+        self._cycle_start_requests = 0
+
+    # --- the cycle --------------------------------------------------------------------
+
+    async def poll_once(self) -> CycleReport:
+        """One full cycle; never raises for Make's or the network's failures."""
+        report = CycleReport(self.org.name)
+        start_requests = self._cycle_start_requests = self.client.requests_sent
+        try:
+            await self._cycle(report)
+        except MakeApiError as exc:
+            report.error = str(exc)
+            log.warning("organization %s: cycle failed: %s", self.org.name, exc)
+            await self._record_failure(exc, report)
+        finally:
+            report.requests = self.client.requests_sent - start_requests
+            report.budget_per_minute = self.client.limiter.per_window
+        return report
+
+    async def _cycle(self, report: CycleReport) -> None:
+        now = self.clock.time()
+        prefix = f"org:{self.org_id}:"
+        org_row, ws = await self.store.read(
+            lambda db: (st.get_organization(db, self.org_id), st.get_watch_state(db, prefix))
+        )
+        first_start = org_row is None
+        new_events: list[ev.Event] = []
+        ws_updates: dict[str, Any] = {}
+
+        usage_at = ws.get(prefix + "usage_at", 0.0)
+        if self.info is None or first_start or now - usage_at >= self.polling.usage_interval_s:
+            self.info = await calibrate(self.client, self.org)
+            new_events += await self._usage_and_hooks(ws, ws_updates, now, first_start)
+            ws_updates[prefix + "usage_at"] = now
+        info = self.info
+
+        scenarios = await self.client.list_scenarios(organization_id=self.org_id)
+        if self.org.teams:
+            scenarios = [s for s in scenarios if s.team_id in self.org.teams]
+        report.scenarios = len(scenarios)
+
+        stored = await self.store.get_scenarios(self.org_id)
+        last_cycle = org_row["updated_at"] if org_row else None
+        rows, cursors, diff_events = self._diff(
+            scenarios, stored, now, first_start, last_cycle, ws, ws_updates, info
+        )
+        new_events += diff_events
+        health = await self._health_ok(now, ws, ws_updates, new_events)
+
+        org_update = {
+            "id": self.org_id,
+            "name": self.org.name,
+            "base_url": self.org.api_base_url,
+            "plan": info.plan,
+            "api_limit": info.license.api_limit if info.license else None,
+            "license": info.license.raw if info.license else None,
+            "updated_at": now,
+        }
+
+        def commit(db: Database) -> int:
+            n = st.record_progress(db, [e.row(now) for e in new_events], cursors, rows, health)
+            st.upsert_organization(db, org_update)
+            st.set_watch_state(db, ws_updates, now)
+            return n
+
+        await self.store.write(commit)
+        report.events.update(e.kind for e in new_events)
+
+        await self._read_pending(report, now)
+
+    # --- usage, quota, hooks ------------------------------------------------------------
+
+    async def _usage_and_hooks(
+        self, ws: dict[str, Any], ws_updates: dict[str, Any], now: float, first_start: bool
+    ) -> list[ev.Event]:
+        assert self.info is not None
+        out: list[ev.Event] = []
+        prefix = f"org:{self.org_id}:"
+        try:
+            usage = await self.client.organization_usage(self.org_id)
+        except MakeApiError as exc:
+            if exc.retryable:
+                raise
+            log.warning("organization %s: usage not readable: %s", self.org.name, exc)
+            usage = []
+        reported = ws.get(prefix + "quota", {})
+        quota, reported = quota_event(
+            self.org, self.info, usage, self.polling.quota_thresholds, reported, now, standing=first_start
+        )
+        ws_updates[prefix + "quota"] = reported
+        if quota:
+            out.append(quota)
+
+        if self.info.is_paused != bool(ws.get(prefix + "paused", {}).get("paused", False)):
+            seq = int(ws.get(prefix + "paused", {}).get("seq", 0)) + 1
+            ws_updates[prefix + "paused"] = {"paused": self.info.is_paused, "seq": seq}
+            kind = "scenario_paused" if self.info.is_paused else "scenario_unpaused"
+            payload = {
+                "organization": self.org.name,
+                "scope": "organization",
+                "standing": first_start,
+                "reason": "operations or credits exhausted, or a subscription problem",
+            }
+            out.append(ev.Event(kind, f"{kind}:{self.org_id}:org:{seq}", self.org_id, now, payload))
+
+        teams = self.org.teams or self.info.team_ids
+        for team_id in teams:
+            try:
+                hooks = await self.client.list_hooks(team_id)
+            except MakeApiError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("organization %s: hooks of team %s not readable: %s", self.org.name, team_id, exc)
+                continue
+            for hook in hooks:
+                event = self._hook_backlog(hook, ws, ws_updates, now)
+                if event:
+                    out.append(event)
+        return out
+
+    def _hook_backlog(
+        self, hook: Hook, ws: dict[str, Any], ws_updates: dict[str, Any], now: float
+    ) -> ev.Event | None:
+        """One event per backlog episode: over the ratio, then back under 90 % of it."""
+        key = f"org:{self.org_id}:hook:{hook.id}"
+        state = ws.get(key, {"over": False, "episode": 0})
+        ratio = hook.queue_ratio
+        threshold = self.polling.hook_backlog_ratio
+        if ratio is None:
+            return None
+        if ratio >= threshold and not state["over"]:
+            state = {"over": True, "episode": state["episode"] + 1}
+            ws_updates[key] = state
+            return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold)
+        if ratio < threshold * 0.9 and state["over"]:
+            ws_updates[key] = {"over": False, "episode": state["episode"]}
+        return None
+
+    # --- inventory diff -------------------------------------------------------------------
+
+    def _diff(
+        self,
+        scenarios: list[Scenario],
+        stored: dict[int, dict[str, Any]],
+        now: float,
+        first_start: bool,
+        last_cycle: float | None,
+        ws: dict[str, Any],
+        ws_updates: dict[str, Any],
+        info: Organization,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[ev.Event]]:
+        rows: list[dict[str, Any]] = []
+        cursors: list[dict[str, Any]] = []
+        out: list[ev.Event] = []
+        org_name = self.org.name
+        backfill_s = self.polling.backfill_s if first_start else 0.0
+        for sc in scenarios:
+            prev = stored.get(sc.id)
+            row = _snapshot_row(sc, self.org_id, now)
+            if prev is None:
+                # First sight. On first start the past is the baseline (or `backfill` of it);
+                # a scenario created since the last cycle has only new runs.
+                since = (now - BASELINE_SKEW_S - backfill_s) if first_start else (last_cycle or now) - BASELINE_SKEW_S
+                row |= {"first_seen_at": now, "last_checked_at": now, "state_seq": 0}
+                if not first_start or backfill_s > 0:
+                    row |= {"pending_since": now, "pending_reason": "new"}
+                cursors.append({"scenario_id": sc.id, "stream": "logs", "last_ts_ms": int(since * 1000), "updated_at": now})
+                cursors.append({"scenario_id": sc.id, "stream": "dlqs", "last_ts_ms": int(since * 1000), "updated_at": now})
+                seq = 0
+                if sc.is_invalid and not sc.is_active:
+                    seq += 1
+                    out.append(ev.state_event("scenario_deactivated", self.org_id, org_name, self.ui, sc, now, standing=first_start, seq=seq))
+                if sc.is_paused and not info.is_paused:
+                    seq += 1
+                    out.append(ev.state_event("scenario_paused", self.org_id, org_name, self.ui, sc, now, standing=first_start, seq=seq))
+                if sc.dlq_count > 0 and first_start:
+                    out.append(ev.dlq_backlog_event(self.org_id, org_name, self.ui, sc, now, []))
+                row["state_seq"] = seq
+                rows.append(row)
+                continue
+
+            seq = int(prev.get("state_seq") or 0)
+            was_active, was_paused = bool(prev.get("is_active")), bool(prev.get("is_paused"))
+            transitions = []
+            if was_active and not sc.is_active and sc.is_invalid:
+                transitions.append("scenario_deactivated")
+            elif not was_active and sc.is_active:
+                transitions.append("scenario_reactivated")
+            if not was_paused and sc.is_paused and not info.is_paused:
+                transitions.append("scenario_paused")
+            elif was_paused and not sc.is_paused and not info.is_paused:
+                transitions.append("scenario_unpaused")
+            for kind in transitions:
+                seq += 1
+                out.append(ev.state_event(kind, self.org_id, org_name, self.ui, sc, now, standing=False, seq=seq))
+            if sc.dlq_count == 0 and (prev.get("dlq_count") or 0) > 0:
+                seq += 1
+                out.append(
+                    ev.Event(
+                        "incomplete_executions",
+                        f"incomplete_executions:{self.org_id}:{sc.id}:cleared:{seq}",
+                        self.org_id,
+                        now,
+                        {"organization": org_name, "scenario_name": sc.name, "dlq_count": 0, "cleared": True},
+                        severity="info",
+                        team_id=sc.team_id,
+                        scenario_id=sc.id,
+                    )
+                )
+            row["state_seq"] = seq
+            reasons = _moved(prev, sc)
+            if reasons:
+                old = (prev.get("pending_reason") or "").split(",") if prev.get("pending_since") else []
+                if "dlq" in reasons and sc.dlq_count < (prev.get("dlq_count") or 0):
+                    reasons.remove("dlq")  # fewer DLQs: nothing new to read there
+                    reasons.append("logs")
+                merged = sorted({r for r in old + reasons if r})
+                row |= {"pending_since": prev.get("pending_since") or now, "pending_reason": ",".join(merged)}
+            rows.append(row)
+        return rows, cursors, out
+
+    # --- pending reads ------------------------------------------------------------------
+
+    def _priority(self, row: dict[str, Any], now: float) -> float:
+        score = now - (row.get("pending_since") or now)
+        reason = row.get("pending_reason") or ""
+        if "state" in reason or not row.get("is_active"):
+            score += BOOST_STATE_CHANGE_S
+        if row.get("last_error_at") and now - row["last_error_at"] < RECENT_ERROR_S:
+            score += BOOST_RECENT_ERROR_S
+        return score
+
+    async def _read_pending(self, report: CycleReport, now: float) -> None:
+        pending, all_rows, cursors = await self.store.read(
+            lambda db: (
+                st.pending_scenarios(db, self.org_id),
+                st.get_scenarios(db, self.org_id),
+                st.get_cursors(db, self.org_id),
+            )
+        )
+        pending.sort(key=lambda r: (-self._priority(r, now), r["id"]))
+        pending_ids = {r["id"] for r in pending}
+        sweep = sorted(
+            (
+                r
+                for r in all_rows.values()
+                if r["id"] not in pending_ids
+                and r.get("is_active")
+                and now - (r.get("last_checked_at") or 0) >= self.polling.sweep_interval_s
+            ),
+            key=lambda r: (r.get("last_checked_at") or 0, r["id"]),
+        )
+        budget = budget_per_minute(self.org, self.info.license.api_limit if self.info and self.info.license else None)
+        cycle_budget = max(1, int(budget * self.polling.poll_interval_s / 60))
+        # This cycle's share, and never more than the window has left right now: reads beyond
+        # it would only wait in the limiter while fresher work piles up behind them.
+        allowance = min(
+            cycle_budget - (self.client.requests_sent - self._cycle_start_requests),
+            self.client.limiter.per_window - self.client.limiter.used(),
+        )
+        chosen: list[dict[str, Any]] = []
+        cost = 0
+        for row in [*pending, *sweep]:
+            need = 2 if "dlq" in (row.get("pending_reason") or "") else 1
+            if cost + need > allowance:
+                break
+            chosen.append(row)
+            cost += need
+        report.carried_over = len(pending) - sum(1 for r in chosen if r["id"] in pending_ids)
+
+        sem = asyncio.Semaphore(self.polling.concurrency)
+
+        async def one(row: dict[str, Any]) -> None:
+            async with sem:
+                await self._read_scenario(row, cursors, report, now)
+
+        results = await asyncio.gather(*(one(r) for r in chosen), return_exceptions=True)
+        for r in results:
+            if isinstance(r, MakeApiError) and (r.is_auth_error or r.status is None):
+                raise r
+            if isinstance(r, BaseException) and not isinstance(r, MakeApiError):
+                raise r
+
+    async def _read_scenario(
+        self,
+        row: dict[str, Any],
+        cursors: dict[tuple[int, str], dict[str, Any]],
+        report: CycleReport,
+        now: float,
+    ) -> None:
+        sid = row["id"]
+        sc = _scenario_from_row(row)
+        reason = row.get("pending_reason") or ""
+        cur = cursors.get((sid, "logs")) or {"last_ts_ms": int((now - BASELINE_SKEW_S) * 1000)}
+        try:
+            entries = await self.client.list_scenario_logs(
+                sid,
+                after_imt_id=cur.get("last_imt_id"),
+                since_ms=None if cur.get("last_imt_id") else cur.get("last_ts_ms"),
+            )
+            report.logs_read += 1
+            dlqs = []
+            dcur = cursors.get((sid, "dlqs")) or {"last_ts_ms": int((now - BASELINE_SKEW_S) * 1000)}
+            if "dlq" in reason:
+                dlqs = await self.client.list_dlqs(sid)
+                report.dlqs_read += 1
+        except MakeApiError as exc:
+            if exc.status == 404:
+                # The scenario was deleted between the inventory and this read.
+                log.info("organization %s: scenario %s is gone (404); dropping its pending read", self.org.name, sid)
+                await self.store.write(
+                    lambda db: st.upsert_scenarios(db, [{"id": sid, "pending_since": None, "pending_reason": None}])
+                )
+                return
+            log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc)
+            raise
+
+        events: list[ev.Event] = []
+        status = row.get("last_run_status")
+        last_error_at = row.get("last_error_at")
+        errors = 0
+        for entry in entries:
+            if entry.status == 1 and (status == 3 or (status == 2 and self.polling.warnings)):
+                events.append(ev.recovered_event(self.org_id, self.org.name, self.ui, sc, entry))
+            e = ev.execution_event(self.org_id, self.org.name, self.ui, sc, entry)
+            if e and (e.kind == "execution_error" or self.polling.warnings):
+                events.append(e)
+            if entry.status == 3:
+                errors += 1
+                last_error_at = entry.timestamp.timestamp()
+            if entry.status in (1, 3) or (entry.status == 2 and status != 3):
+                status = entry.status  # a warning after an error does not end the failure
+        new_cursors = []
+        if entries:
+            last = entries[-1]
+            new_cursors.append(
+                {"scenario_id": sid, "stream": "logs", "last_imt_id": last.imt_id, "last_ts_ms": last.timestamp_ms, "updated_at": now}
+            )
+        if dlqs:
+            floor_ms = int(dcur.get("last_ts_ms") or 0)
+            fresh = [d for d in dlqs if d.created and d.created.timestamp() * 1000 > floor_ms and not d.resolved]
+            live_sc = Scenario.parse({**sc.raw, "dlqCount": row.get("dlq_count") or 0})
+            events += [ev.dlq_event(self.org_id, self.org.name, self.ui, live_sc, d) for d in fresh]
+            newest = max((int(d.created.timestamp() * 1000) for d in dlqs if d.created), default=floor_ms)
+            new_cursors.append({"scenario_id": sid, "stream": "dlqs", "last_ts_ms": max(newest, floor_ms), "updated_at": now})
+        score = float(row.get("error_score") or 0.0) * 0.5 + errors
+        update = {
+            "id": sid,
+            "pending_since": None,
+            "pending_reason": None,
+            "last_checked_at": now,
+            "last_run_status": status,
+            "last_error_at": last_error_at,
+            "error_score": score,
+        }
+        await self.store.write(lambda db: st.record_progress(db, [e.row(now) for e in events], new_cursors, [update]))
+        report.events.update(e.kind for e in events)
+
+    # --- health -------------------------------------------------------------------------
+
+    async def _health_ok(
+        self, now: float, ws: dict[str, Any], ws_updates: dict[str, Any], out: list[ev.Event]
+    ) -> list[dict[str, Any]]:
+        prefix = f"org:{self.org_id}:"
+        health = ws.get(prefix + "health", {"failures": 0, "reported": False, "seq": 0})
+        if health.get("reported"):
+            seq = health["seq"]
+            out.append(
+                ev.Event(
+                    "watcher_health",
+                    f"watcher_health:{self.org_id}:recovered:{seq}",
+                    self.org_id,
+                    now,
+                    {"organization": self.org.name, "problem": health.get("problem"), "recovered": True},
+                    severity="info",
+                )
+            )
+        ws_updates[prefix + "health"] = {"failures": 0, "reported": False, "seq": health.get("seq", 0)}
+        return [{"org_id": self.org_id, "consecutive_failures": 0, "last_ok_at": now, "unreachable_reported": 0}]
+
+    async def _record_failure(self, exc: MakeApiError, report: CycleReport) -> None:
+        now = self.clock.time()
+        prefix = f"org:{self.org_id}:"
+        ws = await self.store.read(lambda db: st.get_watch_state(db, prefix + "health"))
+        health = ws.get(prefix + "health", {"failures": 0, "reported": False, "seq": 0})
+        failures = int(health.get("failures", 0)) + 1
+        problem = None
+        if exc.status == 401:
+            problem = "token_rejected"
+        elif exc.status == 403 and exc.code != "HTML":
+            problem = "access_denied"
+        elif failures >= self.polling.unreachable_after_cycles:
+            problem = "unreachable"
+        events = []
+        reported = bool(health.get("reported"))
+        seq = int(health.get("seq", 0))
+        if problem and not reported:
+            seq += 1
+            reported = True
+            events.append(
+                ev.Event(
+                    "watcher_health",
+                    f"watcher_health:{self.org_id}:{problem}:{seq}",
+                    self.org_id,
+                    now,
+                    {
+                        "organization": self.org.name,
+                        "problem": problem,
+                        "failures": failures,
+                        "error": str(exc),
+                        "status": exc.status,
+                    },
+                )
+            )
+        new_state = {"failures": failures, "reported": reported, "seq": seq, "problem": problem or health.get("problem")}
+        health_row = {
+            "org_id": self.org_id,
+            "consecutive_failures": failures,
+            "last_error": str(exc)[:500],
+            "last_error_at": now,
+            "unreachable_reported": int(reported),
+        }
+
+        def commit(db: Database) -> None:
+            st.record_progress(db, [e.row(now) for e in events], [], [], [health_row])
+            st.set_watch_state(db, {prefix + "health": new_state}, now)
+
+        await self.store.write(commit)
+        report.events.update(e.kind for e in events)

@@ -1,0 +1,87 @@
+"""The watcher: every configured organization polled concurrently, cycle after cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+import aiohttp
+
+from watcher.clock import Clock, SystemClock
+from watcher.config import Settings
+from watcher.orgs import make_client
+from watcher.poller import CycleReport, OrgPoller
+from watcher.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    """Owns the pollers of all organizations; the caller owns store and session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        session: aiohttp.ClientSession,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.pollers = [
+            OrgPoller(org, make_client(session, org, settings.http, self.clock), store, settings.polling, self.clock)
+            for org in settings.organizations
+        ]
+
+    async def poll_once(self) -> list[CycleReport]:
+        """One cycle of every organization, concurrently.
+
+        A failing organization (Make errors are reported in its CycleReport; anything else is
+        logged) never stops or delays the others.
+        """
+        results = await asyncio.gather(*(p.poll_once() for p in self.pollers), return_exceptions=True)
+        reports: list[CycleReport] = []
+        for poller, result in zip(self.pollers, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.error("organization %s: cycle crashed: %r", poller.org.name, result, exc_info=result)
+                reports.append(CycleReport(poller.org.name, error=f"internal error: {result!r}"[:300]))
+            else:
+                reports.append(result)
+        return reports
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_interval_s`` until ``stop`` is set (between cycles)."""
+        interval = self.settings.polling.poll_interval_s
+        while not stop.is_set():
+            started = self.clock.time()
+            for report in await self.poll_once():
+                log.info("%s", format_report(report))
+            wait = max(0.0, started + interval - self.clock.time())
+            sleeper = asyncio.ensure_future(self.clock.sleep(wait))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (sleeper, stopper):
+                task.cancel()
+
+
+def format_report(r: CycleReport) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(r.events.items())) or "none"
+    status = "ok" if r.ok else f"FAILED ({r.error})"
+    return (
+        f"{r.org}: {status}; requests {r.requests} (budget {r.budget_per_minute}/min); "
+        f"scenarios {r.scenarios}, logs read {r.logs_read}, DLQs read {r.dlqs_read}, "
+        f"carried over {r.carried_over}; new events: {kinds}"
+    )
+
+
+def format_reports(reports: list[CycleReport]) -> str:
+    total: Counter[str] = Counter()
+    for r in reports:
+        total.update(r.events)
+    lines = [format_report(r) for r in reports]
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(total.items())) or "none"
+    lines.append(f"total: requests {sum(r.requests for r in reports)}; new events: {kinds}")
+    return "\n".join(lines)
