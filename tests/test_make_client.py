@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 import pytest
 from conftest import START, limiter
 
@@ -354,3 +355,32 @@ async def test_no_token_in_logs_exceptions_or_reprs(start_sim, fast_clock, caplo
     texts += [caplog.text]
     assert texts and not any(secret in t for t in texts)
     assert not any("11111111-2222-4333-8444-555555555555" in t for t in texts)
+
+
+async def test_a_malformed_entry_is_skipped_and_logged_once_with_its_scenario(aiohttp_server, fast_clock, caplog):
+    from aiohttp import web
+
+    from watcher.make import MakeClient
+
+    rows = [
+        {"imtId": "NaN_scenario.42.auto.deadbeef", "status": 3, "type": "auto"},
+        {"imtId": "1790000000000_" + "a" * 32, "id": "a" * 32, "status": 3, "type": "auto",
+         "timestamp": "2026-09-21T14:13:20.000Z", "error": {"name": "DataError", "message": "x"}},
+        "not an object",
+    ]
+
+    async def logs(request: web.Request) -> web.Response:
+        return web.json_response({"scenarioLogs": rows, "pg": {"limit": 50}})
+
+    app = web.Application()
+    app.router.add_get("/api/v2/scenarios/42/logs", logs)
+    server = await aiohttp_server(app)
+    caplog.set_level(logging.DEBUG, logger="watcher.make.client")
+    async with aiohttp.ClientSession() as session:
+        client = MakeClient(session, str(server.make_url("/api/v2")), "t", clock=fast_clock)
+        for _ in range(3):
+            entries = await client.list_scenario_logs(42, since_ms=0)
+            assert [e.id for e in entries] == ["a" * 32]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # the bad imtId and the non-object, once each
+    assert all("of scenario 42" in w for w in warnings)

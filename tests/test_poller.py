@@ -321,3 +321,84 @@ async def test_a_rejected_token_is_reported_at_once(rig_factory, fast_clock):
     health = rig.events("watcher_health")
     assert len(health) == 1 and health[0]["key"].split(":")[2] == "token_rejected"
     assert wrong not in health[0]["payload_json"]
+
+
+# --- the other event kinds after the baseline ------------------------------------------------
+
+
+async def test_quota_hooks_pause_reactivation_and_warnings_after_the_baseline(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    hook = world.add_hook(ids["team"].id, scenario_id=ids["steady"].id, queue_limit=50, queue_count=10)
+    rig = await rig_factory(world, only(world, ids), extra="[polling]\nwarnings = true")
+    await rig.cycle()
+    assert [e["kind"] for e in rig.events()] == ["quota"]  # 92 % at start: the 90 % line, once
+
+    world.inject_run(ids["fragile"].id, status=3)
+    world.inject_run(ids["fragile"].id, status=3)  # Make switches it off
+    warning = world.inject_run(ids["steady"].id, status=2)
+    clock.advance(60)
+    await rig.cycle()
+    assert len(rig.events("scenario_deactivated")) == 1
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_warning")] == [warning["id"]]
+
+    world.set_active(ids["fragile"].id, True)
+    world.hooks[hook.id].queue_count = 45
+    world.inject_run(ids["steady"].id, status=1, operations=900)  # 10100 of 10000: quota gone
+    clock.advance(901)  # past usage_interval_s: organization, usage and hooks are read again
+    await rig.cycle()
+    kinds = Counter(e["kind"] for e in rig.events())
+    assert kinds["scenario_reactivated"] == 1
+    assert kinds["hook_backlog"] == 1
+    assert kinds["scenario_paused"] == 1  # the organization, once, not each scenario
+    quota = rig.events("quota")
+    assert len(quota) == 2 and quota[-1]["severity"] == "critical"
+    assert '"threshold_pct":100' in quota[-1]["payload_json"]
+
+    clock.advance(901)
+    (r,) = await rig.cycle()
+    assert sum(r.events.values()) == 0  # still full, still paused: nothing new
+
+
+async def test_the_sweep_finds_a_failure_that_moved_no_counter(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids), extra="[polling]\nsweep_interval_s = 3600.0")
+    await rig.cycle()
+    silent = world.inject_run(ids["idle"].id, status=3, operations=0)  # failed before module 1
+    clock.advance(60)
+    await rig.cycle()
+    assert rig.events("execution_error") == []
+    clock.advance(3600)
+    await rig.cycle()
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [silent["id"]]
+
+
+async def test_a_missing_scope_is_reported_once_and_the_rest_still_works(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    token = world.add_token(org_ids=[ids["org"].id], scopes=["organizations:read", "scenarios:read", "teams:read"])
+    world.add_hook(ids["team"].id, queue_limit=50)
+    rig = await rig_factory(world, [("Acme", ids["org"].id, token)])
+    await rig.cycle()
+    clock.advance(60)
+    world.inject_run(ids["flaky"].id, status=3)
+    world.inject_run(ids["dlq"].id, status=3)  # dlqCount rises, but dlqs:read is missing
+    clock.advance(60)
+    await rig.cycle()
+    clock.advance(901)
+    await rig.cycle()
+    scopes = sorted(e["key"].split(":scope_missing:")[1] for e in rig.events("watcher_health"))
+    assert scopes == ["dlqs:read", "hooks:read"]
+    assert len(rig.events("execution_error")) == 2
+
+
+def test_a_counter_that_went_down_means_a_new_period_and_counts_as_moved():
+    from watcher.make import Scenario
+    from watcher.poller import _moved
+
+    prev = {"operations": 500, "centicredits": 50000, "dlq_count": 0, "is_active": 1, "is_invalid": 0}
+    after_reset = Scenario.parse({"id": 1, "isActive": True, "operations": 3, "centicredits": 300})
+    same = Scenario.parse({"id": 1, "isActive": True, "operations": 500, "centicredits": 50000})
+    assert _moved(prev, after_reset) == ["counters"]
+    assert _moved(prev, same) == []

@@ -280,6 +280,8 @@ class OrgPoller:
                 raise
             log.warning("organization %s: usage not readable: %s", self.org.name, exc)
             usage = []
+            if exc.status in (401, 403):
+                out.append(self._scope_missing("organizations:read", exc, now))
         reported = ws.get(prefix + "quota", {})
         quota, reported = quota_event(
             self.org, self.info, usage, self.polling.quota_thresholds, reported, now, standing=first_start
@@ -308,12 +310,26 @@ class OrgPoller:
                 if exc.retryable:
                     raise
                 log.warning("organization %s: hooks of team %s not readable: %s", self.org.name, team_id, exc)
+                if exc.status in (401, 403):
+                    out.append(self._scope_missing("hooks:read", exc, now))
+                    break
                 continue
             for hook in hooks:
                 event = self._hook_backlog(hook, ws, ws_updates, now)
                 if event:
                     out.append(event)
         return out
+
+    def _scope_missing(self, scope: str, exc: MakeApiError, now: float) -> ev.Event:
+        """A read the token is not allowed to make: reported once per scope (by its key)."""
+        payload = {
+            "organization": self.org.name,
+            "problem": "scope_missing",
+            "scope": scope,
+            "error": str(exc),
+            "status": exc.status,
+        }
+        return ev.Event("watcher_health", f"watcher_health:{self.org_id}:scope_missing:{scope}", self.org_id, now, payload)
 
     def _hook_backlog(
         self, hook: Hook, ws: dict[str, Any], ws_updates: dict[str, Any], now: float
@@ -498,9 +514,15 @@ class OrgPoller:
             report.logs_read += 1
             dlqs = []
             dcur = cursors.get((sid, "dlqs")) or {"last_ts_ms": int((now - BASELINE_SKEW_S) * 1000)}
+            scope_events: list[ev.Event] = []
             if "dlq" in reason:
-                dlqs = await self.client.list_dlqs(sid)
-                report.dlqs_read += 1
+                try:
+                    dlqs = await self.client.list_dlqs(sid)
+                    report.dlqs_read += 1
+                except MakeApiError as exc:
+                    if exc.status not in (401, 403):
+                        raise
+                    scope_events.append(self._scope_missing("dlqs:read", exc, now))
         except MakeApiError as exc:
             if exc.status == 404:
                 # The scenario was deleted between the inventory and this read.
@@ -512,7 +534,7 @@ class OrgPoller:
             log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc)
             raise
 
-        events: list[ev.Event] = []
+        events: list[ev.Event] = list(scope_events)
         status = row.get("last_run_status")
         last_error_at = row.get("last_error_at")
         errors = 0
