@@ -49,17 +49,21 @@ def simulate(host: str, port: int, seed: int, speed: float) -> None:
 @main.command()
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the simulated world.")
 @click.option(
-    "--errors", "max_errors", default=5, show_default=True, type=int,
-    help="How many recent errors to show per organization.",
+    "--minutes",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Simulated minutes between the first and the second cycle.",
 )
-def demo(seed: int, max_errors: int) -> None:
-    """Start the bundled Make simulator and show what makewatch's client sees in it.
+def demo(seed: int, minutes: float) -> None:
+    """Run makewatch on embedded defaults: the bundled Make simulator, a temporary SQLite file.
 
-    Needs no configuration, token or network: everything runs on 127.0.0.1.
+    Needs no configuration, token or network: everything runs on 127.0.0.1, and the
+    simulator's clock runs 600 times faster than real time.
     """
     from watcher.demo import run_demo
 
-    click.echo(asyncio.run(run_demo(seed=seed, max_errors=max_errors)))
+    click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes)))
 
 
 CONFIG_OPTION = click.option(
