@@ -473,6 +473,8 @@ def example_keys() -> set[str]:
         text = line.lstrip("# ").strip()
         if header := re.fullmatch(r"\[\[([\w.]+)\]\]", text):
             table = header[1] + "[]."
+        elif header := re.fullmatch(r"\[channels\.([\w-]+)\]", text):
+            table = "channels.<name>."
         elif header := re.fullmatch(r"\[([\w.]+)\]", text):
             table = header[1] + "."
         elif assignment := re.match(r"(\w+) = ", text):
@@ -488,9 +490,16 @@ def test_every_setting_appears_in_the_example_file(key: str) -> None:
 def test_the_example_file_loads(caplog: pytest.LogCaptureFixture) -> None:
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     env = {o["token_env"]: f"token-{i}" for i, o in enumerate(data["organizations"])}
+    env |= {
+        c[key]: "https://hooks.slack.com/services/T0/B0/x" if key == "webhook_url_env" else f"secret-{n}"
+        for n, c in data.get("channels", {}).items()
+        for key in ("webhook_url_env", "token_env", "password_env")
+        if key in c
+    }
 
     settings = load_config(EXAMPLE, env=env)
 
     assert isinstance(settings, Settings)
-    assert len(settings.organizations) == len(env)
+    assert len(settings.organizations) == len(data["organizations"])
+    assert set(settings.channels) == set(data["channels"])
     assert caplog.records == []  # the example follows its own advice

@@ -13,14 +13,11 @@ added as fields of :class:`Settings`.
 from __future__ import annotations
 
 import difflib
-import hmac
 import logging
 import math
 import os
 import re
 import tomllib
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +26,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     Strict,
@@ -39,9 +35,23 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import core_schema
 
+from alerts.channels import ChannelSettings, EmailChannel, channel_settings_keys
+from alerts.policy import AlertsSettings, RouteSettings
+from alerts.schedule import DigestSettings
 from watcher import __version__
+from watcher.settings_base import (
+    _CONTROL_CHARS,
+    _ENV_NAME,
+    _FORBIDDEN_IN_HEADER,
+    Secret,
+    StrictFloat,
+    StrictPositiveInt,
+    _KeyProblem,
+    _nested_model,
+    _Section,
+    _toml_type,
+)
 
 __all__ = [
     "PLAN_API_LIMITS",
@@ -78,65 +88,12 @@ PLAN_API_LIMITS: dict[str, int] = {
 Plan = Literal["free", "core", "pro", "teams", "enterprise"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
-StrictPositiveInt = Annotated[int, Strict(), Field(gt=0)]
 # Strict: TOML has real numbers, so a quoted "0.5" or a boolean is a mistake worth reporting.
-StrictFloat = Annotated[float, Strict()]
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Make API tokens are UUID-shaped (make-api.md §1.2). Used to spot a token pasted into
 # token_env / token_file, so that the error about it does not repeat it.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_FORBIDDEN_IN_HEADER = re.compile(r"[\s\x00-\x1f\x7f]")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Secret:
-    """A string that is never shown: ``repr``/``str`` give ``Secret('***')``.
-
-    Call :meth:`reveal` at the one place the value is needed (building the Authorization
-    header). Equality is by value, compared in constant time.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("Secret value must be a str")
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
-        def validate(value: Any) -> Secret:
-            if isinstance(value, Secret):
-                return value
-            if not isinstance(value, str):
-                # Name the type only: the value may be the secret.
-                raise ValueError(f"must be a string (got {_toml_type(value)})")
-            return cls(value.strip())
-
-        return core_schema.no_info_plain_validator_function(
-            validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda _: "***", when_used="json"
-            ),
-        )
 
 
 class ConfigError(Exception):
@@ -168,25 +125,6 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return "\n".join([self._line(), *(e._line() for e in self.also)])
-
-
-class _KeyProblem(ValueError):
-    """Raised inside model validators to blame a key of the model being validated.
-
-    pydantic reports a model validator's error at the model's own location; ``load_config``
-    appends ``loc`` so the message names the key (``organizations[0].token_env``).
-    """
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
-class _Section(BaseModel):
-    """Base of every settings table: immutable, and unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class OrganizationSettings(_Section):
@@ -441,6 +379,36 @@ class Settings(_Section):
     polling: PollingSettings = Field(default_factory=PollingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    routes: tuple[RouteSettings, ...] = ()
+    channels: dict[str, ChannelSettings] = Field(default_factory=dict)
+    digests: tuple[DigestSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        """Routes, default channels and digests must name what the file declares."""
+        names = set(self.channels)
+        for i, name in enumerate(self.alerts.default_channels):
+            if name not in names:
+                raise _KeyProblem(("alerts", "default_channels", i), _unknown_channel(name, names))
+        for i, route in enumerate(self.routes):
+            for j, name in enumerate(route.channels):
+                if name not in names:
+                    raise _KeyProblem(("routes", i, "channels", j), _unknown_channel(name, names))
+        org_names = {o.name for o in self.organizations}
+        emails = {n for n, c in self.channels.items() if isinstance(c, EmailChannel)}
+        for i, digest in enumerate(self.digests):
+            if digest.channel is not None and digest.channel not in emails:
+                raise _KeyProblem(
+                    ("digests", i, "channel"),
+                    f"{digest.channel!r} is not an e-mail channel; e-mail channels: {sorted(emails) or 'none'}",
+                )
+            if digest.channel is None and not emails:
+                raise _KeyProblem(("digests", i, "channel"), "no [channels.*] table of type \"email\" to send it through")
+            for j, org in enumerate(digest.organizations or ()):
+                if org not in org_names:
+                    raise _KeyProblem(("digests", i, "organizations", j), f"no organization named {org!r}")
+        return self
 
     @model_validator(mode="after")
     def _check_unique(self) -> Settings:
@@ -531,6 +499,9 @@ def _warn_about_risky_choices(path: Path, data: dict[str, Any], settings: Settin
                 path,
                 host,
             )
+    for name, channel in settings.channels.items():
+        for warning in channel.risky_choices(name):
+            log.warning("%s: %s", path, warning)
 
 
 def _toml_syntax_message(exc: tomllib.TOMLDecodeError) -> str:
@@ -615,24 +586,14 @@ def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
     return f"unknown key; expected one of: {', '.join(known)}"
 
 
-def _toml_type(value: Any) -> str:
-    """The TOML name of a parsed value's type (safe to print: it is not the value)."""
-    names = {
-        bool: "boolean",
-        int: "integer",
-        float: "float",
-        str: "string",
-        list: "array",
-        dict: "table",
-    }
-    for python_type, toml_name in names.items():
-        if type(value) is python_type:
-            return toml_name
-    return type(value).__name__
-
-
 # --------------------------------------------------------------------------------------------
 # Introspection
+
+
+def _unknown_channel(name: str, names: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(names), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; declared channels: {sorted(names) or 'none'}"
+    return f"no [channels.{name}] table{hint}"
 
 
 def settings_keys(*, include_tables: bool = False) -> list[str]:
@@ -656,26 +617,12 @@ def settings_keys(*, include_tables: bool = False) -> list[str]:
             walk(nested, table + ".")
 
     walk(Settings, "")
+    # [channels.<name>] tables: a map of a union of channel types.
+    keys.remove("channels")
+    if include_tables:
+        keys.append("channels.<name>")
+    keys += [k.replace("channels[].", "channels.<name>.") for k in channel_settings_keys()]
     return keys
-
-
-def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    """(model, is_array) when ``annotation`` is a model, a tuple of models, or Optional of those."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _nested_model(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found, is_array = _nested_model(arg)
-            if found is not None:
-                return found, is_array
-        return None, False
-    if origin in (tuple, list):
-        found, _ = _nested_model(typing.get_args(annotation)[0])
-        return found, found is not None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    return None, False
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
     "scenarios": ("scheduling", "snapshot"),
     "events": ("payload",),
+    "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
 
 
@@ -276,9 +277,32 @@ def m002_detection_state(db: Database) -> None:
     db["watch_state"].create({"key": str, "value_json": str, "updated_at": float}, pk="key")
 
 
+
+def m003_alert_engine_state(db: Database) -> None:
+    """Schema v3: what the alert engine keeps per alert, and why each event did (not) notify.
+
+    ``alerts.state`` is now pending | firing | resolved; ``channels_json`` records what each
+    channel was last told; ``events.reason`` answers "why did (not) I get paged?".
+    """
+    alerts = db["alerts"]
+    alerts.add_column("samples_json", str)
+    alerts.add_column("channels_json", str)
+    alerts.add_column("opened_at", float)
+    alerts.add_column("episode", int)
+    alerts.add_column("resolved_at", float)
+    alerts.add_column("suppressed_count", int)
+    db["events"].add_column("reason", str)
+    db["outbox"].add_column("dedup_key", str)
+    db["outbox"].create_index(["dedup_key"], unique=True)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
-MIGRATIONS: tuple[MigrationFn, ...] = (m001_initial_schema, m002_detection_state)
+MIGRATIONS: tuple[MigrationFn, ...] = (
+    m001_initial_schema,
+    m002_detection_state,
+    m003_alert_engine_state,
+)
 
 
 def _migrate(db: Database, fns: Sequence[MigrationFn], path: Path) -> int:

@@ -24,7 +24,6 @@ from tenacity import (
 
 from watcher import __version__
 from watcher.clock import Clock, SystemClock
-from watcher.config import Secret
 from watcher.make.errors import MakeApiError, error_from_response
 from watcher.make.models import (
     Authorization,
@@ -43,6 +42,7 @@ from watcher.make.models import (
     is_execution_row,
 )
 from watcher.make.ratelimit import SlidingWindowLimiter
+from watcher.settings_base import Secret
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,345 @@
+"""Settings of notification channels: ``[channels.<name>]`` tables, one model per type.
+
+Secrets (Slack webhook URL, bot token, SMTP password) come from an environment variable
+(``*_env``), a file (``*_file``, relative to the config file) or, discouraged, inline. The
+resolved value is a :class:`~watcher.config.Secret` on a property (``webhook_url``, ``token``,
+``password``) whatever its source; :meth:`risky_choices` lists what the loader should warn
+about. Validation errors name the key, never the value.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, PrivateAttr, Strict, ValidationInfo, field_validator, model_validator
+
+from watcher.settings_base import (
+    _ENV_NAME,
+    _FORBIDDEN_IN_HEADER,
+    Secret,
+    _KeyProblem,
+    _nested_model,
+    _Section,
+)
+
+__all__ = [
+    "ChannelSettings",
+    "EmailChannel",
+    "SlackBotChannel",
+    "SlackWebhookChannel",
+    "channel_settings_keys",
+]
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+TimeoutS = Annotated[float, Strict(), Field(gt=0, le=300)]
+
+
+def _resolve_secret(
+    model: _Section, info: ValidationInfo, base: str, *, required: bool = True
+) -> tuple[Secret, str] | None:
+    """(secret, key it came from): from ``<base>_env``, ``<base>_file`` or inline ``<base>``."""
+    env_name = getattr(model, f"{base}_env")
+    file = getattr(model, f"{base}_file")
+    inline: Secret | None = getattr(model, f"inline_{base}")
+    sources = [
+        key
+        for key, value in ((f"{base}_env", env_name), (f"{base}_file", file), (base, inline))
+        if value is not None
+    ]
+    if not sources:
+        if not required:
+            return None
+        raise _KeyProblem(
+            (f"{base}_env",), f"is required: set exactly one of {base}_env, {base}_file or {base}"
+        )
+    if len(sources) > 1:
+        raise _KeyProblem((sources[1],), f"{' and '.join(sources)} are set; keep exactly one")
+    source = sources[0]
+    if env_name is not None:
+        env = (info.context or {}).get("env")
+        value = (os.environ if env is None else env).get(env_name)
+        if value is None:
+            raise _KeyProblem((source,), f"environment variable {env_name} is not set")
+        where = f"environment variable {env_name}"
+    elif file is not None:
+        try:
+            value = Path(file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _KeyProblem((source,), f"file {file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+            raise _KeyProblem((source,), f"cannot read {file}: {reason}") from None
+        where = f"file {file}"
+    else:
+        assert inline is not None
+        value = inline.reveal()
+        where = "the value"
+    value = value.strip()
+    if not value:
+        raise _KeyProblem((source,), f"{where} is empty")
+    if _FORBIDDEN_IN_HEADER.search(value):
+        raise _KeyProblem((source,), f"{where} contains whitespace or control characters")
+    return Secret(value), source
+
+
+def _check_env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the name of an environment variable (letters, digits and _); "
+            "it looks like something else, perhaps the secret itself"
+        )
+    return value
+
+
+def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths are relative to the config file's directory, not the cwd."""
+    if value is None:
+        return None
+    config_dir = (info.context or {}).get("config_dir") or Path.cwd()
+    return (Path(config_dir) / value.expanduser()).absolute()
+
+
+def _check_http_url(value: str, what: str) -> None:
+    """Raise a message that never repeats ``value`` (it may be a secret URL)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} must not contain credentials")
+
+
+def _is_local(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in _LOCAL_HOSTS
+
+
+class _SlackCommon(_Section):
+    username: str | None = Field(default=None, min_length=1)
+    icon_emoji: str | None = Field(default=None, pattern=r"^:[a-z0-9_+'-]+:$")
+    timeout_s: TimeoutS = 10.0
+
+    @field_validator("username")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL_CHARS.search(value):
+            raise ValueError("must not contain tabs, newlines or control characters")
+        return value
+
+
+class SlackWebhookChannel(_SlackCommon):
+    """``type = "slack_webhook"``: a Slack incoming webhook (one channel, no threads).
+
+    ``username``/``icon_emoji`` only apply to legacy webhooks; Slack ignores them for
+    webhooks created by a Slack app.
+    """
+
+    type: Literal["slack_webhook"]
+    webhook_url_env: str | None = None
+    webhook_url_file: Path | None = None
+    inline_webhook_url: Secret | None = Field(default=None, alias="webhook_url")
+
+    _webhook_url: Secret = PrivateAttr()
+
+    @property
+    def webhook_url(self) -> Secret:
+        """The webhook URL (it is the credential), from webhook_url_env/_file/inline."""
+        return self._webhook_url
+
+    @field_validator("webhook_url_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        return _check_env_name(value)
+
+    @field_validator("webhook_url_file")
+    @classmethod
+    def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_file(value, info)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> SlackWebhookChannel:
+        resolved = _resolve_secret(self, info, "webhook_url")
+        assert resolved is not None
+        secret, source = resolved
+        try:
+            _check_http_url(secret.reveal(), "the webhook URL")
+        except ValueError as exc:
+            raise _KeyProblem((source,), str(exc)) from None
+        self._webhook_url = secret
+        return self
+
+    def risky_choices(self, name: str) -> list[str]:
+        """Warnings for the loader to log (never containing the secret)."""
+        out = []
+        if self.inline_webhook_url is not None:
+            out.append(
+                f"channels.{name}.webhook_url is inline; prefer webhook_url_env or webhook_url_file"
+            )
+        url = self._webhook_url.reveal()
+        if url.startswith("http://") and not _is_local(url):
+            out.append(f"channels.{name}: the webhook URL uses plain http; use https")
+        return out
+
+
+class SlackBotChannel(_SlackCommon):
+    """``type = "slack_bot"``: a Slack app's bot token (``chat:write``); threads and updates.
+
+    ``channel`` is a channel id (``C0123456789``) or ``#name``; the bot must be a member.
+    ``username``/``icon_emoji`` need the ``chat:write.customize`` scope.
+    """
+
+    type: Literal["slack_bot"]
+    token_env: str | None = None
+    token_file: Path | None = None
+    inline_token: Secret | None = Field(default=None, alias="token")
+    channel: str = Field(min_length=1, pattern=r"^(#[^\s#]+|[CGD][A-Z0-9]+)$")
+    base_url: str = "https://slack.com/api/"
+
+    _token: Secret = PrivateAttr()
+
+    @property
+    def token(self) -> Secret:
+        """The bot token (``xoxb-…``), from token_env, token_file or token."""
+        return self._token
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        return _check_env_name(value)
+
+    @field_validator("token_file")
+    @classmethod
+    def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_file(value, info)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        _check_http_url(value, "base_url")
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query (?...) or fragment (#...)")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> SlackBotChannel:
+        resolved = _resolve_secret(self, info, "token")
+        assert resolved is not None
+        self._token = resolved[0]
+        return self
+
+    def risky_choices(self, name: str) -> list[str]:
+        """Warnings for the loader to log (never containing the secret)."""
+        out = []
+        if self.inline_token is not None:
+            out.append(f"channels.{name}.token is inline; prefer token_env or token_file")
+        if self.base_url.startswith("http://") and not _is_local(self.base_url):
+            out.append(f"channels.{name}.base_url uses plain http: the token travels unencrypted")
+        return out
+
+
+def _check_address(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain tabs, newlines or control characters")
+    _, addr = email.utils.parseaddr(value)
+    if not addr or "@" not in addr or addr.startswith("@") or addr.endswith("@"):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+class EmailChannel(_Section):
+    """``type = "email"``: SMTP submission, one multipart (text + HTML) message per notice.
+
+    ``security``: ``starttls`` (port 587, upgrade required), ``tls`` (implicit TLS, port 465)
+    or ``none`` (a local relay only). ``username`` turns on AUTH; the password then comes from
+    password_env, password_file or password. ``ca_file`` trusts a private CA (PEM) in
+    addition to the system's.
+    """
+
+    type: Literal["email"]
+    smtp_host: str = Field(min_length=1)
+    smtp_port: Annotated[int, Strict(), Field(gt=0, lt=65536)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = Field(default=None, min_length=1)
+    password_env: str | None = None
+    password_file: Path | None = None
+    inline_password: Secret | None = Field(default=None, alias="password")
+    from_addr: str = Field(min_length=3)
+    to: Annotated[tuple[str, ...], Field(min_length=1)]
+    timeout_s: TimeoutS = 30.0
+    ca_file: Path | None = None
+
+    _password: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def password(self) -> Secret | None:
+        """The SMTP password, or None when no username is set."""
+        return self._password
+
+    @field_validator("password_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        return _check_env_name(value)
+
+    @field_validator("password_file", "ca_file")
+    @classmethod
+    def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_file(value, info)
+
+    @field_validator("security", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("from_addr")
+    @classmethod
+    def _check_from(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _check_to(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_address(v) for v in value)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> EmailChannel:
+        resolved = _resolve_secret(self, info, "password", required=self.username is not None)
+        if resolved is not None and self.username is None:
+            raise _KeyProblem((resolved[1],), "a password is set but no username; set username too")
+        self._password = resolved[0] if resolved else None
+        return self
+
+    def risky_choices(self, name: str) -> list[str]:
+        """Warnings for the loader to log (never containing the secret)."""
+        out = []
+        if self.inline_password is not None:
+            out.append(f"channels.{name}.password is inline; prefer password_env or password_file")
+        if self.security == "none" and self.username and self.smtp_host not in _LOCAL_HOSTS:
+            out.append(
+                f'channels.{name}: security = "none" sends the SMTP password unencrypted '
+                f"to {self.smtp_host}"
+            )
+        return out
+
+
+ChannelSettings = Annotated[
+    SlackWebhookChannel | SlackBotChannel | EmailChannel, Field(discriminator="type")
+]
+CHANNEL_MODELS: tuple[type[_Section], ...] = (SlackWebhookChannel, SlackBotChannel, EmailChannel)
+
+
+def channel_settings_keys(prefix: str = "channels[].") -> list[str]:
+    """Every channel setting as a dotted key (``channels[].webhook_url_env``), each once."""
+    keys: list[str] = []
+    for model in CHANNEL_MODELS:
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            nested, _ = _nested_model(field.annotation)
+            if nested is None and key not in keys:
+                keys.append(key)
+    return keys

@@ -1,0 +1,749 @@
+"""The alert decision engine: events + current alert states → new states + notifications.
+
+Pure (no I/O, no clock: ``now`` is passed in, epoch seconds) and deterministic: the same
+inputs give the same :class:`Decision`. The shape follows Alertmanager's notification
+pipeline (group → inhibit → silence → route → dedup → rate limit), with Sentry's "one
+message per problem": events with the same :func:`~alerts.fingerprint.fingerprint` are one
+alert that counts them.
+
+Lifecycle of an alert (one row of the ``alerts`` table, :class:`AlertState`)::
+
+    new event ──► pending ──(group_wait elapsed, or critical)──► firing ──(resolving event)──► resolved
+                     │                                              │                            │
+                     └──(resolving event: silently)──► resolved     └─ repeat notices            └─(new event)─► pending (re-opened)
+
+Notifications are per (alert, channel). Per channel:
+
+* first notice ("firing", reason "first", or "reopened") once ``group_wait_s`` has passed since
+  the alert opened (at once for a critical alert when ``critical_skips_group_wait``), and, for
+  a re-opened alert, ``group_interval_s`` after the channel's previous notice (anti-flap);
+* "firing" again (reason "escalated") when the severity rose or the kind changed, at most every
+  ``group_interval_s``;
+* "repeat" (reason "repeat interval elapsed", with ``count_since_notice``) when new
+  occurrences came since the channel's last notice and ``repeat_interval_s`` has passed;
+  nothing at all when nothing new happened;
+* "resolved" once, to the channels that heard about the alert while it fired; an alert nobody
+  was told about resolves silently.
+
+Suppression, checked in this order once the group wait is over: *inhibited* (an execution
+alert of a scenario whose ``scenario_deactivated`` alert is open), *silenced* (an active
+:class:`~alerts.silences.Silence` matches), *no route* (no channel). A suppressed alert is
+still counted; it notifies again only for an occurrence that comes after the suppression
+ended (``suppressed_count``), not for what happened while suppressed.
+
+Flood cap: a channel with an hourly cap (``[alerts] max_per_hour``) gets at most that many
+notices per clock hour (``floor(now / 3600)``); the rest are *held* (reason "flood-capped") in
+its :class:`FloodState` and, at the first decision after the hour is over, ONE "summary"
+notice lists them (kind, scenario, count); the alerts it lists count as notified on that
+channel.
+
+Idempotency contract (the caller's part)
+----------------------------------------
+The engine does not remember event keys. The caller passes only events not yet processed
+(``events.processed_at IS NULL``: ``watcher.store.unprocessed_events``) and, in ONE
+transaction with upserting ``Decision.alerts``, the outbox rows of
+``Decision.notifications`` and ``Decision.flood``, sets ``processed_at`` on every key of
+``Decision.event_reasons``. Defensively, the engine counts a key once per call and skips an
+event whose ``processed_at`` is set (reason "already processed"), so re-feeding rows read
+back from the ``events`` table changes nothing. ``tick``/``decide`` on the states they
+returned, at the same ``now``, plan nothing new.
+
+Persistence (what goes where)
+-----------------------------
+* ``Decision.alerts`` → upsert into ``alerts`` by ``fingerprint`` with
+  :meth:`AlertState.to_row` (``payload``, ``samples``, ``channels`` are JSON columns:
+  ``payload_json``, ``samples_json``, ``channels_json``; ``opened_at``, ``episode``,
+  ``resolved_at``, ``suppressed_count`` are plain columns; the columns that are not in
+  schema v2 need a migration). Load with :meth:`AlertState.from_row`: every alert whose
+  state is not "resolved", plus the resolved ones whose fingerprint an incoming event has
+  (so that they re-open, and keep their anti-flap marks; a missing resolved alert is simply
+  treated as new).
+* ``Decision.notifications`` → one ``outbox`` row each (``channel``, ``kind`` = ``phase``,
+  ``payload`` = :meth:`Planned.to_payload`, ``alert_id`` from the alert upserted with the same
+  fingerprint; NULL for a summary). ``dedup_key`` is stable: use it as the receiver-side
+  dedup id where the channel allows.
+* ``Decision.flood`` → ``watch_state`` key ``flood:<channel>``, value
+  :meth:`FloodState.to_dict`; pass them back as ``sent_counts`` (channel → FloodState).
+* ``Decision.event_reasons`` → ``events.processed_at = now`` for each key (the reason may be
+  logged or stored beside the event).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from alerts.fingerprint import EXECUTION_KINDS, fingerprint, resolve_kinds
+from alerts.policy import Policy
+from alerts.routing import ChannelRoute, route, severity_rank
+from alerts.silences import Silence, active_silence
+from watcher.events import SEVERITY as DEFAULT_SEVERITY
+
+__all__ = [
+    "FIRING",
+    "HOUR_S",
+    "PENDING",
+    "REASONS",
+    "RESOLVED",
+    "SAMPLES_MAX",
+    "AlertState",
+    "ChannelMark",
+    "Decision",
+    "FloodState",
+    "Planned",
+    "decide",
+    "labels",
+    "tick",
+]
+
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+SAMPLES_MAX = 5
+HOUR_S = 3600.0
+
+#: Every reason the engine gives, for an event (``Decision.event_reasons``), an alert
+#: (``AlertState.reason``) or a notification (``Planned.reason``).
+REASONS = (
+    "first",
+    "reopened",
+    "escalated",
+    "repeat interval elapsed",
+    "resolved",
+    "resolved before any notice",
+    "grouped",
+    "waiting for group",
+    "within group interval",
+    "within repeat interval",
+    "silenced",
+    "inhibited",
+    "flood-capped",
+    "flood cap summary",
+    "no route",
+    "disabled",
+    "nothing to resolve",
+    "stale",
+    "already processed",
+)
+
+#: Which open alert inhibits which: (source kind, kinds it inhibits on the same scenario).
+INHIBITIONS: tuple[tuple[str, frozenset[str]], ...] = (("scenario_deactivated", EXECUTION_KINDS),)
+
+# When a channel cannot notify now, the reason that explains the most, first.
+_BLOCKED_PRIORITY = (
+    "flood-capped",
+    "within group interval",
+    "within repeat interval",
+    "waiting for group",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# State
+
+
+@dataclass
+class ChannelMark:
+    """What a channel was last told about an alert (``AlertState.channels[channel]``)."""
+
+    episode: int  # the alert's episode (it grows each time the alert re-opens)
+    last_notified: float
+    count_at_notice: int  # the alert's count when the channel was told
+    severity: str
+    kind: str
+    phase: str  # firing | repeat | resolved | summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelMark:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class AlertState:
+    """One row of the ``alerts`` table: a problem (a fingerprint) and what was said about it.
+
+    ``count``/``first_seen``/``last_seen`` cover the current episode (a re-opened alert starts
+    again at 1); ``count_since_notice`` counts occurrences since the last notice on any
+    channel (all of them before the first notice); ``samples`` holds the last
+    :data:`SAMPLES_MAX` event payloads, ``payload`` the newest. ``opened_at`` is when the
+    episode was detected (group_wait counts from it). ``suppressed_count`` is ``count`` when
+    the alert was last silenced or inhibited: only later occurrences notify.
+    """
+
+    fingerprint: str
+    kind: str
+    severity: str
+    org_id: int | None
+    team_id: int | None = None
+    scenario_id: int | None = None
+    state: str = PENDING
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    count: int = 0
+    count_since_notice: int = 0
+    last_notified: float | None = None
+    reason: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    channels: dict[str, ChannelMark] = field(default_factory=dict)
+    opened_at: float = 0.0
+    episode: int = 1
+    resolved_at: float | None = None
+    suppressed_count: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != RESOLVED
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``alerts`` row (JSON columns decoded, store convention: ``payload`` for
+        ``payload_json``, likewise ``samples`` and ``channels``)."""
+        row = asdict(self)
+        row["channels"] = {ch: mark.to_dict() for ch, mark in sorted(self.channels.items())}
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AlertState:
+        """From an ``alerts`` row as :meth:`to_row` gives it (unknown columns such as ``id`` or
+        ``thread_ref`` are ignored; missing engine columns take their defaults)."""
+        data = {k: row[k] for k in cls.__dataclass_fields__ if k in row and row[k] is not None}
+        data["channels"] = {
+            ch: mark if isinstance(mark, ChannelMark) else ChannelMark.from_dict(mark)
+            for ch, mark in (row.get("channels") or {}).items()
+        }
+        data["payload"] = dict(row.get("payload") or {})
+        data["samples"] = [dict(s) for s in row.get("samples") or ()]
+        data.setdefault("org_id", None)
+        if row.get("last_notified") is None:
+            data["last_notified"] = None
+        return cls(**data)
+
+
+@dataclass
+class FloodState:
+    """One channel's flood-cap counters for the clock hour starting at ``hour_start``.
+
+    ``held`` lists what was held back this hour, one item per (fingerprint, phase), each a
+    dict: ``fingerprint``, ``kind``, ``severity``, ``org_id``, ``org``, ``scenario_id``,
+    ``scenario``, ``phase`` ("firing" or "resolved"), ``count``, ``episode``, ``held_at``.
+    """
+
+    hour_start: float
+    sent: int = 0
+    held: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FloodState:
+        return cls(
+            hour_start=float(data["hour_start"]),
+            sent=int(data.get("sent", 0)),
+            held=[dict(item) for item in data.get("held") or ()],
+        )
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A notification to send: one outbox row.
+
+    ``phase``: "firing" | "repeat" | "resolved" | "summary". For a summary, ``fingerprint`` is
+    None, ``kind`` is "summary" and ``items`` lists what was held back (FloodState items).
+    ``count`` is the alert's occurrences this episode, ``count_since_notice`` those since this
+    channel's previous notice.
+    """
+
+    channel: str
+    fingerprint: str | None
+    phase: str
+    reason: str
+    severity: str
+    kind: str
+    org_id: int | None
+    team_id: int | None
+    scenario_id: int | None
+    count: int
+    count_since_notice: int
+    first_seen: float | None
+    last_seen: float | None
+    created_at: float
+    dedup_key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Everything a renderer needs, as JSON-able data (the outbox ``payload``)."""
+        return asdict(self)
+
+
+@dataclass
+class Decision:
+    """What :func:`decide` / :func:`tick` decided (see the module doc for persistence).
+
+    ``alerts``: new or changed alert states, by fingerprint order. ``notifications``: to send,
+    in order. ``event_reasons``: event key → why it did or did not notify. ``flood``: channel
+    → its new :class:`FloodState`, only where it changed.
+    """
+
+    alerts: list[AlertState] = field(default_factory=list)
+    notifications: list[Planned] = field(default_factory=list)
+    event_reasons: dict[str, str] = field(default_factory=dict)
+    flood: dict[str, FloodState] = field(default_factory=dict)
+
+
+def labels(alert: AlertState) -> dict[str, Any]:
+    """What routes and silences match on: kind, severity, ids, and names from the payload."""
+    p = alert.payload
+    return {
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "org_id": alert.org_id,
+        "org": p.get("organization"),
+        "team_id": alert.team_id,
+        "scenario_id": alert.scenario_id,
+        "scenario": p.get("scenario_name"),
+        "error_name": p.get("error_name"),
+        "error_message": p.get("error_message"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def decide(
+    events: Sequence[Mapping[str, Any]],
+    alerts: Mapping[str, AlertState],
+    silences: Sequence[Silence],
+    policy: Policy,
+    now: float,
+    sent_counts: Mapping[str, FloodState] | None = None,
+) -> Decision:
+    """Fold ``events`` into ``alerts`` and decide every notice due at ``now``.
+
+    ``events``: rows of the ``events`` table (dicts), in any order: they are applied by
+    ``(occurred_at, key)``. ``alerts``: current states by fingerprint (not modified).
+    ``sent_counts``: each capped channel's :class:`FloodState` (absent = nothing sent this
+    hour). Ends with the same time-driven decisions as :func:`tick`.
+    """
+    run = _Run(alerts, silences, policy, now, sent_counts or {})
+    run.roll_flood()
+    for event in sorted(events, key=lambda e: (float(e.get("occurred_at") or 0.0), e["key"])):
+        run.apply(event)
+    run.evaluate_all()
+    return run.decision()
+
+
+def tick(
+    alerts: Mapping[str, AlertState],
+    silences: Sequence[Silence],
+    policy: Policy,
+    now: float,
+    sent_counts: Mapping[str, FloodState] | None = None,
+) -> Decision:
+    """Time-driven decisions, no new events: pending groups whose wait is over fire, repeat
+    and escalation notices come due, and hours that ended send their flood-cap summary."""
+    return decide((), alerts, silences, policy, now, sent_counts)
+
+
+# --------------------------------------------------------------------------------------------
+# One decision
+
+
+@dataclass
+class _Result:
+    sent: list[str] = field(default_factory=list)  # reasons of the notices sent
+    blocked: str | None = None  # why nothing (more) was sent, when so
+
+
+class _Run:
+    def __init__(
+        self,
+        alerts: Mapping[str, AlertState],
+        silences: Sequence[Silence],
+        policy: Policy,
+        now: float,
+        sent_counts: Mapping[str, FloodState],
+    ) -> None:
+        self.original = alerts
+        self.alerts: dict[str, AlertState] = {fp: copy.deepcopy(a) for fp, a in alerts.items()}
+        self.silences = silences
+        self.policy = policy
+        self.now = float(now)
+        self.hour = math.floor(self.now / HOUR_S) * HOUR_S
+        self.flood_in = sent_counts
+        self.flood: dict[str, FloodState] = {
+            ch: copy.deepcopy(fs) for ch, fs in sent_counts.items()
+        }
+        self.notifications: list[Planned] = []
+        self.reasons: dict[str, str] = {}
+        # key -> (fingerprint, episode, opened) for occurrences; resolving events get a reason
+        self.occurrences: dict[str, tuple[str, int, bool]] = {}
+        self.results: dict[str, _Result] = {}
+
+    # --- flood cap ---------------------------------------------------------------------
+
+    def roll_flood(self) -> None:
+        """Close every channel hour that is over: one summary of what it held back."""
+        for channel in sorted(self.flood):
+            fs = self.flood[channel]
+            if fs.hour_start >= self.hour:
+                continue
+            if fs.held:
+                self._summary(channel, fs)
+            self.flood[channel] = FloodState(hour_start=self.hour)
+
+    def _summary(self, channel: str, fs: FloodState) -> None:
+        items = sorted(fs.held, key=lambda i: (i["held_at"], i["fingerprint"], i["phase"]))
+        severity = max((i["severity"] for i in items), key=severity_rank)
+        self.notifications.append(
+            Planned(
+                channel=channel,
+                fingerprint=None,
+                phase="summary",
+                reason="flood cap summary",
+                severity=severity,
+                kind="summary",
+                org_id=None,
+                team_id=None,
+                scenario_id=None,
+                count=sum(int(i["count"]) for i in items),
+                count_since_notice=sum(int(i["count"]) for i in items),
+                first_seen=fs.hour_start,
+                last_seen=fs.hour_start + HOUR_S,
+                created_at=self.now,
+                dedup_key=f"summary|{channel}|{fs.hour_start:.0f}",
+                items=copy.deepcopy(items),
+            )
+        )
+        # The summary told the channel about every alert it lists: they count as notified.
+        for item in items:
+            alert = self.alerts.get(item["fingerprint"])
+            if alert is None or item["phase"] == "resolved":
+                continue
+            if alert.is_open and alert.episode == item["episode"]:
+                alert.channels[channel] = self._mark(alert, "summary")
+                _refresh(alert)
+
+    def _flood_state(self, channel: str) -> FloodState:
+        fs = self.flood.get(channel)
+        if fs is None or fs.hour_start < self.hour:
+            fs = self.flood[channel] = FloodState(hour_start=self.hour)
+        return fs
+
+    # --- events ------------------------------------------------------------------------
+
+    def apply(self, event: Mapping[str, Any]) -> None:
+        key = str(event["key"])
+        if key in self.reasons or key in self.occurrences:
+            return  # counted once per call
+        if event.get("processed_at") is not None:
+            self.reasons[key] = "already processed"
+            return
+        kind = str(event.get("kind") or "")
+        if kind == "execution_warning" and not self.policy.alerts.warnings_enabled:
+            self.reasons[key] = "disabled"
+            return
+        targets = resolve_kinds(event)
+        if targets is not None:
+            self.reasons[key] = self._resolve_by(event, targets)
+            return
+        self._occur(key, event)
+
+    def _resolve_by(self, event: Mapping[str, Any], targets: frozenset[str]) -> str:
+        occurred = float(event.get("occurred_at") or 0.0)
+        if event.get("kind") == "execution_recovered":
+            found = [
+                a
+                for fp, a in sorted(self.alerts.items())
+                if a.is_open
+                and a.kind in targets
+                and a.org_id == event.get("org_id")
+                and a.scenario_id == event.get("scenario_id")
+            ]
+        else:
+            alert = self.alerts.get(fingerprint(event))
+            found = [alert] if alert is not None and alert.is_open and alert.kind in targets else []
+        if not found:
+            return "nothing to resolve"
+        # A success older than the newest failure does not mean it recovered.
+        fresh = [a for a in found if occurred >= a.last_seen]
+        for alert in fresh:
+            self._resolve(alert)
+        return "resolved" if fresh else "stale"
+
+    def _resolve(self, alert: AlertState) -> None:
+        alert.state = RESOLVED
+        alert.resolved_at = self.now
+        told = sorted(
+            ch
+            for ch, mark in alert.channels.items()
+            if mark.episode == alert.episode and mark.phase != "resolved"
+        )
+        silenced = active_silence(self.silences, labels(alert), self.now) is not None
+        sent = False
+        for channel in told:
+            if silenced:
+                alert.channels[channel].phase = "resolved"
+                continue
+            outcome = self._send(alert, channel, "resolved", "resolved", final_when_held=True)
+            sent = sent or outcome == "resolved"
+        if not told:
+            alert.reason = "resolved before any notice"
+        elif silenced:
+            alert.reason = "silenced"
+        else:
+            alert.reason = "resolved" if sent else "flood-capped"
+        _refresh(alert)
+
+    def _occur(self, key: str, event: Mapping[str, Any]) -> None:
+        fp = fingerprint(event)
+        kind = str(event.get("kind") or "")
+        severity = str(event.get("severity") or DEFAULT_SEVERITY.get(kind, "error"))
+        occurred = float(event.get("occurred_at") or 0.0)
+        detected = event.get("detected_at")
+        opened_at = min(self.now, float(detected)) if detected is not None else self.now
+        payload = dict(event.get("payload") or {})
+        alert = self.alerts.get(fp)
+        opened = alert is None or not alert.is_open
+        if alert is None:
+            alert = self.alerts[fp] = AlertState(
+                fingerprint=fp,
+                kind=kind,
+                severity=severity,
+                org_id=event.get("org_id"),
+                team_id=event.get("team_id"),
+                scenario_id=event.get("scenario_id"),
+                first_seen=occurred,
+                last_seen=occurred,
+                opened_at=opened_at,
+            )
+        elif not alert.is_open:
+            alert.episode += 1
+            alert.state = PENDING
+            alert.kind, alert.severity = kind, severity
+            alert.first_seen = alert.last_seen = occurred
+            alert.count = alert.suppressed_count = 0
+            alert.samples = []
+            alert.opened_at = opened_at
+            alert.resolved_at = None
+            alert.reason = ""
+        alert.count += 1
+        alert.first_seen = min(alert.first_seen, occurred)
+        if occurred >= alert.last_seen or alert.count == 1:
+            alert.last_seen = occurred
+            alert.payload = payload
+            alert.kind = kind  # a state alert takes its newest kind (paused → deactivated)
+        if severity_rank(severity) > severity_rank(alert.severity):
+            alert.severity = severity
+        alert.team_id = alert.team_id if alert.team_id is not None else event.get("team_id")
+        alert.samples = [*alert.samples, payload][-SAMPLES_MAX:]
+        _refresh(alert)
+        self.occurrences[key] = (fp, alert.episode, opened)
+
+    # --- time-driven decisions ---------------------------------------------------------
+
+    def evaluate_all(self) -> None:
+        inhibitors: set[tuple[str, Any, Any]] = set()
+        for alert in self.alerts.values():
+            for source, inhibited in INHIBITIONS:
+                if alert.is_open and alert.kind == source:
+                    for kind in inhibited:
+                        inhibitors.add((kind, alert.org_id, alert.scenario_id))
+        for fp in sorted(self.alerts):
+            alert = self.alerts[fp]
+            if alert.is_open:
+                self.results[fp] = self._evaluate(alert, inhibitors)
+
+    def _evaluate(self, alert: AlertState, inhibitors: set[tuple[str, Any, Any]]) -> _Result:
+        alerts_cfg = self.policy.alerts
+        lab = labels(alert)
+        routes = route(lab, self.policy)
+        skip = alerts_cfg.critical_skips_group_wait and alert.severity == "critical"
+
+        def wait(r: ChannelRoute | None) -> float:
+            if skip:
+                return 0.0
+            return alerts_cfg.group_wait_s if r is None else r.group_wait_s
+
+        group_wait = min((wait(r) for r in routes), default=wait(None))
+        if self.now < alert.opened_at + group_wait:
+            alert.reason = "waiting for group"
+            return _Result(blocked="waiting for group")
+        alert.state = FIRING
+
+        if (alert.kind, alert.org_id, alert.scenario_id) in inhibitors:
+            return self._suppress(alert, "inhibited")
+        if active_silence(self.silences, lab, self.now) is not None:
+            return self._suppress(alert, "silenced")
+        if not routes:
+            alert.reason = "no route"
+            return _Result(blocked="no route")
+
+        result = _Result()
+        if alert.count <= alert.suppressed_count:
+            return result  # nothing new since it was last silenced or inhibited
+        blocked: list[str] = []
+        for r in routes:
+            mark = alert.channels.get(r.channel)
+            if mark is None or mark.episode != alert.episode:
+                if self.now < alert.opened_at + wait(r):
+                    blocked.append("waiting for group")
+                    continue
+                if mark is not None and self.now < mark.last_notified + r.group_interval_s:
+                    blocked.append("within group interval")
+                    continue
+                phase, reason = "firing", "reopened" if alert.episode > 1 else "first"
+            elif severity_rank(alert.severity) > severity_rank(mark.severity) or (
+                alert.kind != mark.kind
+            ):
+                if self.now < mark.last_notified + r.group_interval_s:
+                    blocked.append("within group interval")
+                    continue
+                phase, reason = "firing", "escalated"
+            elif alert.count <= mark.count_at_notice:
+                continue  # nothing new since this channel was told
+            elif self.now < mark.last_notified + max(r.repeat_interval_s, r.group_interval_s):
+                blocked.append("within repeat interval")
+                continue
+            else:
+                phase, reason = "repeat", "repeat interval elapsed"
+            outcome = self._send(alert, r.channel, phase, reason)
+            if outcome == reason:
+                result.sent.append(reason)
+            else:
+                blocked.append(outcome)
+        if blocked:
+            result.blocked = min(blocked, key=_BLOCKED_PRIORITY.index)
+        if result.sent:
+            alert.reason = result.sent[0]
+        elif result.blocked:
+            alert.reason = result.blocked
+        _refresh(alert)
+        return result
+
+    def _suppress(self, alert: AlertState, reason: str) -> _Result:
+        alert.reason = reason
+        alert.suppressed_count = alert.count
+        return _Result(blocked=reason)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def _mark(self, alert: AlertState, phase: str) -> ChannelMark:
+        return ChannelMark(
+            episode=alert.episode,
+            last_notified=self.now,
+            count_at_notice=alert.count,
+            severity=alert.severity,
+            kind=alert.kind,
+            phase=phase,
+        )
+
+    def _send(
+        self,
+        alert: AlertState,
+        channel: str,
+        phase: str,
+        reason: str,
+        *,
+        final_when_held: bool = False,
+    ) -> str:
+        """Plan one notice, or hold it under the flood cap; returns ``reason`` or
+        "flood-capped". A held "resolved" notice is final (the summary carries it); a held
+        firing notice is tried again at the next decision and summarised at the hour's end."""
+        cap = self.policy.alerts.cap_for(channel)
+        if cap is not None:
+            fs = self._flood_state(channel)
+            if fs.sent >= cap:
+                self._hold(fs, alert, "resolved" if phase == "resolved" else "firing")
+                if final_when_held:
+                    alert.channels[channel] = self._mark(alert, phase)
+                return "flood-capped"
+            fs.sent += 1
+        mark = alert.channels.get(channel)
+        since = alert.count
+        if mark is not None and mark.episode == alert.episode:
+            since = alert.count - mark.count_at_notice
+        self.notifications.append(
+            Planned(
+                channel=channel,
+                fingerprint=alert.fingerprint,
+                phase=phase,
+                reason=reason,
+                severity=alert.severity,
+                kind=alert.kind,
+                org_id=alert.org_id,
+                team_id=alert.team_id,
+                scenario_id=alert.scenario_id,
+                count=alert.count,
+                count_since_notice=since,
+                first_seen=alert.first_seen,
+                last_seen=alert.last_seen,
+                created_at=self.now,
+                dedup_key=f"{alert.fingerprint}|{channel}|{alert.episode}|{phase}|{alert.count}",
+                payload=copy.deepcopy(alert.payload),
+                samples=copy.deepcopy(alert.samples),
+            )
+        )
+        alert.channels[channel] = self._mark(alert, phase)
+        return reason
+
+    def _hold(self, fs: FloodState, alert: AlertState, phase: str) -> None:
+        lab = labels(alert)
+        item = {
+            "fingerprint": alert.fingerprint,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "org_id": alert.org_id,
+            "org": lab["org"],
+            "scenario_id": alert.scenario_id,
+            "scenario": lab["scenario"],
+            "phase": phase,
+            "count": alert.count,
+            "episode": alert.episode,
+        }
+        for held in fs.held:
+            if held["fingerprint"] == alert.fingerprint and held["phase"] == phase:
+                held.update(item)
+                return
+        fs.held.append({**item, "held_at": self.now})
+
+    # --- result ------------------------------------------------------------------------
+
+    def decision(self) -> Decision:
+        reasons = dict(self.reasons)
+        first_of: dict[tuple[str, int], str] = {}
+        for key, (fp, episode, opened) in self.occurrences.items():
+            alert = self.alerts[fp]
+            result = self.results.get(fp)
+            if alert.episode != episode or result is None:
+                reasons[key] = "resolved"  # resolved later in this same batch
+                continue
+            first = first_of.setdefault((fp, episode), key) == key
+            if result.sent:
+                reasons[key] = result.sent[0] if first else "grouped"
+            elif result.blocked == "waiting for group":
+                reasons[key] = "waiting for group" if opened else "grouped"
+            else:
+                reasons[key] = result.blocked or "grouped"
+        changed = [
+            alert for fp, alert in sorted(self.alerts.items()) if self.original.get(fp) != alert
+        ]
+        flood = {ch: fs for ch, fs in sorted(self.flood.items()) if self.flood_in.get(ch) != fs}
+        return Decision(
+            alerts=changed, notifications=self.notifications, event_reasons=reasons, flood=flood
+        )
+
+
+def _refresh(alert: AlertState) -> None:
+    """Recompute the row's summary columns from the channel marks."""
+    marks = [m for m in alert.channels.values() if m.episode == alert.episode]
+    told = max((m.count_at_notice for m in marks), default=0)
+    alert.count_since_notice = alert.count - told if marks else alert.count
+    alert.last_notified = max((m.last_notified for m in alert.channels.values()), default=None)

@@ -1,0 +1,210 @@
+"""The e-mail notifier: one multipart/alternative (text + HTML) message per notice.
+
+Threading: the first notice of an alert gets ``Message-ID: <makewatch.<hash>.<outbox_id>@makewatch>``
+(the hash is of the alert's fingerprint); later notices (repeat, resolved) carry
+``In-Reply-To`` and ``References`` pointing at it (from the thread_ref the first send
+returned) and the first notice's subject behind "Re: ". Every message's own Message-ID is
+derived from its outbox id, so a message delivered twice (a retry after a lost answer) has the
+same Message-ID and mail systems can drop the duplicate.
+
+SMTP answers map to :class:`DeliveryError`: 5xx (authentication refused, every recipient
+refused, message refused) and missing server features are permanent; 4xx, refused
+connections, timeouts and disconnections are retryable. Error texts go through
+:func:`~alerts.notify.base.redact` with the password (also base64-encoded, as AUTH sends it).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import logging
+import ssl
+from email.message import EmailMessage
+from typing import Any
+
+import aiohttp
+import aiosmtplib
+
+from alerts.channels import EmailChannel
+from alerts.notify.base import DeliveryError, Notification, redact, register
+from alerts.render import Renderer
+
+__all__ = ["EmailNotifier", "message_id_for"]
+
+log = logging.getLogger(__name__)
+
+
+def message_id_for(n: Notification) -> str:
+    """``<makewatch.<16 hex of sha256(fingerprint)>.<outbox_id>@makewatch>``."""
+    fingerprint = str(n.alert.get("fingerprint", ""))
+    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return f"<makewatch.{digest}.{n.outbox_id}@makewatch>"
+
+
+def _root_id(n: Notification) -> str | None:
+    """The first notice's Message-ID, when ``n`` continues a thread."""
+    if n.phase not in ("repeat", "resolved") or not isinstance(n.thread_ref, dict):
+        return None
+    root = n.thread_ref.get("message_id")
+    if isinstance(root, str) and root.startswith("<") and root.endswith(">") and "\n" not in root:
+        return root
+    return None
+
+
+@register("email")
+class EmailNotifier:
+    """Sends through one SMTP server (STARTTLS, implicit TLS or plain; AUTH when configured)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: EmailChannel,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        renderer: Renderer,
+    ) -> None:
+        del session  # SMTP does not use HTTP
+        self.name = name
+        self.settings = settings
+        self.renderer = renderer
+
+    def build_message(self, n: Notification) -> EmailMessage:
+        """The message for ``n``, headers and both parts (exposed for previews and tests)."""
+        subject, text, html = self.renderer.render_email(n)
+        msg = EmailMessage()
+        msg["Subject"] = subject
+        msg["From"] = self.settings.from_addr
+        msg["To"] = ", ".join(self.settings.to)
+        msg["Date"] = email.utils.formatdate(usegmt=True)
+        msg["Message-ID"] = message_id_for(n)
+        root = _root_id(n)
+        if root is not None:
+            msg["In-Reply-To"] = root
+            msg["References"] = root
+        # RFC 3834: no vacation auto-replies to alerts.
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["X-Makewatch-Kind"] = n.kind
+        msg["X-Makewatch-Phase"] = n.phase
+        msg.set_content(text)
+        msg.add_alternative(html, subtype="html")
+        return msg
+
+    def _secrets(self) -> list[str]:
+        password = self.settings.password.reveal() if self.settings.password else None
+        if not password:
+            return []
+        user = self.settings.username or ""
+        plain = f"\0{user}\0{password}".encode()
+        return [
+            password,
+            base64.b64encode(password.encode()).decode(),
+            base64.b64encode(plain).decode(),
+        ]
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.settings.ca_file is None:
+            return None
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(self.settings.ca_file))
+        return context
+
+    async def send(self, n: Notification) -> dict[str, Any] | None:
+        """Send ``n``; returns ``{"message_id": <the thread's first Message-ID>}``."""
+        msg = self.build_message(n)
+        s = self.settings
+        try:
+            errors, _ = await aiosmtplib.send(
+                msg,
+                sender=email.utils.parseaddr(s.from_addr)[1],
+                recipients=[email.utils.parseaddr(a)[1] for a in s.to],
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                username=s.username,
+                password=s.password.reveal() if s.password else None,
+                use_tls=s.security == "tls",
+                start_tls=s.security == "starttls",
+                tls_context=self._tls_context(),
+                timeout=s.timeout_s,
+            )
+        except aiosmtplib.SMTPException as exc:
+            raise self._error(exc) from None
+        except ssl.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(
+                f"{self._where()}: cannot connect ({type(exc).__name__})", permanent=False
+            ) from None
+        if errors:
+            # Some (not all) recipients refused: the others got it; a retry would resend to them.
+            log.warning(
+                "channel %s: some recipients refused: %s",
+                self.name,
+                ", ".join(f"{rcpt} ({resp.code})" for rcpt, resp in errors.items()),
+            )
+        return {"message_id": _root_id(n) or str(msg["Message-ID"])}
+
+    async def aclose(self) -> None:
+        """Nothing to close: each send opens and closes its own SMTP connection."""
+
+    # --- error mapping ---------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"SMTP {self.settings.smtp_host}:{self.settings.smtp_port} (channel {self.name})"
+
+    def _server_text(self, text: str) -> str:
+        return redact(" ".join(str(text).split()), self._secrets())[:200]
+
+    def _tls_error(self, exc: BaseException) -> DeliveryError:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DeliveryError(
+                f"{self._where()}: TLS certificate not trusted ({exc.verify_message}); "
+                "check smtp_host or set ca_file",
+                permanent=True,
+            )
+        return DeliveryError(f"{self._where()}: TLS failed ({type(exc).__name__})", permanent=False)
+
+    def _error(self, exc: aiosmtplib.SMTPException) -> DeliveryError:
+        where = self._where()
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            return self._tls_error(cause)
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            return DeliveryError(
+                f"{where}: authentication as {self.settings.username!r} refused "
+                f"({exc.code} {self._server_text(exc.message)})",
+                permanent=exc.code >= 500,
+            )
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+            codes = [r.code for r in exc.recipients]
+            refused = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
+            return DeliveryError(
+                f"{where}: every recipient refused: {refused}",
+                permanent=all(c >= 500 for c in codes),
+            )
+        if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+            return DeliveryError(
+                f"{where}: sender {exc.sender} refused ({exc.code} {self._server_text(exc.message)})",
+                permanent=exc.code >= 500,
+            )
+        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+            return DeliveryError(
+                f"{where}: no answer within {self.settings.timeout_s:g} s", permanent=False
+            )
+        if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected):
+            if isinstance(exc, aiosmtplib.SMTPResponseException):  # 421/554 greeting
+                return DeliveryError(
+                    f"{where}: connection refused by the server ({exc.code})",
+                    permanent=exc.code >= 500,
+                )
+            reason = type(cause).__name__ if cause is not None else type(exc).__name__
+            return DeliveryError(f"{where}: cannot connect ({reason})", permanent=False)
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return DeliveryError(
+                f"{where}: {exc.code} {self._server_text(exc.message)}",
+                permanent=exc.code >= 500,
+            )
+        if isinstance(exc, aiosmtplib.SMTPNotSupported) or "not supported" in str(exc):
+            # The server lacks STARTTLS, AUTH or SMTPUTF8: configuration, not luck.
+            return DeliveryError(f"{where}: {self._server_text(str(exc))}", permanent=True)
+        return DeliveryError(f"{where}: {self._server_text(str(exc))}", permanent=False)

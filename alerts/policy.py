@@ -1,0 +1,194 @@
+"""Alerting policy settings: the ``[alerts]`` table and the ordered ``[[routes]]`` tables.
+
+These are ``_Section`` models like every other settings table; the lead adds them to
+``watcher.config.Settings`` as ``alerts: AlertsSettings`` and
+``routes: tuple[RouteSettings, ...]``. The decision engine takes a :class:`Policy`
+(both together), built with ``Policy(alerts=settings.alerts, routes=settings.routes)`` or
+:meth:`Policy.from_settings`.
+
+Example::
+
+    [alerts]
+    group_wait_s = 30
+    group_interval_s = 300
+    repeat_interval_s = 14400
+    max_per_hour = 30
+    max_per_hour_by_channel = { oncall = 10, audit = 0 }   # 0 = no cap for that channel
+    default_channels = ["ops-slack"]
+
+    [[routes]]                 # each client's organization to its own channel...
+    org = "Client A*"
+    channels = ["client-a-slack"]
+    continue = true            # ...and keep looking
+
+    [[routes]]                 # everything critical also to on-call
+    min_severity = "critical"
+    channels = ["oncall"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, Strict, field_validator
+
+from watcher.events import SEVERITY as _DEFAULT_SEVERITY
+from watcher.settings_base import _nested_model, _Section
+
+__all__ = [
+    "SEVERITIES",
+    "ALERT_KINDS",
+    "AlertsSettings",
+    "Policy",
+    "Route",
+    "RouteSettings",
+    "Severity",
+    "policy_settings_keys",
+]
+
+#: Severities, least to most severe.
+SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
+Severity = Literal["info", "warning", "error", "critical"]
+
+Duration = Annotated[float, Strict(), Field(ge=0)]
+StrictBool = Annotated[bool, Strict()]
+
+
+def _check_channel(name: str) -> str:
+    if not name or any(c.isspace() or ord(c) < 32 for c in name):
+        raise ValueError(
+            f"{name!r} is not a channel name; use the name of a [channels.<name>] table"
+        )
+    return name
+
+
+ChannelName = Annotated[str, AfterValidator(_check_channel)]
+
+
+class AlertsSettings(_Section):
+    """``[alerts]``: how alerts are grouped, repeated and capped (Alertmanager vocabulary).
+
+    * ``group_wait_s``: a new alert collects its burst this long before its first notice.
+    * ``group_interval_s``: minimum gap between two notices of the same alert on a channel
+      (a severity escalation, a re-opened alert after its "resolved" notice).
+    * ``repeat_interval_s``: a still-failing alert with new occurrences is re-notified at
+      most this often (never when nothing new happened).
+    * ``critical_skips_group_wait``: critical alerts notify at once.
+    * ``max_per_hour``: notifications per channel per clock hour; beyond it they are held
+      and summarised once when the hour is over. Unset = no cap.
+      ``max_per_hour_by_channel`` overrides it per channel (0 = no cap for that channel).
+    * ``default_channels``: where an alert goes when no ``[[routes]]`` table matches.
+    * ``warnings_enabled``: ``execution_warning`` events become alerts (off by default).
+    * ``templates_dir``: templates here override the bundled ones of the same name.
+    """
+
+    group_wait_s: Duration = 30.0
+    group_interval_s: Duration = 300.0
+    repeat_interval_s: Duration = 4 * 3600.0
+    critical_skips_group_wait: StrictBool = True
+    max_per_hour: Annotated[int, Strict(), Field(ge=1)] | None = None
+    max_per_hour_by_channel: dict[ChannelName, Annotated[int, Strict(), Field(ge=0)]] = Field(
+        default_factory=dict
+    )
+    default_channels: tuple[ChannelName, ...] = ()
+    warnings_enabled: StrictBool = False
+    # A directory whose templates (same names as the bundled ones) override them.
+    templates_dir: Path | None = None
+
+    def cap_for(self, channel: str) -> int | None:
+        """The hourly cap of ``channel``, or None when it has none."""
+        cap = self.max_per_hour_by_channel.get(channel, self.max_per_hour)
+        return cap or None
+
+
+#: Kinds an alert can have (the others only resolve alerts: they are never routed).
+ALERT_KINDS: tuple[str, ...] = tuple(
+    k
+    for k in _DEFAULT_SEVERITY
+    if k not in ("execution_recovered", "scenario_reactivated", "scenario_unpaused")
+)
+
+
+def _check_kind(value: str) -> str:
+    if value not in ALERT_KINDS:
+        raise ValueError(f"unknown kind {value!r}; expected one of: {', '.join(ALERT_KINDS)}")
+    return value
+
+
+def _id_or_name(what: str) -> Any:
+    def check(value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        raise ValueError(f"must be {what} id (a positive integer) or name (a non-empty string)")
+
+    return PlainValidator(check, json_schema_input_type=int | str)
+
+
+Kind = Annotated[str, AfterValidator(_check_kind)]
+
+
+class RouteSettings(_Section):
+    """One ``[[routes]]`` table: which alerts go to which channels.
+
+    Routes are tried in order; every matcher given must match (unset = any):
+
+    * ``org``: organization id (integer) or name (``*``/``?`` globs, case-insensitive);
+    * ``team_id``; ``scenario``: scenario id (integer) or name glob;
+    * ``kind``: an alert kind or a list of kinds; ``min_severity``: this severity or worse.
+
+    The first matching route wins unless it has ``continue = true``, in which case later
+    routes are tried too and the channels add up. ``group_wait_s``, ``group_interval_s`` and
+    ``repeat_interval_s`` override ``[alerts]`` for this route's channels.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    org: Annotated[int | str, _id_or_name("an organization")] | None = None
+    team_id: Annotated[int, Strict(), Field(ge=1)] | None = None
+    scenario: Annotated[int | str, _id_or_name("a scenario")] | None = None
+    kind: Annotated[tuple[Kind, ...], Field(min_length=1)] | None = None
+    min_severity: Severity | None = None
+    channels: Annotated[tuple[ChannelName, ...], Field(min_length=1)]
+    continue_: StrictBool = Field(default=False, alias="continue")
+    group_wait_s: Duration | None = None
+    group_interval_s: Duration | None = None
+    repeat_interval_s: Duration | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _one_kind(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
+#: The engine's name for a route.
+Route = RouteSettings
+
+
+class Policy(_Section):
+    """Everything the decision engine needs: ``[alerts]`` plus the ordered ``[[routes]]``."""
+
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    routes: tuple[RouteSettings, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Policy:
+        """From the main ``Settings`` (its ``alerts`` and ``routes``, defaults if absent)."""
+        return cls(
+            alerts=getattr(settings, "alerts", None) or AlertsSettings(),
+            routes=tuple(getattr(settings, "routes", None) or ()),
+        )
+
+
+def policy_settings_keys() -> list[str]:
+    """Every policy setting as a dotted key (``alerts.group_wait_s``, ``routes[].continue``),
+    in declaration order, as ``watcher.config.settings_keys`` will list them once wired."""
+    keys: list[str] = []
+    for name, field in Policy.model_fields.items():
+        nested, is_array = _nested_model(field.annotation)
+        assert nested is not None
+        table = name + ("[]" if is_array else "")
+        keys.extend(f"{table}.{f.alias or n}" for n, f in nested.model_fields.items())
+    return keys

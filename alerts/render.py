@@ -1,0 +1,608 @@
+"""Render a :class:`Notification` for Slack (Block Kit) and e-mail (subject, text, HTML).
+
+One renderer, templates per medium (STYLE habit 9). Python gathers *what* to say about an
+alert (:func:`describe`: a title, label/value facts, the error, links), raw and unescaped;
+the templates decide *how* it looks and do all the escaping for their medium:
+
+- ``slack/<kind>.json.j2``, falling back to ``slack/alert.json.j2``: Block Kit JSON. Every
+  value goes through ``|tojson`` (never string-built JSON), and every untrusted text through
+  ``|mrkdwn`` (``&``, ``<``, ``>`` escaped, so a scenario named ``<!channel>`` pings nobody).
+  After rendering, :func:`enforce_slack_limits` cuts anything still over Slack's limits.
+- ``email/<kind>.{subject,txt,html}.j2``, falling back to ``email/alert.*``: HTML is
+  autoescaped (by file name), text is plain, the subject is forced onto one line.
+
+A user ``templates_dir`` is searched before the bundled templates, so a file there with the
+same name (``slack/alert.json.j2``) or a per-kind one (``email/quota.html.j2``) wins.
+Templates use StrictUndefined: a typo in a template is an error, not an empty string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+
+from alerts.notify.base import Notification
+from watcher.events import SEVERITY
+from watcher.resources import templates_dir as bundled_templates_dir
+
+__all__ = [
+    "KIND_TITLES",
+    "Renderer",
+    "cut",
+    "describe",
+    "enforce_slack_limits",
+    "mrkdwn_escape",
+    "sample_notification",
+]
+
+# Slack's documented limits (https://api.slack.com/reference/block-kit/blocks and
+# https://api.slack.com/methods/chat.postMessage#truncating).
+SLACK_TEXT_MAX = 40_000
+SLACK_BLOCKS_MAX = 50
+SLACK_HEADER_MAX = 150
+SLACK_SECTION_TEXT_MAX = 3_000
+SLACK_FIELD_MAX = 2_000
+SLACK_FIELDS_MAX = 10
+SLACK_CONTEXT_ELEMENTS_MAX = 10
+SLACK_BUTTON_TEXT_MAX = 75
+SLACK_URL_MAX = 3_000
+SLACK_ACTIONS_MAX = 25
+EMAIL_SUBJECT_MAX = 250
+ELLIPSIS = "…"
+
+KIND_TITLES: dict[str, str] = {
+    "execution_error": "Execution error",
+    "execution_warning": "Execution warning",
+    "execution_recovered": "Scenario recovered",
+    "scenario_deactivated": "Scenario deactivated",
+    "scenario_reactivated": "Scenario reactivated",
+    "scenario_paused": "Scenario paused",
+    "scenario_unpaused": "Scenario resumed",
+    "incomplete_executions": "Incomplete executions",
+    "quota": "Operations quota",
+    "hook_backlog": "Webhook queue backlog",
+    "watcher_health": "makewatch health",
+    "summary": "Alerts held back",
+}
+
+SEVERITY_STYLE: dict[str, tuple[str, str]] = {
+    "critical": ("🚨", "Critical"),
+    "error": ("🔴", "Error"),
+    "warning": ("⚠️", "Warning"),
+    "info": ("ℹ️", "Info"),  # noqa: RUF001 (the information emoji)
+}
+RESOLVED_STYLE = ("✅", "Resolved")
+PHASE_LABELS = {"firing": "", "repeat": "Still happening", "resolved": "Resolved", "summary": ""}
+
+
+# --- escaping and cutting ---------------------------------------------------------------
+
+_ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending with "…" when cut.
+
+    Never leaves half an ``&amp;``-style entity behind (it would show as text).
+    """
+    if len(text) <= limit:
+        return text
+    head = text[: max(0, limit - len(ELLIPSIS))]
+    head = _ENTITY_TAIL.sub("", head)
+    return head + ELLIPSIS
+
+
+def mrkdwn_escape(text: Any, limit: int | None = None) -> str:
+    """Escape untrusted text for Slack mrkdwn: ``&``, ``<``, ``>`` (Slack's three).
+
+    With ``limit``, the *escaped* text is cut to that many characters.
+    https://api.slack.com/reference/surfaces/formatting#escaping
+    """
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return cut(out, limit) if limit is not None else out
+
+
+def _codeblock(text: Any) -> str:
+    # A ``` inside untrusted text would close our code block early.
+    return str(text).replace("```", "`\u200b`\u200b`")
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _safe_url(url: Any) -> str | None:
+    """An http(s) URL fit for a Slack button or an e-mail link, else None."""
+    if not isinstance(url, str) or len(url) > SLACK_URL_MAX:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    if any(c in url for c in "<>|\"' \n\r\t"):
+        return None
+    return url
+
+
+def _iso(epoch: Any) -> str:
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- what to say about an alert -------------------------------------------------------
+
+
+def _subject_of(kind: str, p: dict[str, Any], alert: dict[str, Any]) -> str:
+    if kind == "hook_backlog":
+        return str(p.get("hook_name") or f"webhook {p.get('hook_id', '?')}")
+    if kind in ("quota", "watcher_health"):
+        return str(p.get("organization") or p.get("component") or "")
+    name = p.get("scenario_name")
+    if name:
+        return str(name)
+    sid = alert.get("scenario_id")
+    return f"scenario {sid}" if sid is not None else str(p.get("organization") or "")
+
+
+def _fmt_number(value: Any) -> str:
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def _fmt_epoch(value: Any) -> str:
+    """Epoch seconds as UTC text; anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+    facts: list[tuple[str, str]] = []
+
+    def add(label: str, key: str, fmt: Any = str) -> None:
+        value = p.get(key)
+        if value is not None and value != "":
+            facts.append((label, fmt(value)))
+
+    if kind in ("execution_error", "execution_warning", "execution_recovered"):
+        add("Execution", "execution_id")
+        add("Run type", "run_type")
+        add("Operations", "operations", _fmt_number)
+        add("Duration", "duration_ms", lambda ms: f"{ms / 1000:.1f} s")
+    elif kind in ("scenario_deactivated", "scenario_reactivated"):
+        add("Invalid", "is_invalid", lambda v: "yes" if v else "no")
+        add("Incomplete executions", "dlq_count", _fmt_number)
+    elif kind in ("scenario_paused", "scenario_unpaused"):
+        add("Incomplete executions", "dlq_count", _fmt_number)
+    elif kind == "incomplete_executions":
+        add("Incomplete executions", "dlq_count", _fmt_number)
+        add("Reason", "reason")
+        if p.get("reasons") and not p.get("reason"):
+            facts.append(("Reasons", "; ".join(str(r) for r in p["reasons"][:5])))
+        add("Attempts", "attempts", _fmt_number)
+    elif kind == "quota":
+        # Keys of watcher.poller.quota_event's payload.
+        pct = lambda v: f"{v:.0f} %" if isinstance(v, int | float) else str(v)  # noqa: E731
+        add("Used", "used_pct", pct)
+        add("Threshold crossed", "threshold_pct", pct)
+        add("Operations used", "used", _fmt_number)
+        add("Operations in the plan", "limit", _fmt_number)
+        add("Average per day (7 days)", "daily_rate", _fmt_number)
+        add("Quota resets", "next_reset", _fmt_epoch)
+        if p.get("forecast_exhausted_at"):
+            when = _fmt_epoch(p["forecast_exhausted_at"])
+            if p.get("exhausts_before_reset"):
+                when += " (before the reset: scenarios will stop)"
+            facts.append(("Forecast exhaustion", when))
+    elif kind == "hook_backlog":
+        if p.get("queue_count") is not None:
+            ratio = p.get("ratio")
+            pct = f" ({ratio:.0%})" if isinstance(ratio, int | float) else ""
+            facts.append(
+                (
+                    "Queue",
+                    f"{_fmt_number(p['queue_count'])} / {_fmt_number(p.get('queue_limit', '?'))}{pct}",
+                )
+            )
+        add(
+            "Alert threshold", "threshold", lambda v: f"{v:.0%}" if isinstance(v, float) else str(v)
+        )
+    elif kind == "watcher_health":
+        # Keys of the watcher_health events (watcher.poller, alerts.delivery).
+        problems = {
+            "token_rejected": "The API token was rejected (401): makewatch cannot see this organization.",
+            "access_denied": "Access denied (403): wrong zone, or the token lacks a scope.",
+            "scope_missing": "The token lacks a read scope; part of the monitoring is blind.",
+            "unreachable": "Make could not be reached for several cycles in a row.",
+            "channel_failed": "A notification channel refused a message for good; it is parked.",
+        }
+        if p.get("problem"):
+            facts.append(("Problem", problems.get(str(p["problem"]), str(p["problem"]))))
+        add("Missing scope", "scope")
+        add("Channel", "channel")
+        add("Failed cycles", "failures", _fmt_number)
+        add("Last error", "error")
+    return facts
+
+
+def describe(n: Notification) -> dict[str, Any]:
+    """The template context for ``n``: raw (unescaped) text, picked per kind.
+
+    Keys: kind, kind_title, phase, phase_label, severity, sev {emoji, label}, base_sev,
+    reason, title, organization, team_id, scenario_name, scenario_id, count,
+    count_since_notice, first_seen, last_seen (UTC text), facts [(label, value)], error
+    {name, message} or None, links [{label, url}], samples, held_back, p (the payload),
+    alert, n.
+    """
+    alert = n.alert
+    p: dict[str, Any] = dict(alert.get("payload") or {})
+    kind_title = KIND_TITLES.get(n.kind, n.kind.replace("_", " ").capitalize())
+    subject = _subject_of(n.kind, p, alert)
+    if n.kind == "summary":
+        title = f"{len(alert.get('held_back') or [])} alerts held back by the flood cap"
+    else:
+        title = f"{kind_title}: {subject}" if subject else kind_title
+    base_sev = SEVERITY_STYLE.get(n.severity, ("•", n.severity.capitalize()))
+    sev = RESOLVED_STYLE if n.phase == "resolved" else base_sev
+
+    facts: list[tuple[str, str]] = []
+    if p.get("organization"):
+        facts.append(("Organization", str(p["organization"])))
+    if alert.get("team_id") is not None:
+        facts.append(("Team", str(alert["team_id"])))
+    if p.get("scenario_name") and n.kind not in ("summary",):
+        facts.append(("Scenario", str(p["scenario_name"])))
+    facts += _kind_facts(n.kind, p)
+    count = alert.get("count")
+    since = alert.get("count_since_notice")
+    if count is not None and n.kind != "summary":
+        facts.append(("Occurrences", _fmt_number(count)))
+    if n.phase == "repeat" and since is not None:
+        facts.append(("Since last notice", _fmt_number(since)))
+    first_seen, last_seen = _iso(alert.get("first_seen")), _iso(alert.get("last_seen"))
+    if first_seen:
+        facts.append(("First seen", first_seen))
+    if last_seen:
+        facts.append(("Last seen", last_seen))
+
+    error = None
+    if p.get("error_name") or p.get("error_message"):
+        error = {
+            "name": str(p.get("error_name") or "Error"),
+            "message": str(p.get("error_message") or ""),
+        }
+
+    links = []
+    for label, key in (
+        ("Open run in Make", "run_url"),
+        ("Incomplete executions", "dlq_url"),
+        ("Scenario", "scenario_url"),
+        ("Run history", "history_url"),
+    ):
+        url = _safe_url(p.get(key))
+        if url:
+            links.append({"label": label, "url": url})
+
+    samples = []
+    if (count or 0) > 1:
+        for s in (alert.get("samples") or [])[:5]:
+            if isinstance(s, dict):
+                samples.append(
+                    {
+                        "when": str(s.get("timestamp") or ""),
+                        "error_name": str(s.get("error_name") or ""),
+                        "error_message": cut(_one_line(s.get("error_message") or ""), 300),
+                        "execution_id": str(s.get("execution_id") or ""),
+                    }
+                )
+
+    held_back = []
+    for h in alert.get("held_back") or []:
+        if isinstance(h, dict):
+            hk = str(h.get("kind") or "")
+            h_sev = SEVERITY_STYLE.get(str(h.get("severity") or ""), ("•", ""))
+            held_back.append(
+                {
+                    "emoji": h_sev[0],
+                    "kind_title": KIND_TITLES.get(hk, hk.replace("_", " ")),
+                    "subject": str(
+                        h.get("scenario") or h.get("scenario_name") or h.get("org") or h.get("organization") or ""
+                    ),
+                    "count": h.get("count") or 1,
+                }
+            )
+
+    return {
+        "n": n,
+        "alert": alert,
+        "p": p,
+        "kind": n.kind,
+        "kind_title": kind_title,
+        "phase": n.phase,
+        "phase_label": PHASE_LABELS.get(n.phase, ""),
+        "severity": n.severity,
+        "sev": {"emoji": sev[0], "label": sev[1]},
+        "base_sev": {"emoji": base_sev[0], "label": base_sev[1]},
+        "reason": n.reason,
+        "title": title,
+        "organization": str(p.get("organization") or ""),
+        "team_id": alert.get("team_id"),
+        "scenario_name": str(p.get("scenario_name") or ""),
+        "scenario_id": alert.get("scenario_id"),
+        "count": count,
+        "count_since_notice": since,
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        "facts": facts,
+        "error": error,
+        "links": links,
+        "samples": samples,
+        "held_back": held_back,
+    }
+
+
+# --- Slack limits -----------------------------------------------------------------------
+
+
+def _cut_text_obj(obj: Any, limit: int) -> None:
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+        obj["text"] = cut(obj["text"], limit)
+
+
+def enforce_slack_limits(message: dict[str, Any]) -> dict[str, Any]:
+    """Cut a rendered message to Slack's limits (in place, and returned).
+
+    The templates already cut long values; this is the net under user templates and
+    unforeseen inputs: Slack rejects the whole message (``invalid_blocks``,
+    ``msg_too_long``) when one limit is crossed.
+    """
+    if isinstance(message.get("text"), str):
+        message["text"] = cut(message["text"], SLACK_TEXT_MAX)
+    blocks = message.get("blocks")
+    if not isinstance(blocks, list):
+        return message
+    if len(blocks) > SLACK_BLOCKS_MAX:
+        dropped = len(blocks) - (SLACK_BLOCKS_MAX - 1)
+        blocks[:] = blocks[: SLACK_BLOCKS_MAX - 1] + [
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"{ELLIPSIS} {dropped} more blocks not shown"}
+                ],
+            }
+        ]
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "header":
+            _cut_text_obj(block.get("text"), SLACK_HEADER_MAX)
+        elif kind == "section":
+            _cut_text_obj(block.get("text"), SLACK_SECTION_TEXT_MAX)
+            fields = block.get("fields")
+            if isinstance(fields, list):
+                del fields[SLACK_FIELDS_MAX:]
+                for f in fields:
+                    _cut_text_obj(f, SLACK_FIELD_MAX)
+        elif kind == "context":
+            elements = block.get("elements")
+            if isinstance(elements, list):
+                del elements[SLACK_CONTEXT_ELEMENTS_MAX:]
+                for e in elements:
+                    _cut_text_obj(e, SLACK_SECTION_TEXT_MAX)
+        elif kind == "actions":
+            elements = block.get("elements")
+            if isinstance(elements, list):
+                del elements[SLACK_ACTIONS_MAX:]
+                for e in elements:
+                    if isinstance(e, dict):
+                        _cut_text_obj(e.get("text"), SLACK_BUTTON_TEXT_MAX)
+    return message
+
+
+# --- the renderer -----------------------------------------------------------------------
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name) and name.endswith((".html.j2", ".html"))
+
+
+class Renderer:
+    """Jinja environment over a user ``templates_dir`` (first) and the bundled templates."""
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        search = [str(templates_dir)] if templates_dir is not None else []
+        search.append(str(bundled_templates_dir()))
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(search),
+            undefined=jinja2.StrictUndefined,
+            autoescape=_autoescape,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self.env.filters["mrkdwn"] = mrkdwn_escape
+        self.env.filters["tojson"] = _tojson
+        self.env.filters["cut"] = cut
+        self.env.filters["codeblock"] = _codeblock
+        self.env.filters["one_line"] = _one_line
+
+    def _template(self, medium: str, kind: str, suffix: str) -> jinja2.Template:
+        return self.env.select_template([f"{medium}/{kind}.{suffix}", f"{medium}/alert.{suffix}"])
+
+    def render_slack(self, n: Notification, *, part: str = "message") -> dict[str, Any]:
+        """Block Kit for ``n``: ``{"text": fallback, "blocks": [...]}`` within Slack's limits.
+
+        ``part="reply"`` is the short thread reply that accompanies the update of the
+        original message when an alert resolves.
+        """
+        template = self._template("slack", n.kind, "json.j2")
+        source = template.render(**describe(n), part=part)
+        try:
+            message = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"template {template.name} rendered invalid JSON (line {exc.lineno}): {exc.msg}"
+            ) from None
+        if not isinstance(message, dict) or not isinstance(message.get("text"), str):
+            raise ValueError(f"template {template.name} must render an object with a text key")
+        return enforce_slack_limits(message)
+
+    def render_email(self, n: Notification) -> tuple[str, str, str]:
+        """``(subject, text, html)`` for ``n``; the subject is one line."""
+        ctx = describe(n)
+        subject = self._template("email", n.kind, "subject.j2").render(**ctx)
+        text = self._template("email", n.kind, "txt.j2").render(**ctx)
+        html = self._template("email", n.kind, "html.j2").render(**ctx)
+        return cut(_one_line(subject), EMAIL_SUBJECT_MAX), text.strip() + "\n", html
+
+
+# --- samples for `makewatch render` -------------------------------------------------------
+
+_SAMPLE_NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+_UI = "https://eu1.make.com"
+
+
+def _sample_payload(kind: str) -> dict[str, Any]:
+    scenario = {
+        "organization": "Acme Ops",
+        "scenario_name": "Sync HubSpot contacts → Google Sheets",
+        "scenario_url": f"{_UI}/812/scenarios/4211/edit",
+        "history_url": f"{_UI}/812/scenarios/4211/logs",
+    }
+    if kind in ("execution_error", "execution_warning"):
+        return scenario | {
+            "execution_id": "a4c5d0e1b2f34c56a7b8c9d0e1f2a3b4",
+            "error_name": "RuntimeError" if kind == "execution_error" else "Warning",
+            "error_message": "[429] Rate limit exceeded for HubSpot API (daily limit reached).",
+            "duration_ms": 4210,
+            "operations": 3,
+            "run_type": "auto",
+            "timestamp": "2026-09-21T14:12:58+00:00",
+            "run_url": f"{_UI}/812/scenarios/4211/logs/a4c5d0e1b2f34c56a7b8c9d0e1f2a3b4?showCheckRuns=true",
+        }
+    if kind == "execution_recovered":
+        return scenario | {"execution_id": "b5d6e1f2", "timestamp": "2026-09-21T14:30:02+00:00"}
+    if kind in (
+        "scenario_deactivated",
+        "scenario_reactivated",
+        "scenario_paused",
+        "scenario_unpaused",
+    ):
+        return scenario | {
+            "is_active": kind in ("scenario_reactivated", "scenario_unpaused"),
+            "is_invalid": kind == "scenario_deactivated",
+            "is_paused": kind == "scenario_paused",
+            "dlq_count": 2,
+            "standing": False,
+        }
+    if kind == "incomplete_executions":
+        return scenario | {
+            "dlq_id": "d1e2f3a4",
+            "reason": "Connection to Google Sheets expired",
+            "attempts": 3,
+            "size": 2048,
+            "dlq_count": 7,
+            "dlq_url": f"{_UI}/812/scenarios/4211/dlqs",
+        }
+    if kind == "quota":
+        return {
+            "organization": "Acme Ops",
+            "threshold_pct": 90,
+            "used": 9140,
+            "limit": 10000,
+            "used_pct": 91.4,
+            "daily_rate": 310.5,
+            "forecast_exhausted_at": _SAMPLE_NOW + 2.8 * 86400,
+            "next_reset": _SAMPLE_NOW + 9 * 86400,
+            "exhausts_before_reset": True,
+        }
+    if kind == "hook_backlog":
+        return {
+            "organization": "Acme Ops",
+            "hook_id": 93,
+            "hook_name": "Shopify orders",
+            "queue_count": 8600,
+            "queue_limit": 10000,
+            "ratio": 0.86,
+            "threshold": 0.8,
+            "scenario_id": 4211,
+        }
+    if kind == "watcher_health":
+        return {
+            "organization": "Acme Ops",
+            "problem": "token_rejected",
+            "status": 401,
+            "failures": 1,
+            "error": "Make API 401 IM102 on /organizations/1001: Unauthorized: Invalid credentials.",
+        }
+    return {"organization": "Acme Ops"}
+
+
+def sample_notification(kind: str, channel_type: str, *, phase: str = "firing") -> Notification:
+    """A realistic :class:`Notification` of ``kind`` for previews (``makewatch render``).
+
+    ``channel_type`` is ``slack`` or ``email`` (it only shapes the sample thread_ref);
+    ``phase`` may be firing, repeat or resolved ("summary" for kind "summary").
+    """
+    if kind not in KIND_TITLES:
+        raise ValueError(f"unknown kind {kind!r}; expected one of: {', '.join(KIND_TITLES)}")
+    if channel_type not in ("slack", "email"):
+        raise ValueError("channel_type must be 'slack' or 'email'")
+    payload = _sample_payload(kind)
+    alert: dict[str, Any] = {
+        "fingerprint": f"{kind}:1001:4211",
+        "org_id": 1001,
+        "team_id": 812,
+        "scenario_id": None if kind in ("quota", "watcher_health", "summary") else 4211,
+        "count": 4 if kind.startswith("execution_") else 1,
+        "count_since_notice": 3 if phase == "repeat" else 0,
+        "first_seen": _SAMPLE_NOW - 3600,
+        "last_seen": _SAMPLE_NOW,
+        "payload": payload,
+        "samples": [payload] * (4 if kind.startswith("execution_") else 1),
+    }
+    if kind == "summary":
+        phase = "summary"
+        alert["held_back"] = [
+            {
+                "kind": "execution_error",
+                "severity": "error",
+                "org": "Acme Ops",
+                "scenario": f"Scenario {i}",
+                "count": i,
+            }
+            for i in range(1, 8)
+        ]
+    thread_ref = None
+    if phase in ("repeat", "resolved"):
+        thread_ref = (
+            {"channel": "C0ALERTS", "ts": "1790000000.000100"}
+            if channel_type == "slack"
+            else {"message_id": "<makewatch.0123456789abcdef.41@makewatch>"}
+        )
+    return Notification(
+        outbox_id=42,
+        channel="ops-slack" if channel_type == "slack" else "ops-email",
+        kind=kind,
+        phase=phase,
+        severity=SEVERITY.get(kind, "warning"),
+        reason={"firing": "first", "repeat": "repeat interval elapsed", "resolved": "resolved"}.get(
+            phase, "flood cap"
+        ),
+        alert=alert,
+        thread_ref=thread_ref,
+    )

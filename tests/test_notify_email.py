@@ -1,0 +1,443 @@
+"""The e-mail notifier against a real aiosmtpd server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email
+import email.policy
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import TypeAdapter, ValidationError
+
+from alerts.channels import ChannelSettings, EmailChannel
+from alerts.notify import DeliveryError, Notification, build_notifier
+from alerts.notify.email import EmailNotifier, message_id_for
+from alerts.render import Renderer, sample_notification
+
+CHANNELS: Any = TypeAdapter(ChannelSettings)
+USER, PASSWORD = "alerts@acme.example", "s3cr3t-Pa55word"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: email.message.EmailMessage
+    tls: bool
+    login: bytes | None
+
+
+@dataclass
+class Sink:
+    """An aiosmtpd handler that keeps what it receives; its replies can be set to fail."""
+
+    received: list[Received] = field(default_factory=list)
+    logins: list[tuple[str, bytes]] = field(default_factory=list)
+    rcpt_reply: str | None = None  # e.g. "550 5.1.1 No such user"
+    data_reply: str | None = None  # e.g. "451 4.3.0 Try again later"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        # session.ssl is only set by STARTTLS; an implicit-TLS transport says it itself.
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        login = session.auth_data if session.authenticated else None
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login)
+        )
+        return "250 Message accepted for delivery"
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append((mechanism, auth_data.login))
+            if auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode():
+                return AuthResult(success=True, auth_data=auth_data.login)
+        return AuthResult(success=False, handled=False)  # aiosmtpd answers 535
+
+
+@dataclass
+class Smtp:
+    sink: Sink
+    port: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the openssl CLI: `cryptography` is absent)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS tests")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.fixture
+def start_smtp() -> Iterator:
+    controllers: list[Controller] = []
+
+    def start(**kwargs: Any) -> Smtp:
+        sink = Sink()
+        port = free_port()
+        controller = Controller(
+            sink,
+            hostname="127.0.0.1",
+            port=port,
+            authenticator=sink.authenticate,
+            auth_require_tls=False,
+            **kwargs,
+        )
+        controller.start()
+        controllers.append(controller)
+        return Smtp(sink, port)
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp(start_smtp) -> Smtp:
+    return start_smtp()
+
+
+def channel(port: int, **extra: Any) -> EmailChannel:
+    data = {
+        "type": "email",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "security": "none",
+        "from_addr": "makewatch <makewatch@acme.example>",
+        "to": ["ops@acme.example", "oncall@acme.example"],
+        "timeout_s": 5.0,
+        **extra,
+    }
+    return CHANNELS.validate_python(data, context={"env": {"SMTP_PASSWORD": PASSWORD}})
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+def notifier(settings: EmailChannel, renderer: Renderer) -> EmailNotifier:
+    built = build_notifier("ops-mail", settings, renderer=renderer)
+    assert isinstance(built, EmailNotifier)
+    return built
+
+
+def notice(
+    phase: str = "firing", *, outbox_id: int = 42, thread_ref: dict | None = None, **payload: Any
+) -> Notification:
+    base = sample_notification("execution_error", "email", phase=phase)
+    alert = {**base.alert, "payload": {**base.alert["payload"], **payload}}
+    return dataclasses.replace(base, outbox_id=outbox_id, alert=alert, thread_ref=thread_ref)
+
+
+# --- what arrives -------------------------------------------------------------------------
+
+
+async def test_it_sends_one_multipart_alternative_with_text_and_html(smtp: Smtp, renderer):
+    await notifier(channel(smtp.port), renderer).send(notice())
+
+    [got] = smtp.sink.received
+    msg = got.message
+    assert got.mail_from == "makewatch@acme.example"
+    assert got.rcpt_tos == ["ops@acme.example", "oncall@acme.example"]
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "RuntimeError" in text and "Open run in Make: https://eu1.make.com/" in text
+    assert "<pre" in html and "RuntimeError" in html
+    assert msg["Subject"].startswith("[makewatch] Error: Execution error: Sync HubSpot")
+    assert msg["Auto-Submitted"] == "auto-generated"
+
+
+async def test_untrusted_text_is_escaped_in_the_html_part(smtp: Smtp, renderer):
+    await notifier(channel(smtp.port), renderer).send(
+        notice(scenario_name="<script>alert(1)</script> & co", error_message="<b>boom</b>")
+    )
+
+    html = smtp.sink.received[0].message.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html
+    assert "<b>boom</b>" not in html and "&lt;b&gt;boom&lt;/b&gt;" in html
+
+
+async def test_later_notices_reply_to_the_first_one(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+
+    ref = await mail.send(notice(outbox_id=1))
+    ref2 = await mail.send(notice("repeat", outbox_id=2, thread_ref=ref))
+    ref3 = await mail.send(notice("resolved", outbox_id=3, thread_ref=ref2))
+
+    first, repeat, resolved = (r.message for r in smtp.sink.received)
+    assert ref == ref2 == ref3 == {"message_id": first["Message-ID"]}
+    assert first["Message-ID"] == message_id_for(notice(outbox_id=1))
+    assert first["Message-ID"].startswith("<makewatch.") and first["Message-ID"].endswith(
+        ".1@makewatch>"
+    )
+    assert "In-Reply-To" not in first and "References" not in first
+    for later in (repeat, resolved):
+        assert later["In-Reply-To"] == later["References"] == first["Message-ID"]
+        assert later["Message-ID"] != first["Message-ID"]
+        assert later["Subject"] == "Re: " + first["Subject"]
+
+
+async def test_a_redelivered_notice_keeps_its_message_id(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+
+    await mail.send(notice(outbox_id=7))
+    await mail.send(notice(outbox_id=7))
+
+    first, again = (r.message for r in smtp.sink.received)
+    assert first["Message-ID"] == again["Message-ID"]  # receivers can drop the duplicate
+
+
+# --- login and refusals -----------------------------------------------------------------------
+
+
+async def test_it_logs_in_when_a_username_is_set(smtp: Smtp, renderer):
+    settings = channel(smtp.port, username=USER, password_env="SMTP_PASSWORD")
+
+    await notifier(settings, renderer).send(notice())
+
+    [got] = smtp.sink.received
+    assert got.login == USER.encode()
+
+
+async def test_a_refused_login_is_permanent_and_never_shows_the_password(
+    smtp: Smtp, renderer, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    settings = CHANNELS.validate_python(
+        {
+            "type": "email",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "security": "none",
+            "username": USER,
+            "password": "wr0ng-" + PASSWORD,
+            "from_addr": "m@acme.example",
+            "to": ["ops@acme.example"],
+        }
+    )
+
+    with pytest.raises(DeliveryError) as info:
+        await notifier(settings, renderer).send(notice())
+
+    assert info.value.permanent and "535" in str(info.value)
+    assert not smtp.sink.received and smtp.sink.logins
+    texts = [str(info.value), repr(info.value)] + [r.getMessage() for r in caplog.records]
+    assert not [t for t in texts if PASSWORD in t]
+
+
+@pytest.mark.parametrize(
+    ("where", "reply", "permanent"),
+    [
+        ("rcpt_reply", "550 5.1.1 No such user here", True),
+        ("rcpt_reply", "450 4.2.1 Mailbox busy, try later", False),
+        ("data_reply", "554 5.6.0 Message refused", True),
+        ("data_reply", "451 4.3.0 Try again later", False),
+    ],
+)
+async def test_smtp_refusals_map_to_permanent_or_retryable(
+    smtp: Smtp, renderer, where: str, reply: str, permanent: bool
+):
+    setattr(smtp.sink, where, reply)
+
+    with pytest.raises(DeliveryError) as info:
+        await notifier(channel(smtp.port), renderer).send(notice())
+
+    assert info.value.permanent is permanent
+    assert reply[:3] in str(info.value)
+
+
+async def test_a_refused_connection_is_retryable(renderer):
+    with pytest.raises(DeliveryError, match="cannot connect") as info:
+        await notifier(channel(free_port()), renderer).send(notice())
+
+    assert info.value.retryable
+
+
+async def test_a_server_that_never_greets_times_out_as_retryable(renderer):
+    writers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await notifier(channel(port, timeout_s=0.05), renderer).send(notice())
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+    assert info.value.retryable and "0.05 s" in str(info.value)
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+async def test_starttls_upgrades_the_connection_before_login(start_smtp, certificate, renderer):
+    smtp = start_smtp(tls_context=server_tls(certificate), require_starttls=True)
+    settings = channel(
+        smtp.port,
+        security="starttls",
+        ca_file=str(certificate[0]),
+        username=USER,
+        password_env="SMTP_PASSWORD",
+    )
+
+    await notifier(settings, renderer).send(notice())
+
+    [got] = smtp.sink.received
+    assert got.tls and got.login == USER.encode()
+
+
+async def test_implicit_tls_connects_over_tls(start_smtp, certificate, renderer):
+    smtp = start_smtp(ssl_context=server_tls(certificate))
+    settings = channel(smtp.port, security="tls", ca_file=str(certificate[0]))
+
+    await notifier(settings, renderer).send(notice())
+
+    [got] = smtp.sink.received
+    assert got.tls
+
+
+async def test_an_untrusted_certificate_is_permanent(start_smtp, certificate, renderer):
+    smtp = start_smtp(tls_context=server_tls(certificate), require_starttls=True)
+
+    with pytest.raises(DeliveryError, match="certificate not trusted") as info:
+        await notifier(channel(smtp.port, security="starttls"), renderer).send(notice())
+
+    assert info.value.permanent
+
+
+async def test_starttls_against_a_server_without_it_is_permanent(smtp: Smtp, renderer):
+    with pytest.raises(DeliveryError, match="STARTTLS") as info:
+        await notifier(channel(smtp.port, security="starttls"), renderer).send(notice())
+
+    assert info.value.permanent
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_the_password_comes_from_a_file(tmp_path: Path):
+    (tmp_path / "smtp.pw").write_text(PASSWORD + "\n")
+
+    settings = CHANNELS.validate_python(
+        {
+            "type": "email",
+            "smtp_host": "smtp.acme.example",
+            "username": USER,
+            "password_file": "smtp.pw",
+            "from_addr": "m@acme.example",
+            "to": ["ops@acme.example"],
+        },
+        context={"config_dir": tmp_path},
+    )
+
+    assert settings.password.reveal() == PASSWORD
+    assert settings.smtp_port == 587 and settings.security == "starttls"
+    assert PASSWORD not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"username": USER}, "set exactly one of password_env"),
+        ({"password": PASSWORD}, "no username"),
+        ({"to": []}, "at least 1 item"),
+        ({"to": ["not an address"]}, "is not an e-mail address"),
+        ({"from_addr": "m@acme.example\r\nBcc: x@evil.example"}, "control characters"),
+        ({"security": "ssl"}, "'starttls', 'tls' or 'none'"),
+    ],
+)
+def test_bad_email_settings_say_what_is_wrong(extra: dict, message: str):
+    data = {
+        "type": "email",
+        "smtp_host": "smtp.acme.example",
+        "from_addr": "m@acme.example",
+        "to": ["ops@acme.example"],
+        **extra,
+    }
+
+    with pytest.raises(ValidationError) as info:
+        CHANNELS.validate_python(data)
+
+    errors = info.value.errors(include_url=False)
+    text = " ".join(str(e["msg"]) for e in errors)
+    assert message in text and PASSWORD not in text
+
+
+def test_a_password_sent_in_clear_to_a_remote_server_is_flagged():
+    settings = CHANNELS.validate_python(
+        {
+            "type": "email",
+            "smtp_host": "smtp.acme.example",
+            "security": "none",
+            "username": USER,
+            "password_env": "SMTP_PASSWORD",
+            "from_addr": "m@acme.example",
+            "to": ["ops@acme.example"],
+        },
+        context={"env": {"SMTP_PASSWORD": PASSWORD}},
+    )
+
+    [warning] = settings.risky_choices("mail")
+    assert "unencrypted" in warning and PASSWORD not in warning
