@@ -31,7 +31,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    ValidationInfo,
+    field_validator,
+)
 
 from watcher.events import SEVERITY as _DEFAULT_SEVERITY
 from watcher.settings_base import _nested_model, _Section
@@ -95,6 +103,15 @@ class AlertsSettings(_Section):
     warnings_enabled: StrictBool = False
     # A directory whose templates (same names as the bundled ones) override them.
     templates_dir: Path | None = None
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _resolve_templates_dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative to the configuration file's directory, like every other path."""
+        if value is None:
+            return None
+        config_dir = (info.context or {}).get("config_dir") or Path.cwd()
+        return (Path(config_dir) / value.expanduser()).absolute()
 
     def cap_for(self, channel: str) -> int | None:
         """The hourly cap of ``channel``, or None when it has none."""

@@ -138,3 +138,40 @@ def test_once_prints_requests_and_events_by_kind(simulator, tmp_path):
     assert second.exit_code == 0
     assert "scenario_deactivated" not in second.output
     assert (tmp_path / "s.db").stat().st_mode & 0o077 == 0
+
+
+def test_silence_add_list_expire(tmp_path):
+    cfg = write_config(tmp_path, "https://eu1.make.com/api/v2", 1, f'\n[state]\ndb_path = "{tmp_path / "s.db"}"')
+    env = {"MAKE_TOKEN_ACME": "t"}
+    run = CliRunner().invoke
+    nothing = run(main, ["silence", "add", "--config", str(cfg), "--for", "2h", "--reason", "x"], env=env)
+    assert nothing.exit_code == 2 and "--scenario, --org or --kind" in nothing.output
+    bad = run(main, ["silence", "add", "--config", str(cfg), "--kind", "quota", "--for", "soon", "--reason", "x"], env=env)
+    assert bad.exit_code == 2 and "duration" in bad.output
+    added = run(
+        main,
+        ["silence", "add", "--config", str(cfg), "--scenario", "42", "--error-contains", "timeout", "--for", "2h", "--reason", "vendor outage"],
+        env=env,
+    )
+    assert added.exit_code == 0, added.output
+    listed = run(main, ["silence", "list", "--config", str(cfg)], env=env)
+    assert "scenario_id=42, error_contains=timeout" in listed.output and "vendor outage" in listed.output
+    sid = added.output.split()[1]
+    assert run(main, ["silence", "expire", "--config", str(cfg), sid], env=env).exit_code == 0
+    assert run(main, ["silence", "list", "--config", str(cfg)], env=env).output.strip() == "no silences"
+    assert "(expired)" in run(main, ["silence", "list", "--all", "--config", str(cfg)], env=env).output
+    assert run(main, ["silence", "expire", "--config", str(cfg), sid], env=env).exit_code == 1
+
+
+@pytest.mark.parametrize("kind", ["execution_error", "scenario_deactivated", "quota", "summary"])
+def test_render_previews_slack_and_email(kind):
+    slack = CliRunner().invoke(main, ["render", "--kind", kind, "--channel", "slack"])
+    assert slack.exit_code == 0, slack.output
+    assert json.loads(slack.output)["blocks"]
+    mail = CliRunner().invoke(main, ["render", "--kind", kind, "--channel", "email"])
+    assert mail.exit_code == 0 and mail.output.startswith("Subject: ") and "<html" in mail.output.lower()
+
+
+def test_render_rejects_an_unknown_kind():
+    result = CliRunner().invoke(main, ["render", "--kind", "nope", "--channel", "slack"])
+    assert result.exit_code == 2 and "unknown kind" in result.output

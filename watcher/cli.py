@@ -118,6 +118,138 @@ def run(config_path: Path) -> None:
     asyncio.run(run_forever(settings))
 
 
+def _parse_for(value: str) -> float:
+    from watcher.config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.group()
+def silence() -> None:
+    """Silence alerts for a while: recorded (the digest shows them) but not sent."""
+
+
+@silence.command("add")
+@CONFIG_OPTION
+@click.option("--scenario", "scenario_id", type=int, help="Scenario id to silence.")
+@click.option("--org", help="Organization name (globs) or id to silence.")
+@click.option("--kind", help="Alert kind to silence, e.g. execution_error.")
+@click.option("--error-contains", help="Only alerts whose error name or message contains this.")
+@click.option("--for", "duration", required=True, help="How long: 30m, 2h, 7d.")
+@click.option("--reason", required=True, help="Why (shown in the digest and `silence list`).")
+def silence_add(
+    config_path: Path,
+    scenario_id: int | None,
+    org: str | None,
+    kind: str | None,
+    error_contains: str | None,
+    duration: str,
+    reason: str,
+) -> None:
+    """Add a silence matching a scenario, an organization or a kind (and optionally a text)."""
+    import getpass
+    import time
+
+    from watcher.silences import add_silence
+    from watcher.store import Store
+
+    if scenario_id is None and not org and not kind:
+        raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
+    settings = load_config_or_exit(config_path)
+    seconds = _parse_for(duration)
+    with Store.open(settings.state.db_path) as store:
+        sid = add_silence(
+            store,
+            now=time.time(),
+            duration_s=seconds,
+            reason=reason,
+            scenario_id=scenario_id,
+            org=org,
+            kind=kind,
+            error_contains=error_contains,
+            created_by=getpass.getuser(),
+        )
+    click.echo(f"silence {sid} added for {duration}")
+
+
+@silence.command("list")
+@CONFIG_OPTION
+@click.option("--all", "include_ended", is_flag=True, help="Include ended and expired silences.")
+def silence_list(config_path: Path, include_ended: bool) -> None:
+    """List the silences in force (or all of them)."""
+    import time
+    from datetime import UTC, datetime
+
+    from watcher.silences import list_silences
+    from watcher.store import Store
+
+    settings = load_config_or_exit(config_path)
+    with Store.open(settings.state.db_path) as store:
+        rows = list_silences(store, time.time(), include_ended=include_ended)
+    if not rows:
+        click.echo("no silences")
+    for row in rows:
+        until = datetime.fromtimestamp(row["ends_at"], tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        matchers = ", ".join(f"{k}={v}" for k, v in row["matchers"].items())
+        state = " (expired)" if row.get("expired_at") else ""
+        click.echo(f"{row['id']}: {matchers} until {until}{state}: {row['reason']}")
+
+
+@silence.command("expire")
+@CONFIG_OPTION
+@click.argument("silence_id", type=int)
+def silence_expire(config_path: Path, silence_id: int) -> None:
+    """End a silence now."""
+    import time
+
+    from watcher.silences import expire_silence
+    from watcher.store import Store
+
+    settings = load_config_or_exit(config_path)
+    with Store.open(settings.state.db_path) as store:
+        ok = expire_silence(store, silence_id, time.time())
+    if not ok:
+        click.echo(f"no silence {silence_id} in force", err=True)
+        sys.exit(1)
+    click.echo(f"silence {silence_id} expired")
+
+
+@main.command()
+@click.option("--kind", required=True, help="Alert kind, e.g. execution_error, quota, summary.")
+@click.option("--channel", "channel_type", type=click.Choice(["slack", "email"]), required=True)
+@click.option(
+    "--phase",
+    type=click.Choice(["firing", "repeat", "resolved"]),
+    default="firing",
+    show_default=True,
+    help="Which notice of the alert.",
+)
+@click.option(
+    "--templates-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Preview your own templates (same names as the bundled ones).",
+)
+def render(kind: str, channel_type: str, phase: str, templates_dir: Path | None) -> None:
+    """Preview a notification with sample data: Slack Block Kit JSON, or the e-mail parts."""
+    import json
+
+    from alerts.render import Renderer, sample_notification
+
+    try:
+        n = sample_notification(kind, channel_type, phase=phase)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kind") from None
+    renderer = Renderer(templates_dir)
+    if channel_type == "slack":
+        click.echo(json.dumps(renderer.render_slack(n), indent=2, ensure_ascii=False))
+    else:
+        subject, text, html = renderer.render_email(n)
+        click.echo(f"Subject: {subject}\n\n{text}\n\n--- HTML ---\n{html}")
+
+
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
     """Load the config; on any error print it (naming file and key) and exit with code 2."""
     from watcher.config import ConfigError, load_config

@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 async def run_once(settings: Settings, clock: Clock | None = None) -> tuple[bool, str]:
     with Store.open(settings.state.db_path) as store:
         async with aiohttp.ClientSession() as session:
-            reports = await Watcher(settings, store, session, clock).poll_once()
-    return all(r.ok for r in reports), format_reports(reports)
+            watcher = Watcher(settings, store, session, clock)
+            try:
+                reports, alerts = await watcher.cycle()
+            finally:
+                await watcher.aclose()
+    return all(r.ok for r in reports), format_reports(reports) + "\n" + alerts.summary()
 
 
 async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
@@ -44,3 +48,4 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
                 await task
             except asyncio.CancelledError:
                 pass
+            await watcher.aclose()

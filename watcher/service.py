@@ -26,9 +26,15 @@ class Watcher:
         store: Store,
         session: aiohttp.ClientSession,
         clock: Clock | None = None,
+        *,
+        alert_tick_s: float = 5.0,
     ) -> None:
+        from alerts.service import Alerter
+
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.alerter = Alerter(settings, store, session)
+        self.alert_tick_s = alert_tick_s
         self.pollers = [
             OrgPoller(org, make_client(session, org, settings.http, self.clock), store, settings.polling, self.clock)
             for org in settings.organizations
@@ -52,19 +58,50 @@ class Watcher:
                 reports.append(result)
         return reports
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``poll_interval_s`` until ``stop`` is set (between cycles)."""
-        interval = self.settings.polling.poll_interval_s
+    async def alert(self):  # noqa: ANN201 - alerts.service.AlertsReport
+        """Decide on new events (and elapsed group waits), then deliver what is due."""
+        return await self.alerter.tick(self.clock.time())
+
+    async def cycle(self) -> tuple[list[CycleReport], object]:
+        """``makewatch once``: poll every organization, then alert."""
+        reports = await self.poll_once()
+        return reports, await self.alert()
+
+    async def _every(self, interval: float, stop: asyncio.Event, work) -> None:  # noqa: ANN001
         while not stop.is_set():
             started = self.clock.time()
-            for report in await self.poll_once():
-                log.info("%s", format_report(report))
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unexpected error; going on")
             wait = max(0.0, started + interval - self.clock.time())
             sleeper = asyncio.ensure_future(self.clock.sleep(wait))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
             for task in (sleeper, stopper):
                 task.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_interval_s`` and alert every few seconds until ``stop`` is set."""
+
+        async def poll() -> None:
+            for report in await self.poll_once():
+                log.info("%s", format_report(report))
+
+        async def alert() -> None:
+            report = await self.alert()
+            if report.processed.events or report.delivered.sent or report.delivered.retried:
+                log.info("%s", report.summary())
+
+        await asyncio.gather(
+            self._every(self.settings.polling.poll_interval_s, stop, poll),
+            self._every(self.alert_tick_s, stop, alert),
+        )
+
+    async def aclose(self) -> None:
+        await self.alerter.aclose()
 
 
 def format_report(r: CycleReport) -> str:

@@ -1,0 +1,67 @@
+"""The alerting side of the worker: decide on new events, then drain the outbox."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import aiohttp
+
+from alerts.delivery import DeliveryReport, RetryPolicy, deliver_due
+from alerts.notify import Notifier, build_notifier
+from alerts.pipeline import ProcessReport, process_events
+from alerts.policy import Policy
+from alerts.render import Renderer
+from watcher.config import Settings
+from watcher.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlertsReport:
+    processed: ProcessReport
+    delivered: DeliveryReport
+
+    def summary(self) -> str:
+        d = self.delivered
+        return (
+            f"alerts: {self.processed.events} events decided, {self.processed.notifications} "
+            f"notifications queued; sent {d.sent}, retrying {d.retried}, waiting {d.waiting}, parked {d.parked}"
+        )
+
+
+class Alerter:
+    """Owns the notifiers; ``tick(now)`` decides and delivers what is due."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        session: aiohttp.ClientSession,
+        *,
+        rng: random.Random | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = Policy.from_settings(settings)
+        self.renderer = Renderer(settings.alerts.templates_dir)
+        self.notifiers: dict[str, Notifier] = {
+            name: build_notifier(name, channel, session=session, renderer=self.renderer)
+            for name, channel in settings.channels.items()
+        }
+        self.rng = rng or random.Random()
+        self.retry = retry or RetryPolicy()
+
+    async def tick(self, now: float) -> AlertsReport:
+        processed = await process_events(self.store, self.policy, now)
+        delivered = await deliver_due(self.store, self.notifiers, now, rng=self.rng, policy=self.retry)
+        return AlertsReport(processed, delivered)
+
+    async def aclose(self) -> None:
+        for notifier in self.notifiers.values():
+            try:
+                await notifier.aclose()
+            except Exception:  # closing must not hide the real outcome
+                log.exception("closing channel %s", notifier.name)
