@@ -27,7 +27,7 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Field, Strict, field_validator
 
-from watcher.config import _Section
+from watcher.settings_base import _Section
 
 __all__ = [
     "DEFAULT_CATCH_UP_S",
