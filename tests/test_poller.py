@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -402,3 +403,19 @@ def test_a_counter_that_went_down_means_a_new_period_and_counts_as_moved():
     same = Scenario.parse({"id": 1, "isActive": True, "operations": 500, "centicredits": 50000})
     assert _moved(prev, after_reset) == ["counters"]
     assert _moved(prev, same) == []
+
+
+async def test_each_cycle_is_recorded_with_its_cost_and_the_quota_summary_kept(rig_factory, fast_clock):
+    world, ids = two_orgs(fast_clock)
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, ids["bad_token"])], extra="[http]\nmax_attempts = 1")
+    await rig.cycle()
+    world.set_faults(error_5xx_count=10**6, org_id=ids["bad"].id)
+    await rig.cycle()
+    cycles = rig.store.read_sync(lambda db: [dict(r) for r in db["cycles"].rows_where(order_by="id")])
+    assert [c["ok"] for c in cycles] == [1, 0]
+    assert cycles[0]["requests"] == len([r for r in world.requests if r.status == 200])
+    assert cycles[0]["budget_per_minute"] == 60
+    assert cycles[1]["error"].startswith("Make API 5")
+    usage = rig.store.read_sync(lambda db: db["organizations"].get(ids["bad"].id)["usage_json"])
+    summary = json.loads(usage)
+    assert summary["operations_limit"] > 0 and summary["used_pct"] is not None

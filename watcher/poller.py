@@ -123,6 +123,34 @@ def _moved(prev: dict[str, Any], sc: Scenario) -> list[str]:
     return reasons
 
 
+def daily_rate(usage: list[UsageDay]) -> float:
+    """Average daily use over the last 7 days of data, in operations (or credits, if more)."""
+    days = sorted(usage, key=lambda d: d.day)[-7:]
+    if not days:
+        return 0.0
+    return sum(max(d.operations, d.centicredits / 100) for d in days) / len(days)
+
+
+def usage_summary(info: Organization, usage: list[UsageDay], now: float) -> dict[str, Any]:
+    """What the digest shows of an organization's quota (stored in its row's ``usage``)."""
+    limit = info.license.operations if info.license else None
+    used = max(info.operations_used, math.ceil(info.centicredits_used / 100))
+    rate = daily_rate(usage)
+    exhaust_at = now + max((limit or 0) - used, 0) / rate * 86400 if limit and rate > 0 else None
+    return {
+        "operations_used": used,
+        "operations_limit": limit,
+        "used_pct": round(100.0 * used / limit, 1) if limit else None,
+        "daily_rate": round(rate, 1),
+        "forecast_exhausted_at": exhaust_at,
+        "last_reset": info.last_reset.timestamp() if info.last_reset else None,
+        "next_reset": info.next_reset.timestamp() if info.next_reset else None,
+        "is_paused": info.is_paused,
+        "days": [{"date": d.day.isoformat(), "operations": d.operations, "centicredits": d.centicredits} for d in sorted(usage, key=lambda d: d.day)[-31:]],
+        "updated_at": now,
+    }
+
+
 def quota_event(
     org_settings: OrganizationSettings,
     info: Organization,
@@ -150,10 +178,7 @@ def quota_event(
     if not crossed:
         return None, reported
     level = max(crossed)
-    days = sorted(usage, key=lambda d: d.day)[-7:]
-    rate = (
-        sum(max(d.operations, d.centicredits / 100) for d in days) / len(days) if days else 0.0
-    )
+    rate = daily_rate(usage)
     remaining = max(limit - used, 0)
     exhaust_at = now + remaining / rate * 86400 if rate > 0 else None
     next_reset = info.next_reset.timestamp() if info.next_reset else None
@@ -196,12 +221,14 @@ class OrgPoller:
         self.ui = ev.ui_base(org.api_base_url)
         self.info: Organization | None = None
         self._cycle_start_requests = 0
+        self._usage: dict[str, Any] | None = None
 
     # --- the cycle --------------------------------------------------------------------
 
     async def poll_once(self) -> CycleReport:
         """One full cycle; never raises for Make's or the network's failures."""
         report = CycleReport(self.org.name)
+        started = self.clock.time()
         start_requests = self._cycle_start_requests = self.client.requests_sent
         try:
             await self._cycle(report)
@@ -212,7 +239,24 @@ class OrgPoller:
         finally:
             report.requests = self.client.requests_sent - start_requests
             report.budget_per_minute = self.client.limiter.per_window
+        await self._record_cycle(report, started)
         return report
+
+    async def _record_cycle(self, report: CycleReport, started: float) -> None:
+        row = {
+            "org_id": self.org_id,
+            "started_at": started,
+            "finished_at": self.clock.time(),
+            "requests": report.requests,
+            "budget_per_minute": report.budget_per_minute,
+            "ok": int(report.ok),
+            "error": report.error,
+            "events": sum(report.events.values()),
+        }
+        try:
+            await self.store.write(lambda db: db["cycles"].insert(row))
+        except Exception:  # statistics must never fail a cycle
+            log.exception("organization %s: could not record cycle statistics", self.org.name)
 
     async def _cycle(self, report: CycleReport) -> None:
         now = self.clock.time()
@@ -253,6 +297,8 @@ class OrgPoller:
             "license": info.license.raw if info.license else None,
             "updated_at": now,
         }
+        if self._usage is not None:
+            org_update["usage"] = self._usage
 
         def commit(db: Database) -> int:
             n = st.record_progress(db, [e.row(now) for e in new_events], cursors, rows, health)
@@ -282,6 +328,7 @@ class OrgPoller:
             usage = []
             if exc.status in (401, 403):
                 out.append(self._scope_missing("organizations:read", exc, now))
+        self._usage = usage_summary(self.info, usage, now)
         reported = ws.get(prefix + "quota", {})
         quota, reported = quota_event(
             self.org, self.info, usage, self.polling.quota_thresholds, reported, now, standing=first_start

@@ -296,12 +296,33 @@ def m003_alert_engine_state(db: Database) -> None:
     db["outbox"].create_index(["dedup_key"], unique=True)
 
 
+
+def m004_cycle_stats(db: Database) -> None:
+    """Schema v4: one row per polling cycle of an organization (the digest's health figures:
+    API requests spent against the budget, failed polls)."""
+    db["cycles"].create(
+        {
+            "id": int,
+            "org_id": int,
+            "started_at": float,
+            "finished_at": float,
+            "requests": int,
+            "budget_per_minute": int,
+            "ok": int,
+            "error": str,
+            "events": int,
+        },
+        pk="id",
+    ).create_index(["org_id", "started_at"])
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
     m001_initial_schema,
     m002_detection_state,
     m003_alert_engine_state,
+    m004_cycle_stats,
 )
 
 
