@@ -469,6 +469,29 @@ class Renderer:
         html = self._template("email", n.kind, "html.j2").render(**ctx)
         return cut(_one_line(subject), EMAIL_SUBJECT_MAX), text.strip() + "\n", html
 
+    def render_digest(self, digest: Any, *, max_rows: int = 20) -> tuple[str, str, str]:
+        """``(subject, text, html)`` of a daily digest (:class:`alerts.digest.Digest`).
+
+        Templates ``email/digest.{subject,txt,html}.j2`` (a user ``templates_dir`` may
+        override them) get ``d`` (the digest), ``max_rows`` (rows listed per section; the
+        counts always cover everything), ``plural(n, word[, words])``, ``num(x)`` and
+        ``pct(x)``. The subject is forced onto one line.
+        """
+
+        def plural(n: Any, word: str, words: str | None = None) -> str:
+            return f"{_fmt_number(n)} {word if n == 1 else (words or word + 's')}"
+
+        def pct(value: Any) -> str:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return "?"
+            return f"{value:.0f} %" if float(value).is_integer() else f"{value:.1f} %"
+
+        ctx = {"d": digest, "max_rows": max_rows, "plural": plural, "num": _fmt_number, "pct": pct}
+        subject = self.env.get_template("email/digest.subject.j2").render(**ctx)
+        text = self.env.get_template("email/digest.txt.j2").render(**ctx)
+        html = self.env.get_template("email/digest.html.j2").render(**ctx)
+        return cut(_one_line(subject), EMAIL_SUBJECT_MAX), text.strip() + "\n", html
+
 
 # --- samples for `makewatch render` -------------------------------------------------------
 

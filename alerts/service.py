@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -23,12 +23,14 @@ log = logging.getLogger(__name__)
 class AlertsReport:
     processed: ProcessReport
     delivered: DeliveryReport
+    digests: list = field(default_factory=list)
 
     def summary(self) -> str:
         d = self.delivered
         return (
             f"alerts: {self.processed.events} events decided, {self.processed.notifications} "
             f"notifications queued; sent {d.sent}, retrying {d.retried}, waiting {d.waiting}, parked {d.parked}"
+            + (f"; digests sent {sum(1 for r in self.digests if r.sent)}" if self.digests else "")
         )
 
 
@@ -45,6 +47,8 @@ class Alerter:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
+        self.settings = settings
+        self._digest_retry_at: dict[str, float] = {}
         self.policy = Policy.from_settings(settings)
         self.renderer = Renderer(settings.alerts.templates_dir)
         self.notifiers: dict[str, Notifier] = {
@@ -57,7 +61,14 @@ class Alerter:
     async def tick(self, now: float) -> AlertsReport:
         processed = await process_events(self.store, self.policy, now)
         delivered = await deliver_due(self.store, self.notifiers, now, rng=self.rng, policy=self.retry)
-        return AlertsReport(processed, delivered)
+        digests = []
+        if self.settings.digests:
+            from alerts.digest_send import send_due_digests
+
+            digests = await send_due_digests(
+                self.settings, self.store, self.notifiers, self.renderer, now, self._digest_retry_at
+            )
+        return AlertsReport(processed, delivered, digests)
 
     async def aclose(self) -> None:
         for notifier in self.notifiers.values():

@@ -175,3 +175,47 @@ def test_render_previews_slack_and_email(kind):
 def test_render_rejects_an_unknown_kind():
     result = CliRunner().invoke(main, ["render", "--kind", "nope", "--channel", "slack"])
     assert result.exit_code == 2 and "unknown kind" in result.output
+
+
+def test_digest_prints_writes_and_sends(tmp_path):
+    from watcher.testing.mail_sink import MailSink, start_mail_sink
+
+    sink = MailSink()
+    controller = start_mail_sink(sink)
+    try:
+        extra = f"""
+[state]
+db_path = "{tmp_path / "s.db"}"
+
+[channels.mail]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {controller.port}
+security = "none"
+from_addr = "makewatch@agency.example"
+to = ["ops@agency.example"]
+
+[[digests]]
+recipients = ["lead@agency.example"]
+at = "08:00"
+timezone = "Europe/Paris"
+"""
+        cfg = write_config(tmp_path, "https://eu1.make.com/api/v2", 1, extra)
+        env = {"MAKE_TOKEN_ACME": "t"}
+        run = CliRunner().invoke
+        unknown = run(main, ["digest", "--config", str(cfg), "--recipient", "who@x.example"], env=env)
+        assert unknown.exit_code == 2 and "not a recipient" in unknown.output
+        printed = run(main, ["digest", "--config", str(cfg), "--recipient", "lead@agency.example"], env=env)
+        assert printed.exit_code == 0 and printed.output.startswith("Subject: [makewatch] Daily digest")
+        html = tmp_path / "d.html"
+        wrote = run(main, ["digest", "--config", str(cfg), "--recipient", "lead@agency.example", "--html", str(html)], env=env)
+        assert wrote.exit_code == 0 and "<table" in html.read_text()
+        assert run(main, ["digest", "--config", str(cfg), "--recipient", "lead@agency.example", "--record"], env=env).exit_code == 2
+        sent = run(main, ["digest", "--config", str(cfg), "--recipient", "lead@agency.example", "--send", "--record"], env=env)
+        assert sent.exit_code == 0, sent.output
+        assert [rcpt for rcpt, _ in sink.messages] == [["lead@agency.example"]]
+        again = run(main, ["digest", "--config", str(cfg), "--recipient", "lead@agency.example", "--send", "--record"], env=env)
+        assert again.exit_code == 1 and "already claimed" in again.output  # recorded: never twice
+        assert len(sink.messages) == 1
+    finally:
+        controller.stop()

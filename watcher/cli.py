@@ -250,6 +250,42 @@ def render(kind: str, channel_type: str, phase: str, templates_dir: Path | None)
         click.echo(f"Subject: {subject}\n\n{text}\n\n--- HTML ---\n{html}")
 
 
+@main.command()
+@CONFIG_OPTION
+@click.option("--recipient", required=True, help="A recipient of a [[digests]] table.")
+@click.option("--dry-run", is_flag=True, help="Print the text part (the default).")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the HTML part to FILE.")
+@click.option("--send", is_flag=True, help="Send it now by e-mail.")
+@click.option("--record", is_flag=True, help="With --send: record it like a scheduled digest (it will not be sent again).")
+def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | None, send: bool, record: bool) -> None:
+    """Build the digest of the latest ended period for a recipient: print, write or send it."""
+    import time
+
+    from watcher.digest_cli import run_digest_command
+
+    if record and not send:
+        raise click.UsageError("--record goes with --send")
+    settings = load_config_or_exit(config_path)
+    try:
+        text, html, run = asyncio.run(
+            run_digest_command(settings, recipient, time.time(), send=send, record=record)
+        )
+    except LookupError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
+        sys.exit(2)
+    if dry_run or not (send or html_path):
+        click.echo(text)
+    if html_path:
+        html_path.write_text(html, encoding="utf-8")
+        click.echo(f"HTML part written to {html_path}", err=True)
+    if run is not None:
+        if run.sent:
+            click.echo(f"digest sent to {recipient}" + (" and recorded" if record else ""))
+        else:
+            click.echo(f"digest not sent: {run.error}", err=True)
+            sys.exit(1)
+
+
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
     """Load the config; on any error print it (naming file and key) and exit with code 2."""
     from watcher.config import ConfigError, load_config

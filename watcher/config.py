@@ -395,6 +395,15 @@ class Settings(_Section):
             for j, name in enumerate(route.channels):
                 if name not in names:
                     raise _KeyProblem(("routes", i, "channels", j), _unknown_channel(name, names))
+        seen: dict[str, int] = {}
+        for i, digest in enumerate(self.digests):
+            for j, recipient in enumerate(digest.recipients):
+                first = seen.setdefault(recipient.casefold(), i)
+                if first != i:
+                    raise _KeyProblem(
+                        ("digests", i, "recipients", j),
+                        f"{recipient} already receives digests[{first}] (one schedule per recipient)",
+                    )
         org_names = {o.name for o in self.organizations}
         emails = {n for n, c in self.channels.items() if isinstance(c, EmailChannel)}
         for i, digest in enumerate(self.digests):

@@ -1,8 +1,10 @@
 """``makewatch demo``: the whole worker on embedded defaults, no config, token or network.
 
-It starts the bundled Make simulator on 127.0.0.1 (its clock runs fast), points a watcher at
-every simulated organization, runs the first cycle (the baseline: problems that already
-stand), lets simulated time pass, runs another cycle and shows what was detected.
+It starts, on 127.0.0.1, the bundled Make simulator (its clock runs fast), a Slack API
+stand-in and a local SMTP sink; points a watcher at every simulated organization with a
+temporary SQLite file; runs the first cycle (the baseline: problems that already stand), lets
+simulated time pass, runs another cycle, and shows what was detected and what Slack and the
+mailbox received, plus the daily digest.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from watcher.resources import templates_dir
 from watcher.service import Watcher, format_reports
 from watcher.simulator import World, create_app
 from watcher.store import Store
+from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app
+from watcher.testing.mail_sink import MailSink, start_mail_sink
 
 DEMO_SPEED = 600.0  # ten simulated minutes per real second
+DEMO_RECIPIENT = "team-lead@agency.example"
 
 
-def demo_settings(world: World, base_url: str, db_path: Path, workdir: Path) -> Settings:
+def demo_settings(
+    world: World, base_url: str, slack_url: str, smtp_port: int, db_path: Path, workdir: Path
+) -> Settings:
     """A config for every simulated organization, validated like a user's file."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"MAKEWATCH_DEMO_SLACK_TOKEN": DEFAULT_TOKEN}
     parts = []
     for i, org in enumerate(sorted(world.organizations.values(), key=lambda o: o.id)):
         env[f"MAKEWATCH_DEMO_TOKEN_{i}"] = world.tokens_by_org[org.id]
@@ -36,36 +43,89 @@ def demo_settings(world: World, base_url: str, db_path: Path, workdir: Path) -> 
             f"[[organizations]]\nname = {json.dumps(org.name)}\nbase_url = {json.dumps(base_url)}\n"
             f'organization_id = {org.id}\ntoken_env = "MAKEWATCH_DEMO_TOKEN_{i}"\n'
         )
+    parts.append(
+        f"""[state]
+db_path = {json.dumps(str(db_path))}
+
+[alerts]
+group_wait_s = 0
+default_channels = ["slack", "mail"]
+
+[channels.slack]
+type = "slack_bot"
+token_env = "MAKEWATCH_DEMO_SLACK_TOKEN"
+channel = "#alerts"
+base_url = "{slack_url}/api/"
+
+[channels.mail]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+security = "none"
+from_addr = "makewatch@agency.example"
+to = ["ops@agency.example"]
+
+[[digests]]
+recipients = ["{DEMO_RECIPIENT}"]
+at = "08:00"
+timezone = "Europe/Paris"
+channel = "mail"
+"""
+    )
     path = workdir / "makewatch-demo.toml"
-    path.write_text("\n".join(parts) + f"\n[state]\ndb_path = {json.dumps(str(db_path))}\n")
+    path.write_text("\n".join(parts))
     return load_config(path, env=env)
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
 
 
 async def run_demo(*, seed: int = 1, minutes: float = 60.0, db_path: Path | None = None) -> str:
     """Run the demo and return its report (text)."""
+    from alerts.digest_send import digest_now
+
     clock = ScaledClock(speed=DEMO_SPEED)
     world = World.generate(seed=seed, clock=clock)
-    runner = web.AppRunner(create_app(world), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    slack = SlackState()
+    sink = MailSink()
+    smtp = start_mail_sink(sink)
+    sim_runner, sim_port = await _serve(create_app(world))
+    slack_runner, slack_port = await _serve(create_slack_app(slack))
     try:
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v2"
+        base_url = f"http://127.0.0.1:{sim_port}/api/v2"
         with tempfile.TemporaryDirectory(prefix="makewatch-demo-") as tmp:
             db = db_path or Path(tmp) / "makewatch.db"
-            settings = demo_settings(world, base_url, db, Path(tmp))
+            settings = demo_settings(world, base_url, f"http://127.0.0.1:{slack_port}", smtp.port, db, Path(tmp))
             with Store.open(db) as store:
                 async with aiohttp.ClientSession() as session:
                     watcher = Watcher(settings, store, session, clock)
-                    first = await watcher.poll_once()
-                    after_first = await store.read(lambda d: d["events"].count)
-                    await clock.sleep(minutes * 60)
-                    second = await watcher.poll_once()
-                events = await store.read(
-                    lambda d: [dict(r) for r in d["events"].rows_where(order_by="id")]
-                )
+                    try:
+                        first, first_alerts = await watcher.cycle()
+                        after_first = await store.read(lambda d: d["events"].count)
+                        await clock.sleep(minutes * 60)
+                        second, second_alerts = await watcher.cycle()
+                        (subject, _, _), _ = await digest_now(
+                            settings,
+                            store,
+                            watcher.alerter.notifiers,
+                            watcher.alerter.renderer,
+                            DEMO_RECIPIENT,
+                            clock.time() + 86400,
+                            send=True,
+                            record=False,
+                        )
+                    finally:
+                        await watcher.aclose()
+                events = await store.read(lambda d: [dict(r) for r in d["events"].rows_where(order_by="id")])
     finally:
-        await runner.cleanup()
+        await sim_runner.cleanup()
+        await slack_runner.cleanup()
+        smtp.stop()
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
@@ -75,11 +135,20 @@ async def run_demo(*, seed: int = 1, minutes: float = 60.0, db_path: Path | None
         base_url=base_url,
         seed=seed,
         minutes=minutes,
-        first=format_reports(first),
-        second=format_reports(second),
+        first=format_reports(first) + "\n" + first_alerts.summary(),
+        second=format_reports(second) + "\n" + second_alerts.summary(),
         baseline=[_row(e) for e in events[:after_first]],
         detected=[_row(e) for e in events[after_first:]],
+        slack=[_slack_line(m) for m in slack.messages],
+        mails=sink.subjects(),
+        digest_subject=subject,
     )
+
+
+def _slack_line(message: Any) -> str:
+    first = next((line for line in message.text.splitlines() if line.strip()), "")
+    where = f"reply in thread {message.thread_ts}" if message.thread_ts else "message"
+    return f"{message.channel} {where}: {first[:140]}"
 
 
 def _row(event: dict[str, Any]) -> dict[str, Any]:
@@ -100,4 +169,5 @@ def _row(event: dict[str, Any]) -> dict[str, Any]:
         "organization": payload.get("organization", ""),
         "what": what,
         "detail": detail,
+        "reason": event.get("reason") or "",
     }

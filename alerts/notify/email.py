@@ -20,6 +20,7 @@ import email.utils
 import hashlib
 import logging
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -112,12 +113,17 @@ class EmailNotifier:
     async def send(self, n: Notification) -> dict[str, Any] | None:
         """Send ``n``; returns ``{"message_id": <the thread's first Message-ID>}``."""
         msg = self.build_message(n)
+        await self.send_message(msg, self.settings.to)
+        return {"message_id": _root_id(n) or str(msg["Message-ID"])}
+
+    async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
+        """Send any prepared message (an alert, a digest) through this channel's server."""
         s = self.settings
         try:
             errors, _ = await aiosmtplib.send(
                 msg,
                 sender=email.utils.parseaddr(s.from_addr)[1],
-                recipients=[email.utils.parseaddr(a)[1] for a in s.to],
+                recipients=[email.utils.parseaddr(a)[1] for a in to],
                 hostname=s.smtp_host,
                 port=s.smtp_port,
                 username=s.username,
@@ -142,7 +148,6 @@ class EmailNotifier:
                 self.name,
                 ", ".join(f"{rcpt} ({resp.code})" for rcpt, resp in errors.items()),
             )
-        return {"message_id": _root_id(n) or str(msg["Message-ID"])}
 
     async def aclose(self) -> None:
         """Nothing to close: each send opens and closes its own SMTP connection."""
