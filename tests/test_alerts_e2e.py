@@ -299,3 +299,49 @@ async def test_a_permanent_slack_error_parks_the_row_and_tells_the_other_channel
     assert len(oncall) == 1 and "client-a" in oncall[0]
     health = st.store.read_sync(lambda db: [json.loads(r["payload_json"]) for r in db["events"].rows_where("kind = 'watcher_health'")])
     assert health[0]["problem"] == "channel_failed"
+
+
+async def test_slack_429_is_retried_after_its_retry_after(make_stack):
+    st = await make_stack()
+    await st.once()
+    st.slack.fail_next(1, status=429, retry_after=600)
+    st.clock.advance(60)
+    st.world.inject_run(st.ids["a1"].id, status=3)
+    st.clock.advance(60)
+    await st.once()
+    (row,) = [r for r in st.outbox() if r["channel"] == "client-a"]
+    assert row["status"] == "pending" and row["next_attempt_at"] >= st.clock.time() + 600
+    st.clock.advance(300)
+    await st.tick()
+    assert st.messages("C0A") == []  # not before Slack said
+    st.clock.advance(301)
+    await st.tick()
+    assert len(st.messages("C0A")) == 1
+
+
+async def test_templates_dir_in_the_config_overrides_a_bundled_template(start_sim, aiohttp_server, tmp_path):
+    custom = tmp_path / "my-templates" / "email"
+    custom.mkdir(parents=True)
+    (custom / "alert.subject.j2").write_text("ACME OPS: {{ title }}")
+    clock = ManualClock(START)
+    world, ids = agency(clock)
+    sim = await start_sim(world)
+    slack_server = await aiohttp_server(create_slack_app(SlackState()))
+    sink = MailSink()
+    smtp = start_mail_sink(sink)
+    try:
+        slack_url = str(slack_server.make_url("")).rstrip("/")
+        cfg = config(tmp_path, sim.base_url, slack_url, smtp.port, ids, 'group_wait_s = 0\ntemplates_dir = "my-templates"')
+        env = {"TOK_A": ids["token_a"], "TOK_B": ids["token_b"], "BOT": BOT, "HOOK_B": f"{slack_url}/webhook/T0/B0/clientb"}
+        settings = load_config(cfg, env=env)
+        with Store.open(settings.state.db_path) as store:
+            watcher = Watcher(settings, store, sim.session, clock)
+            await watcher.cycle()
+            clock.advance(60)
+            world.inject_run(ids["b1"].id, status=3)
+            clock.advance(60)
+            await watcher.cycle()
+            await watcher.aclose()
+        assert sink.subjects() == ["ACME OPS: Execution error: B orders"]
+    finally:
+        smtp.stop()

@@ -11,7 +11,7 @@ import pytest
 from alerts.digest_send import send_due_digests
 from alerts.service import Alerter
 from watcher.config import load_config
-from watcher.store import Store
+from watcher.store import Store, insert_events, upsert_organization
 from watcher.testing.mail_sink import MailSink, start_mail_sink
 
 PARIS, NEW_YORK = ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")
@@ -82,6 +82,20 @@ class Service:
         )
 
 
+def error_event(t: float) -> dict:
+    return {
+        "key": f"execution_error:1:7:{int(t)}",
+        "kind": "execution_error",
+        "severity": "error",
+        "org_id": 1,
+        "team_id": 2,
+        "scenario_id": 7,
+        "occurred_at": t,
+        "detected_at": t,
+        "payload": {"organization": "Acme", "scenario_name": "Nightly sync", "error_name": "DataError", "error_message": "bad row"},
+    }
+
+
 def ts(y, m, d, h=0, mi=0, tz=UTC) -> float:
     return datetime(y, m, d, h, mi, tzinfo=tz).timestamp()
 
@@ -107,8 +121,15 @@ async def test_each_recipient_gets_exactly_one_digest_per_local_day_across_resta
     settings = write_config(tmp_path, sink.port)
     svc = Service(settings)
     await svc.start()
+    svc.store.write_sync(
+        lambda db: upsert_organization(db, {"id": 1, "name": "Acme", "base_url": "https://eu1.make.com/api/v2", "updated_at": start})
+    )
     now, step, restarts = start, 900.0, 0
+    errors_at: list[float] = []
     while now <= end:
+        if int(now) % 86400 == 10 * 3600:  # one failure a day, at 10:00 UTC
+            errors_at.append(now)
+            svc.store.write_sync(lambda db, t=now: insert_events(db, [error_event(t)]))
         await svc.tick(now)
         if int(now) % (86400 * 2) < step:  # restart every other day, around midnight UTC
             await svc.stop()
@@ -128,6 +149,11 @@ async def test_each_recipient_gets_exactly_one_digest_per_local_day_across_resta
         assert all(a["period_end"] == b["period_start"] for a, b in zip(rows, rows[1:], strict=False))
         mails = [m for rcpt, m in sink.messages if rcpt == [recipient]]
         assert len(mails) == len(rows)
+        # Correct figures: each digest counts exactly the failures of its own period.
+        for row, mail in zip(rows, mails, strict=True):
+            n = sum(1 for t in errors_at if row["period_start"] <= t < row["period_end"])
+            subject = str(mail["Subject"])
+            assert (f"{n} error" in subject) if n else ("error" not in subject.replace("no errors", "")), subject
     await svc.stop()
 
 
