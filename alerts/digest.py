@@ -30,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
+from alerts.render import safe_url
 from alerts.silences import Silence
 from watcher import events as ev
 
@@ -380,19 +380,6 @@ class _Clock:
         return datetime(day.year, day.month, day.day, tzinfo=self.tz).timestamp()
 
 
-def _http_url(url: Any) -> str | None:
-    """``url`` if it is an absolute http(s) URL without characters that break out of an
-    attribute or a line; else None."""
-    if not isinstance(url, str):
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    if any(c in url for c in "<>\"' \n\r\t"):
-        return None
-    return url
-
-
 def _payload(row: Mapping[str, Any]) -> dict[str, Any]:
     text = row.get("payload_json")
     try:
@@ -464,10 +451,10 @@ class _OrgReader:
                 "dlq_url": ev.dlq_link(self.ui, team, scenario_id),
             }
         return Links(
-            scenario_url=_http_url(payload.get("scenario_url") or derived.get("scenario_url")),
-            history_url=_http_url(payload.get("history_url") or derived.get("history_url")),
-            run_url=_http_url(payload.get("run_url")),
-            dlq_url=_http_url(payload.get("dlq_url") or derived.get("dlq_url")),
+            scenario_url=safe_url(payload.get("scenario_url") or derived.get("scenario_url")),
+            history_url=safe_url(payload.get("history_url") or derived.get("history_url")),
+            run_url=safe_url(payload.get("run_url")),
+            dlq_url=safe_url(payload.get("dlq_url") or derived.get("dlq_url")),
         )
 
     # -- sections

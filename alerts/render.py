@@ -121,7 +121,7 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _safe_url(url: Any) -> str | None:
+def safe_url(url: Any) -> str | None:
     """An http(s) URL fit for a Slack button or an e-mail link, else None."""
     if not isinstance(url, str) or len(url) > SLACK_URL_MAX:
         return None
@@ -292,7 +292,7 @@ def describe(n: Notification) -> dict[str, Any]:
         ("Scenario", "scenario_url"),
         ("Run history", "history_url"),
     ):
-        url = _safe_url(p.get(key))
+        url = safe_url(p.get(key))
         if url:
             links.append({"label": label, "url": url})
 
