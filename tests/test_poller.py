@@ -419,3 +419,24 @@ async def test_each_cycle_is_recorded_with_its_cost_and_the_quota_summary_kept(r
     usage = rig.store.read_sync(lambda db: db["organizations"].get(ids["bad"].id)["usage_json"])
     summary = json.loads(usage)
     assert summary["operations_limit"] > 0 and summary["used_pct"] is not None
+
+
+async def test_a_long_run_listed_after_a_later_one_is_still_recorded(rig_factory):
+    """A run's imtId carries its start time: a long run that ends after a short, later one
+    appears behind the cursor. The overlap re-read finds it; nothing else is repeated."""
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    await rig.cycle()
+    clock.advance(300)
+    world.inject_run(ids["flaky"].id, status=3, error_message="first")
+    world.inject_run(ids["flaky"].id, status=1)
+    clock.advance(60)
+    await rig.cycle()
+    assert len(rig.events("execution_error")) == 1 and len(rig.events("execution_recovered")) == 1
+    late = world.inject_run(ids["flaky"].id, status=3, error_message="long run", at=clock.time() - 200)
+    clock.advance(60)
+    (r,) = await rig.cycle()
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")][-1] == late["id"]
+    assert r.events == {"execution_error": 1}  # only the late one is new
+    assert len(rig.events("execution_recovered")) == 1

@@ -34,7 +34,7 @@ from watcher import store as st
 from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
 from watcher.make import MakeApiError, MakeClient, Organization, Scenario
-from watcher.make.models import Hook, UsageDay
+from watcher.make.models import Hook, UsageDay, imt_sort_key
 from watcher.orgs import calibrate
 from watcher.store import Store
 
@@ -49,6 +49,8 @@ BASELINE_SKEW_S = 60.0
 BOOST_STATE_CHANGE_S = 3600.0
 BOOST_RECENT_ERROR_S = 900.0
 RECENT_ERROR_S = 24 * 3600.0
+# How far before its cursor a scenario's logs are read again (see _read_scenario).
+LOG_OVERLAP_S = 600.0
 
 
 @dataclass
@@ -553,10 +555,12 @@ class OrgPoller:
         reason = row.get("pending_reason") or ""
         cur = cursors.get((sid, "logs")) or {"last_ts_ms": int((now - BASELINE_SKEW_S) * 1000)}
         try:
+            # Re-read a little before the cursor: a long run may be listed after a shorter one
+            # that started later (the imtId carries a time, not an arrival order). Entries
+            # already recorded are dropped by their unique event keys.
+            overlap_ms = int(LOG_OVERLAP_S * 1000) if cur.get("last_imt_id") else 0
             entries = await self.client.list_scenario_logs(
-                sid,
-                after_imt_id=cur.get("last_imt_id"),
-                since_ms=None if cur.get("last_imt_id") else cur.get("last_ts_ms"),
+                sid, since_ms=int(cur.get("last_ts_ms") or 0) - overlap_ms
             )
             report.logs_read += 1
             dlqs = []
@@ -585,7 +589,14 @@ class OrgPoller:
         status = row.get("last_run_status")
         last_error_at = row.get("last_error_at")
         errors = 0
+        cursor_key = imt_sort_key(cur["last_imt_id"]) if cur.get("last_imt_id") else None
         for entry in entries:
+            if cursor_key is not None and imt_sort_key(entry.imt_id) <= cursor_key:
+                # In the overlap: only a failure that was not listed at the last read is new.
+                e = ev.execution_event(self.org_id, self.org.name, self.ui, sc, entry)
+                if e and (e.kind == "execution_error" or self.polling.warnings):
+                    events.append(e)
+                continue
             if entry.status == 1 and (status == 3 or (status == 2 and self.polling.warnings)):
                 events.append(ev.recovered_event(self.org_id, self.org.name, self.ui, sc, entry))
             e = ev.execution_event(self.org_id, self.org.name, self.ui, sc, entry)
@@ -597,7 +608,7 @@ class OrgPoller:
             if entry.status in (1, 3) or (entry.status == 2 and status != 3):
                 status = entry.status  # a warning after an error does not end the failure
         new_cursors = []
-        if entries:
+        if entries and (cursor_key is None or imt_sort_key(entries[-1].imt_id) > cursor_key):
             last = entries[-1]
             new_cursors.append(
                 {"scenario_id": sid, "stream": "logs", "last_imt_id": last.imt_id, "last_ts_ms": last.timestamp_ms, "updated_at": now}
@@ -619,8 +630,13 @@ class OrgPoller:
             "last_error_at": last_error_at,
             "error_score": score,
         }
-        await self.store.write(lambda db: st.record_progress(db, [e.row(now) for e in events], new_cursors, [update]))
-        report.events.update(e.kind for e in events)
+        def commit(db: Database) -> list[ev.Event]:
+            new = st.new_event_keys(db, [e.key for e in events])
+            fresh = [e for e in events if e.key in new]
+            st.record_progress(db, [e.row(now) for e in fresh], new_cursors, [update])
+            return fresh
+
+        report.events.update(e.kind for e in await self.store.write(commit))
 
     # --- health -------------------------------------------------------------------------
 

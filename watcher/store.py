@@ -451,6 +451,18 @@ def insert_events(db: Database, events: Iterable[Mapping[str, Any]]) -> int:
     return table.count_where(where, keys) - before
 
 
+def new_event_keys(db: Database, keys: Iterable[str]) -> set[str]:
+    """The subset of ``keys`` not stored yet (to report only what an insert will add)."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return set()
+    found = {
+        row["key"]
+        for row in db.query("SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])
+    }
+    return set(wanted) - found
+
+
 def upsert_cursors(db: Database, cursors: Iterable[Mapping[str, Any]]) -> None:
     """Upsert cursors: ``scenario_id``, ``stream`` ('logs' | 'dlqs') and what to update of
     ``last_imt_id``, ``last_ts_ms``, ``updated_at``."""
