@@ -345,3 +345,22 @@ async def test_templates_dir_in_the_config_overrides_a_bundled_template(start_si
         assert sink.subjects() == ["ACME OPS: Execution error: B orders"]
     finally:
         smtp.stop()
+
+
+async def test_the_flood_cap_holds_back_then_sends_one_summary(make_stack):
+    st = await make_stack("group_wait_s = 0\nmax_per_hour = 2")
+    await st.once()
+    st.clock.set((START // 3600 + 1) * 3600 + 60)  # just after a clock hour starts
+    for key in ("a1", "a2", "a3"):
+        st.world.inject_run(st.ids[key].id, status=3, error_message=f"{key} broke")
+    st.clock.advance(60)
+    await st.once()
+    assert len(st.messages("C0A")) == 2  # the cap
+    st.clock.advance(3600)
+    await st.tick()
+    messages = st.messages("C0A")
+    assert len(messages) == 3
+    summary = messages[-1].all_text()
+    assert "held back" in summary and "A reports" in summary
+    reasons = st.store.read_sync(lambda db: Counter(r["reason"] for r in db["events"].rows_where("kind = 'execution_error'")))
+    assert reasons["flood-capped"] == 1
