@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -219,3 +220,68 @@ timezone = "Europe/Paris"
         assert len(sink.messages) == 1
     finally:
         controller.stop()
+
+
+def test_check_reaches_each_channel_without_sending(simulator, tmp_path):
+    import threading
+
+    from aiohttp import web
+
+    from watcher.testing import SlackState, create_slack_app
+    from watcher.testing.mail_sink import MailSink, free_port, start_mail_sink
+
+    base_url, orgs = simulator
+    acme = orgs["Acme Agency"]
+    slack = SlackState()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_slack_app(slack))
+    loop.run_until_complete(runner.setup())
+    port = free_port()
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    sink = MailSink()
+    smtp = start_mail_sink(sink)
+    try:
+        extra = f"""
+[channels.bot]
+type = "slack_bot"
+token_env = "BOT"
+channel = "#alerts"
+base_url = "http://127.0.0.1:{port}/api/"
+
+[channels.hook]
+type = "slack_webhook"
+webhook_url_env = "HOOK"
+
+[channels.mail]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp.port}
+security = "none"
+from_addr = "makewatch@agency.example"
+to = ["ops@agency.example"]
+
+[channels.deadmail]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {free_port()}
+security = "none"
+from_addr = "makewatch@agency.example"
+to = ["ops@agency.example"]
+"""
+        cfg = write_config(tmp_path, base_url, acme["id"], extra)
+        env = {"MAKE_TOKEN_ACME": acme["token"], "BOT": "xoxb-standin-token", "HOOK": f"http://127.0.0.1:{port}/webhook/x"}
+        result = CliRunner().invoke(main, ["check", "--config", str(cfg)], env=env)
+        assert result.exit_code == 1, result.output  # the dead SMTP server fails the check
+        assert "channel bot (slack_bot): ok" in result.output
+        assert "channel hook (slack_webhook): not checked" in result.output
+        assert "channel mail (email): ok" in result.output
+        assert "channel deadmail (email): FAILED: " in result.output and "cannot connect" in result.output
+        assert [r.method for r in slack.requests] == ["auth.test"] and sink.messages == []
+    finally:
+        smtp.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()

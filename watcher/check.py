@@ -51,12 +51,41 @@ async def check_org(
     return True, lines
 
 
+async def check_channels(settings: Settings, session: aiohttp.ClientSession) -> tuple[bool, list[str]]:
+    """Each channel reached without sending anything: Slack bot auth.test, SMTP login."""
+    from alerts.notify import DeliveryError, build_notifier
+    from alerts.render import Renderer
+
+    if not settings.channels:
+        return True, ["channels: none configured (alerts are recorded, not sent)"]
+    lines: list[str] = []
+    ok = True
+    renderer = Renderer(settings.alerts.templates_dir)
+    for name, channel in settings.channels.items():
+        notifier = build_notifier(name, channel, session=session, renderer=renderer)
+        verify = getattr(notifier, "verify", None)
+        try:
+            if verify is None:
+                lines.append(f"channel {name} ({channel.type}): not checked (a webhook can only be tested by posting)")
+                continue
+            info = await verify()
+            detail = ", ".join(f"{k} {v}" for k, v in info.items() if v not in (None, ""))
+            lines.append(f"channel {name} ({channel.type}): ok ({detail})")
+        except DeliveryError as exc:
+            ok = False
+            lines.append(f"channel {name} ({channel.type}): FAILED: {exc.message}")
+        finally:
+            await notifier.aclose()
+    return ok, lines
+
+
 async def run_check(settings: Settings, clock: Clock | None = None) -> tuple[bool, str]:
     clock = clock or SystemClock()
     async with aiohttp.ClientSession() as session:
         results = await asyncio.gather(
             *(check_org(session, settings, org, clock) for org in settings.organizations)
         )
-    ok = all(r[0] for r in results)
-    text = "\n".join(line for _, lines in results for line in lines)
+        channels_ok, channel_lines = await check_channels(settings, session)
+    ok = all(r[0] for r in results) and channels_ok
+    text = "\n".join([*(line for _, lines in results for line in lines), *channel_lines])
     return ok, text

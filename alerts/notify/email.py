@@ -149,6 +149,37 @@ class EmailNotifier:
                 ", ".join(f"{rcpt} ({resp.code})" for rcpt, resp in errors.items()),
             )
 
+    async def verify(self) -> dict[str, Any]:
+        """Connect, secure and log in as configured, then quit, sending nothing
+        (for ``makewatch check``). Raises DeliveryError like a send would."""
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            tls_context=self._tls_context(),
+            timeout=s.timeout_s,
+        )
+        try:
+            await client.connect()
+            if s.username and s.password:
+                await client.login(s.username, s.password.reveal())
+            secured = client.get_transport_info("sslcontext") is not None or s.security != "none"
+            await client.quit()
+        except aiosmtplib.SMTPException as exc:
+            raise self._error(exc) from None
+        except ssl.SSLError as exc:
+            raise self._tls_error(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(
+                f"{self._where()}: cannot connect ({type(exc).__name__})", permanent=False
+            ) from None
+        finally:
+            if client.is_connected:
+                client.close()
+        return {"server": f"{s.smtp_host}:{s.smtp_port}", "tls": secured, "login": bool(s.username)}
+
     async def aclose(self) -> None:
         """Nothing to close: each send opens and closes its own SMTP connection."""
 
