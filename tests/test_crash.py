@@ -109,3 +109,34 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path):
     seen = [json.loads(r["payload_json"])["execution_id"] for r in rows]
     assert len(injected) > KILLS
     assert sorted(seen) == sorted(injected)  # every injected error, each exactly once
+
+
+def test_run_stops_cleanly_on_sigterm(tmp_path: Path):
+    world = World(seed=10, clock=SystemClock())
+    org = world.add_organization(name="Calm", plan="pro")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    world.add_scenario(team.id, name="s", first_run_at=time.time() + 10**8)
+    db = tmp_path / "state.db"
+    with SimThread(world) as sim:
+        cfg = tmp_path / "makewatch.toml"
+        cfg.write_text(
+            f'[[organizations]]\nname = "Calm"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
+            f'organization_id = {org.id}\ntoken_env = "TOK"\n'
+            f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
+        )
+        proc = subprocess.Popen(
+            makewatch("run", "--config", str(cfg)), env={**os.environ, "TOK": token},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until it has polled at least twice
+            if db.exists():
+                with Store.open(db) as store:
+                    if store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0) >= 2:
+                        break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert "stopping" in stderr and "Traceback" not in stderr
