@@ -440,3 +440,25 @@ async def test_a_long_run_listed_after_a_later_one_is_still_recorded(rig_factory
     assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")][-1] == late["id"]
     assert r.events == {"execution_error": 1}  # only the late one is new
     assert len(rig.events("execution_recovered")) == 1
+
+
+async def test_a_new_billing_period_and_an_emptied_queue_resolve_their_alerts(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=12, clock=clock)
+    org = world.add_organization(name="Quota", plan="core", operations_limit=10000, operations_used=9500)
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    sc = world.add_scenario(team.id, name="s", first_run_at=START + 10**8)
+    hook = world.add_hook(team.id, scenario_id=sc.id, queue_limit=50, queue_count=45)
+    rig = await rig_factory(world, [("Quota", org.id, token)])
+    await rig.cycle()
+    assert Counter(e["kind"] for e in rig.events()) == {"quota": 1, "hook_backlog": 1}
+
+    world.hooks[hook.id].queue_count = 3
+    clock.advance(32 * 86400)  # past nextReset: Make starts a new period with fresh counters
+    await rig.cycle()
+    quota = rig.events("quota")
+    hooks = rig.events("hook_backlog")
+    assert len(quota) == 2 and json.loads(quota[1]["payload_json"])["recovered"] is True
+    assert len(hooks) == 2 and json.loads(hooks[1]["payload_json"])["recovered"] is True
+    assert quota[1]["severity"] == hooks[1]["severity"] == "info"

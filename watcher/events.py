@@ -223,7 +223,10 @@ def dlq_backlog_event(org_id: int, org_name: str, ui: str, sc: Scenario, now: fl
     )
 
 
-def hook_event(org_id: int, org_name: str, hook: Hook, now: float, period_key: str, threshold: float) -> Event:
+def hook_event(
+    org_id: int, org_name: str, hook: Hook, now: float, period_key: str, threshold: float, *, cleared: bool = False
+) -> Event:
+    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it)."""
     payload = {
         "organization": org_name,
         "hook_id": hook.id,
@@ -234,12 +237,15 @@ def hook_event(org_id: int, org_name: str, hook: Hook, now: float, period_key: s
         "threshold": threshold,
         "scenario_id": hook.scenario_id,
     }
+    if cleared:
+        payload["recovered"] = True  # resolves the backlog alert
     return Event(
         "hook_backlog",
         f"hook_backlog:{org_id}:{hook.id}:{period_key}",
         org_id,
         now,
         payload,
+        severity="info" if cleared else "",
         team_id=hook.team_id,
         scenario_id=hook.scenario_id,
     )

@@ -331,11 +331,23 @@ class OrgPoller:
             if exc.status in (401, 403):
                 out.append(self._scope_missing("organizations:read", exc, now))
         self._usage = usage_summary(self.info, usage, now)
-        reported = ws.get(prefix + "quota", {})
+        before = ws.get(prefix + "quota", {})
         quota, reported = quota_event(
-            self.org, self.info, usage, self.polling.quota_thresholds, reported, now, standing=first_start
+            self.org, self.info, usage, self.polling.quota_thresholds, before, now, standing=first_start
         )
         ws_updates[prefix + "quota"] = reported
+        if before.get("level") and before.get("period") != reported.get("period"):
+            # A new billing period: the quota alert of the last one is over.
+            out.append(
+                ev.Event(
+                    "quota",
+                    f"quota:{self.org_id}:{before.get('period')}:reset",
+                    self.org_id,
+                    now,
+                    {"organization": self.org.name, "recovered": True, "previous_level_pct": before["level"]},
+                    severity="info",
+                )
+            )
         if quota:
             out.append(quota)
 
@@ -396,6 +408,8 @@ class OrgPoller:
             return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold)
         if ratio < threshold * 0.9 and state["over"]:
             ws_updates[key] = {"over": False, "episode": state["episode"]}
+            episode = f"{state['episode']}:cleared"
+            return ev.hook_event(self.org_id, self.org.name, hook, now, episode, threshold, cleared=True)
         return None
 
     # --- inventory diff -------------------------------------------------------------------
