@@ -364,3 +364,31 @@ async def test_the_flood_cap_holds_back_then_sends_one_summary(make_stack):
     assert "held back" in summary and "A reports" in summary
     reasons = st.store.read_sync(lambda db: Counter(r["reason"] for r in db["events"].rows_where("kind = 'execution_error'")))
     assert reasons["flood-capped"] == 1
+
+
+async def test_no_secret_reaches_the_database_or_the_logs(make_stack, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    st = await make_stack()
+    await st.once()
+    st.slack.fail_next(2, status=503)
+    st.slack.fail_next(1, error="invalid_auth")
+    st.clock.advance(60)
+    for key in ("a1", "b1"):
+        st.world.inject_run(st.ids[key].id, status=3)
+    st.clock.advance(60)
+    for _ in range(3):
+        await st.once()
+        st.clock.advance(120)
+    secrets = [st.ids["token_a"], st.ids["token_b"], BOT, "T0/B0/clientb"]
+
+    def dump(db) -> str:
+        return "\n".join(str(list(db[t].rows)) for t in db.table_names())
+
+    # makewatch's own log records (the stand-in servers' access logs are not makewatch's)
+    logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("aiohttp.access"))
+    text = st.store.read_sync(dump) + "\n" + logs
+    assert "execution_error" in text and "invalid_auth" in text  # the dump is not empty
+    leaks = [line for line in text.splitlines() if any(s in line for s in secrets)]
+    assert not leaks, leaks[:3]
