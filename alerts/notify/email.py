@@ -16,11 +16,12 @@ connections, timeouts and disconnections are retryable. Error texts go through
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -119,7 +120,7 @@ class EmailNotifier:
     async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
         """Send any prepared message (an alert, a digest) through this channel's server."""
         s = self.settings
-        try:
+        with self._smtp_errors():
             errors, _ = await aiosmtplib.send(
                 msg,
                 sender=email.utils.parseaddr(s.from_addr)[1],
@@ -133,14 +134,6 @@ class EmailNotifier:
                 tls_context=self._tls_context(),
                 timeout=s.timeout_s,
             )
-        except aiosmtplib.SMTPException as exc:
-            raise self._error(exc) from None
-        except ssl.SSLError as exc:
-            raise self._tls_error(exc) from None
-        except (OSError, TimeoutError) as exc:
-            raise DeliveryError(
-                f"{self._where()}: cannot connect ({type(exc).__name__})", permanent=False
-            ) from None
         if errors:
             # Some (not all) recipients refused: the others got it; a retry would resend to them.
             log.warning(
@@ -162,11 +155,21 @@ class EmailNotifier:
             timeout=s.timeout_s,
         )
         try:
-            await client.connect()
-            if s.username and s.password:
-                await client.login(s.username, s.password.reveal())
-            secured = client.get_transport_info("sslcontext") is not None or s.security != "none"
-            await client.quit()
+            with self._smtp_errors():
+                await client.connect()
+                if s.username and s.password:
+                    await client.login(s.username, s.password.reveal())
+                await client.quit()
+        finally:
+            if client.is_connected:
+                client.close()
+        return {"server": f"{s.smtp_host}:{s.smtp_port}", "security": s.security, "login": bool(s.username)}
+
+    @contextlib.contextmanager
+    def _smtp_errors(self) -> Iterator[None]:
+        """SMTP, TLS and socket failures as DeliveryError (permanent or not), secret-free."""
+        try:
+            yield
         except aiosmtplib.SMTPException as exc:
             raise self._error(exc) from None
         except ssl.SSLError as exc:
@@ -175,10 +178,7 @@ class EmailNotifier:
             raise DeliveryError(
                 f"{self._where()}: cannot connect ({type(exc).__name__})", permanent=False
             ) from None
-        finally:
-            if client.is_connected:
-                client.close()
-        return {"server": f"{s.smtp_host}:{s.smtp_port}", "tls": secured, "login": bool(s.username)}
+
 
     async def aclose(self) -> None:
         """Nothing to close: each send opens and closes its own SMTP connection."""
