@@ -1,0 +1,640 @@
+"""Detection latency of makewatch's poller against a naive round-robin poller.
+
+What is measured
+----------------
+For every failed run (a log entry with ``status: 3``) that the simulated Make world produces
+inside the measurement window, the *detection latency* is the simulated time from the run's
+timestamp to the moment a poller has recorded it (for makewatch: its ``execution_error``
+event is committed to the SQLite store; for the naive poller: a logs read returned it).
+A run that is not recorded by the end of the run (the window plus a drain period in which
+both pollers keep polling) is *missed*: it stays in the statistics with an infinite latency,
+so a poller cannot look good by leaving errors behind.
+
+The two pollers
+---------------
+* ``makewatch``: the real :class:`watcher.service.Watcher` (one
+  :class:`watcher.poller.OrgPoller`) with its SQLite store, configured like a user would
+  (``plan = "core"``, default ``budget_share`` 0.5 and ``[polling]`` settings).
+* ``naive``: lists the scenarios once, then every cycle reads
+  ``GET /scenarios/{id}/logs?status=3`` (newest page) of the next scenarios in a fixed
+  round-robin order, as many as the per-cycle budget allows (``budget × poll_interval_s /
+  60``), with no inventory diff. It uses the same client factory
+  (:func:`watcher.orgs.make_client`: :class:`watcher.make.MakeClient` and its
+  :class:`watcher.make.SlidingWindowLimiter`), so its budget is exactly makewatch's.
+
+How
+---
+Each poller runs against its own copy of the same world (built from the same seed; the
+simulator's runs depend only on the seed, the scenario and the run number, so both copies
+produce the same failures, which the benchmark checks), served by the real simulator over
+a real socket on 127.0.0.1, on a :class:`~watcher.clock.ManualClock`. Cycles follow the
+service's own loop (``Watcher._every``): a cycle starts ``poll_interval_s`` after the
+previous one started, or at once if that one ran longer. Inside a cycle time stands still,
+except when the cycle waits in the limiter (the previous cycle's requests are still in its
+61-second window): then the driver moves the clock to the moment the limiter wakes up, as
+real time would. Nothing sleeps for real. The simulator's request log (``world.requests``)
+is the source for requests spent, 429s and the per-60-second-window check.
+
+Regimes (``/work/shared/DESIGN.md``, "Scheduling under a tight budget"): (a) 100 scenarios
+on Core (API limit 60/min, makewatch budget 30/min), all scheduled every 15 minutes: the
+budget can read every scenario that ran; (b) 1,000 such scenarios: it cannot (about 67
+scenarios run per minute, each moving its counters, check runs included).
+
+    python bench/detect.py            # both regimes, about a minute and a half
+    python bench/detect.py --quick    # a smaller run (used by tests/test_bench.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import random
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from watcher.clock import ManualClock  # noqa: E402
+from watcher.config import Settings, load_config  # noqa: E402
+from watcher.make import MakeClient  # noqa: E402
+from watcher.orgs import make_client  # noqa: E402
+from watcher.service import Watcher  # noqa: E402
+from watcher.simulator import RequestRecord, World, create_app  # noqa: E402
+from watcher.simulator.app import IN_FLIGHT  # noqa: E402
+from watcher.store import Store  # noqa: E402
+
+T = TypeVar("T")
+
+START = 1_790_000_000.0  # 2026-09-21T14:13:20Z, the tests' epoch
+WINDOW_S = 60.0
+LOGS_PATH = re.compile(r"^/api/v2/scenarios/(\d+)/logs$")
+TOKEN_ENV = "MAKEWATCH_BENCH_TOKEN"
+
+# Error profiles of the scenarios: (share of scenarios, error rate per run). Mean ~2.2 %.
+ERROR_PROFILES: tuple[tuple[float, float], ...] = ((0.6, 0.005), (0.3, 0.03), (0.1, 0.10))
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One simulated organization and how long it is watched."""
+
+    key: str
+    title: str
+    scenarios: int
+    window_s: float  # failures with a timestamp in [start, start + window_s) are counted
+    drain_s: float  # then both pollers keep polling this long before "missed" is decided
+    interval_s: float = 900.0
+    plan: str = "core"
+    teams: int = 2
+
+
+FULL: tuple[Regime, ...] = (
+    Regime("a", "100 scenarios, Core, all every 15 min (the budget reads all that ran)", 100, 8 * 3600, 3600),
+    Regime("b", "1,000 scenarios, Core, all every 15 min (it cannot)", 1000, 4 * 3600, 3600),
+)
+QUICK: tuple[Regime, ...] = (
+    Regime("a", "100 scenarios, Core, all every 15 min (quick)", 100, 5400, 1200),
+    Regime("b", "400 scenarios, Core, all every 15 min (quick; over budget)", 400, 3600, 1800),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The world
+
+
+def build_world(regime: Regime, seed: int, clock: ManualClock) -> tuple[World, int, str]:
+    """The regime's organization; deterministic for a seed. Returns (world, org id, token)."""
+    world = World(seed=seed, clock=clock)
+    # A quota far out of reach: a paused organization would stop every scenario.
+    org = world.add_organization("Bench Agency", plan=regime.plan, operations_limit=10**9)
+    teams = [world.add_team(org.id, name=f"Team {i + 1}") for i in range(regime.teams)]
+    rng = random.Random(f"{seed}:bench:{regime.key}")
+    start = clock.time()
+    for i in range(regime.scenarios):
+        u, error_rate = rng.random(), ERROR_PROFILES[-1][1]
+        for share, rate in ERROR_PROFILES:
+            if u < share:
+                error_rate = rate
+                break
+            u -= share
+        world.add_scenario(
+            teams[i % len(teams)].id,
+            name=f"Scenario {i + 1:04d}",
+            interval_s=regime.interval_s,
+            error_rate=error_rate,
+            # Polling triggers that mostly find nothing: each check run still costs an
+            # operation, so the scenario's counters move every interval.
+            check_run_rate=rng.uniform(0.5, 0.9),
+            operations_per_run=rng.randint(3, 8),
+            max_errors=0,  # never deactivated: the error stream stays stationary
+            first_run_at=start + rng.uniform(0, regime.interval_s),
+        )
+    return world, org.id, world.add_token([org.id], name="makewatch-bench")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed run produced by the world (the ground truth)."""
+
+    scenario_id: int
+    execution_id: str
+    at: float
+
+
+def failures(world: World, since: float, until: float) -> list[Failure]:
+    """Failed runs with a timestamp in [since, until), in time order."""
+    world.advance(until)
+    out = [
+        Failure(sc.id, row.body["id"], row.ts_ms / 1000)
+        for sc in world.scenarios.values()
+        for row in sc.logs
+        if row.status == 3 and since <= row.ts_ms / 1000 < until
+    ]
+    return sorted(out, key=lambda f: (f.at, f.scenario_id))
+
+
+# --------------------------------------------------------------------------------------------
+# Clock driving
+
+
+class BenchClock(ManualClock):
+    """A ManualClock that tells when its earliest sleeper is due."""
+
+    def next_deadline(self) -> float | None:
+        live = [deadline for deadline, _, fut in self._sleepers if not fut.done()]
+        return min(live) if live else None
+
+
+def settled(world: World, client: MakeClient) -> bool:
+    """Every request the client was granted has been answered by the simulator."""
+    if len(world.requests) != client.requests_sent:
+        return False
+    return all(r.status != IN_FLIGHT for r in world.requests[-64:])
+
+
+async def drive(
+    clock: BenchClock,
+    work: Awaitable[T],
+    quiet: Callable[[], bool] = lambda: True,
+    stall_s: float = 0.0005,
+    give_up_s: float = 2.0,
+) -> T:
+    """Await ``work``; whenever it waits on the clock (the limiter), move time to its wake-up.
+
+    Time only moves when ``quiet()`` (no request of this poller is still on its way), so
+    the simulator stamps every request with the time its limiter slot was granted. If a
+    request never arrives (it cannot, short of a crash), time moves after ``give_up_s`` of
+    real time anyway rather than hanging.
+    """
+    task = asyncio.ensure_future(work)
+    waited = 0.0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=stall_s)
+        if done:
+            return task.result()
+        deadline = clock.next_deadline()
+        if deadline is None:
+            continue
+        if not quiet() and waited < give_up_s:
+            waited += stall_s
+            continue
+        waited = 0.0
+        clock.set(max(deadline, clock.time()))
+
+
+# --------------------------------------------------------------------------------------------
+# The pollers
+
+
+class NaivePoller:
+    """Round-robin logs reads, as many per cycle as the budget allows; no inventory diff."""
+
+    def __init__(self, client: MakeClient, org_id: int, clock: ManualClock, poll_interval_s: float, concurrency: int) -> None:
+        self.client = client
+        self.org_id = org_id
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.concurrency = concurrency
+        self.order: list[int] | None = None
+        self.next_index = 0
+        self.since_ms = int((clock.time() - 60) * 1000)
+        self.detected: dict[str, float] = {}
+
+    @property
+    def cycle_budget(self) -> int:
+        """Requests per cycle, computed like OrgPoller does: budget × interval / 60."""
+        return max(1, int(self.client.limiter.per_window * self.poll_interval_s / 60))
+
+    async def poll_once(self) -> None:
+        spent_before = self.client.requests_sent
+        if self.order is None:  # once: which scenarios exist (a fixed order, by id)
+            self.order = sorted(s.id for s in await self.client.list_scenarios(organization_id=self.org_id))
+        n = min(len(self.order), self.cycle_budget - (self.client.requests_sent - spent_before))
+        if n <= 0:
+            return
+        # The first read alone: it waits in the limiter, if it must, with nothing else in
+        # flight. Then as many as the window has room for, like OrgPoller's allowance.
+        await self._read(self._next())
+        room = self.client.limiter.per_window - self.client.limiter.used()
+        batch = [self._next() for _ in range(max(0, min(n - 1, room)))]
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def read(sid: int) -> None:
+            async with sem:
+                await self._read(sid)
+
+        await asyncio.gather(*(read(sid) for sid in batch))
+
+    def _next(self) -> int:
+        assert self.order
+        sid = self.order[self.next_index % len(self.order)]
+        self.next_index = (self.next_index + 1) % len(self.order)
+        return sid
+
+    async def _read(self, sid: int) -> None:
+        entries = await self.client.list_scenario_logs(sid, status=3, since_ms=self.since_ms, max_pages=1)
+        now = self.clock.time()
+        for entry in entries:
+            self.detected.setdefault(entry.id, now)
+
+
+class MakewatchPoller:
+    """The real Watcher; detections are read back from its store after each cycle."""
+
+    def __init__(self, settings: Settings, store: Store, session: aiohttp.ClientSession, clock: ManualClock) -> None:
+        self.watcher = Watcher(settings, store, session, clock)
+        self.store = store
+        self.clock = clock
+        self.detected: dict[str, float] = {}
+        self._last_event_id = 0
+
+    async def poll_once(self) -> None:
+        (report,) = await self.watcher.poll_once()
+        if not report.ok:
+            raise RuntimeError(f"makewatch cycle failed: {report.error}")
+        last = self._last_event_id
+
+        def query(db: Any) -> list[dict[str, Any]]:
+            sql = "SELECT id, key FROM events WHERE kind = 'execution_error' AND id > ? ORDER BY id"
+            return [dict(r) for r in db.query(sql, [last])]
+
+        # Reads never wait inside a cycle, so the clock now is the moment they were committed.
+        now = self.clock.time()
+        for row in await self.store.read(query):
+            self._last_event_id = max(self._last_event_id, row["id"])
+            self.detected.setdefault(row["key"].rsplit(":", 1)[1], now)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation); ``inf`` values sort last."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def max_in_window(times: Sequence[float], window_s: float = WINDOW_S) -> int:
+    """Most requests in any half-open window [t, t + window_s)."""
+    ordered = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@dataclass
+class PollerResult:
+    """One poller's run on one regime, with the raw data every number is computed from."""
+
+    name: str
+    budget_per_minute: int
+    cycles: int
+    detected: dict[str, float]
+    latencies: list[float]  # one per counted failure, in the regime's order; inf = missed
+    requests: list[RequestRecord]  # the simulator's log of this poller's world
+
+    @property
+    def detected_count(self) -> int:
+        return sum(1 for x in self.latencies if math.isfinite(x))
+
+    @property
+    def missed(self) -> int:
+        return sum(1 for x in self.latencies if not math.isfinite(x))
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    @property
+    def max_latency(self) -> float:
+        return max(self.latencies) if self.latencies else math.nan
+
+    @property
+    def requests_per_cycle(self) -> float:
+        return len(self.requests) / max(1, self.cycles)
+
+    @property
+    def status_429(self) -> int:
+        return sum(1 for r in self.requests if r.status == 429)
+
+    @property
+    def max_per_window(self) -> int:
+        return max_in_window([r.t for r in self.requests])
+
+    def count(self, kind: str) -> int:
+        if kind == "list":
+            return sum(1 for r in self.requests if r.path == "/api/v2/scenarios")
+        if kind == "logs":
+            return sum(1 for r in self.requests if LOGS_PATH.match(r.path))
+        return sum(1 for r in self.requests if r.path != "/api/v2/scenarios" and not LOGS_PATH.match(r.path))
+
+    def useful_reads(self, truth: Sequence[Failure]) -> int:
+        """Logs reads that returned at least one failure no earlier read of that scenario had."""
+        errors: dict[int, list[float]] = defaultdict(list)
+        for f in truth:
+            errors[f.scenario_id].append(f.at)
+        reads: dict[int, list[float]] = defaultdict(list)
+        for r in self.requests:
+            m = LOGS_PATH.match(r.path)
+            if m and r.status == 200:
+                reads[int(m.group(1))].append(r.t)
+        useful = 0
+        for sid, times in reads.items():
+            prev = -math.inf
+            for t in sorted(times):
+                if any(prev < e <= t for e in errors.get(sid, ())):
+                    useful += 1
+                prev = t
+        return useful
+
+
+@dataclass
+class RegimeResult:
+    regime: Regime
+    seed: int
+    poll_interval_s: float
+    truth: list[Failure]
+    makewatch: PollerResult
+    naive: PollerResult
+    wall_s: float = 0.0
+
+    def ratio(self, what: str) -> float:
+        """naive / makewatch of a measured figure ("p50", "p95", "max", "requests")."""
+        a, b = self._figure(self.naive, what), self._figure(self.makewatch, what)
+        if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+            return math.nan
+        return a / b
+
+    @staticmethod
+    def _figure(r: PollerResult, what: str) -> float:
+        if what == "p50":
+            return r.p(50)
+        if what == "p95":
+            return r.p(95)
+        if what == "max":
+            return r.max_latency
+        if what == "requests":
+            return float(len(r.requests))
+        raise ValueError(what)
+
+
+# --------------------------------------------------------------------------------------------
+# Running one poller
+
+
+def bench_settings(
+    workdir: Path, base_url: str, org_id: int, token: str, plan: str, poll_interval_s: float
+) -> Settings:
+    """makewatch's configuration, validated like a user's file (defaults everywhere else)."""
+    cfg = workdir / "makewatch.toml"
+    cfg.write_text(
+        f'[[organizations]]\nname = "Bench Agency"\nbase_url = {json.dumps(base_url)}\n'
+        f'organization_id = {org_id}\ntoken_env = "{TOKEN_ENV}"\nplan = "{plan}"\n\n'
+        f"[state]\ndb_path = {json.dumps(str(workdir / 'state.db'))}\n\n"
+        f"[polling]\npoll_interval_s = {float(poll_interval_s)!r}\n"
+    )
+    return load_config(cfg, env={TOKEN_ENV: token})
+
+
+async def run_poller(
+    name: str, regime: Regime, seed: int, poll_interval_s: float = 60.0
+) -> tuple[PollerResult, list[Failure]]:
+    """One poller on a fresh copy of the regime's world; returns its result and the truth."""
+    clock = BenchClock(START)
+    world, org_id, token = build_world(regime, seed, clock)
+    runner = web.AppRunner(create_app(world), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v2"
+    with tempfile.TemporaryDirectory(prefix="makewatch-bench-") as tmp:
+        settings = bench_settings(Path(tmp), base_url, org_id, token, regime.plan, poll_interval_s)
+        interval = settings.polling.poll_interval_s
+        session = aiohttp.ClientSession()
+        store: Store | None = None
+        try:
+            poller: MakewatchPoller | NaivePoller
+            if name == "makewatch":
+                store = await asyncio.to_thread(Store.open, settings.state.db_path)
+                poller = MakewatchPoller(settings, store, session, clock)
+                client = poller.watcher.pollers[0].client
+            else:
+                client = make_client(session, settings.organizations[0], settings.http, clock)
+                poller = NaivePoller(client, org_id, clock, interval, settings.polling.concurrency)
+            end = START + regime.window_s + regime.drain_s
+            cycles, next_start = 0, START
+            # The service's loop: a cycle every poll_interval_s, or at once after a long one.
+            while next_start < end:
+                clock.set(max(next_start, clock.time()))
+                started = clock.time()
+                await drive(clock, poller.poll_once(), lambda: settled(world, client))
+                cycles += 1
+                next_start = started + interval
+            budget = client.limiter.per_window
+            truth = failures(world, START, START + regime.window_s)
+            latencies = [
+                poller.detected[f.execution_id] - f.at if f.execution_id in poller.detected else math.inf
+                for f in truth
+            ]
+            result = PollerResult(
+                name=name,
+                budget_per_minute=budget,
+                cycles=cycles,
+                detected=dict(poller.detected),
+                latencies=latencies,
+                requests=list(world.requests),
+            )
+            return result, truth
+        finally:
+            if name == "makewatch" and isinstance(poller, MakewatchPoller):
+                await poller.watcher.aclose()
+            await session.close()
+            await runner.cleanup()
+            if store is not None:
+                await store.aclose()
+
+
+async def run_regime(regime: Regime, seed: int, poll_interval_s: float = 60.0) -> RegimeResult:
+    t0 = time.perf_counter()
+    mw, truth = await run_poller("makewatch", regime, seed, poll_interval_s)
+    naive, truth_naive = await run_poller("naive", regime, seed, poll_interval_s)
+    if truth != truth_naive:
+        raise RuntimeError("the two copies of the world produced different failures")
+    return RegimeResult(regime, seed, poll_interval_s, truth, mw, naive, wall_s=time.perf_counter() - t0)
+
+
+async def run_benchmark(
+    regimes: Sequence[Regime], seed: int, poll_interval_s: float = 60.0
+) -> list[RegimeResult]:
+    """Every regime, one after the other (each poller on its own world, socket and clock)."""
+    return [await run_regime(r, seed, poll_interval_s) for r in regimes]
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_s(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "missed"
+    return f"{x:.0f}"
+
+
+def fmt_ratio(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}x"
+
+
+def render(results: Sequence[RegimeResult], command: str) -> str:
+    lines = [f"command: {command}", ""]
+    for res in results:
+        reg, mw, nv = res.regime, res.makewatch, res.naive
+        hours = reg.window_s / 3600
+        lines.append(f"regime ({reg.key}): {reg.title}")
+        lines.append(
+            f"  seed {res.seed}; failures counted over {hours:g} h of simulated time, then "
+            f"{reg.drain_s / 60:g} min of drain; budget {mw.budget_per_minute}/min "
+            f"(API limit x budget_share); poll_interval_s {res.poll_interval_s:g}; "
+            f"wall time {res.wall_s:.1f} s"
+        )
+        rows: list[tuple[str, str, str, str]] = [
+            ("", "makewatch", "naive", "naive/makewatch"),
+            ("failed runs counted", str(len(res.truth)), str(len(res.truth)), ""),
+            ("detected", str(mw.detected_count), str(nv.detected_count), ""),
+            ("missed (never detected)", str(mw.missed), str(nv.missed), ""),
+            ("latency p50 (s)", fmt_s(mw.p(50)), fmt_s(nv.p(50)), fmt_ratio(res.ratio("p50"))),
+            ("latency p95 (s)", fmt_s(mw.p(95)), fmt_s(nv.p(95)), fmt_ratio(res.ratio("p95"))),
+            ("latency max (s)", fmt_s(mw.max_latency), fmt_s(nv.max_latency), fmt_ratio(res.ratio("max"))),
+            ("requests spent", str(len(mw.requests)), str(len(nv.requests)), fmt_ratio(res.ratio("requests"))),
+            ("  inventory pages", str(mw.count("list")), str(nv.count("list")), ""),
+            ("  logs reads", str(mw.count("logs")), str(nv.count("logs")), ""),
+            ("  other (org, usage, hooks, DLQs)", str(mw.count("other")), str(nv.count("other")), ""),
+            ("logs reads that found a new failure", str(mw.useful_reads(res.truth)), str(nv.useful_reads(res.truth)), ""),
+            ("max requests in any 60 s", str(mw.max_per_window), str(nv.max_per_window), ""),
+            ("429 responses", str(mw.status_429), str(nv.status_429), ""),
+            ("cycles", str(mw.cycles), str(nv.cycles), ""),
+            ("mean requests per cycle", f"{mw.requests_per_cycle:.1f}", f"{nv.requests_per_cycle:.1f}", ""),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            lines.append(
+                f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
+            )
+        lines.append("")
+    lines.append(
+        "latency = simulated seconds from a failed run's timestamp to its recording; percentiles "
+        "are nearest-rank over every counted failure, a missed one counting as infinite."
+    )
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[RegimeResult]) -> dict[str, Any]:
+    def finite(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    out: dict[str, Any] = {"regimes": []}
+    for res in results:
+        entry: dict[str, Any] = {
+            "regime": res.regime.key,
+            "title": res.regime.title,
+            "seed": res.seed,
+            "poll_interval_s": res.poll_interval_s,
+            "failures": len(res.truth),
+        }
+        for p in (res.makewatch, res.naive):
+            entry[p.name] = {
+                "detected": p.detected_count,
+                "missed": p.missed,
+                "p50_s": finite(p.p(50)),
+                "p95_s": finite(p.p(95)),
+                "max_s": finite(p.max_latency),
+                "requests": len(p.requests),
+                "max_requests_per_60s": p.max_per_window,
+                "budget_per_minute": p.budget_per_minute,
+                "status_429": p.status_429,
+                "cycles": p.cycles,
+            }
+        entry["ratios_naive_over_makewatch"] = {k: finite(res.ratio(k)) for k in ("p50", "p95", "max", "requests")}
+        out["regimes"].append(entry)
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="a smaller run (seconds, for tests)")
+    ap.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    ap.add_argument("--regime", choices=("a", "b", "all"), default="all")
+    ap.add_argument(
+        "--poll-interval", type=float, default=60.0, metavar="S",
+        help="polling.poll_interval_s of both pollers (default 60, makewatch's default)",
+    )
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return ap.parse_args(argv)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    parts = ["python bench/detect.py"]
+    if args.quick:
+        parts.append("--quick")
+    parts.append(f"--seed {args.seed}")
+    if args.regime != "all":
+        parts.append(f"--regime {args.regime}")
+    if args.poll_interval != 60.0:
+        parts.append(f"--poll-interval {args.poll_interval:g}")
+    return " ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    regimes = [r for r in (QUICK if args.quick else FULL) if args.regime in ("all", r.key)]
+    results = asyncio.run(run_benchmark(regimes, args.seed, args.poll_interval))
+    print(render(results, command_line(args)))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(results), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""bench/detect.py --quick still measures what it claims.
+
+Structure only, never speed: the benchmark's figures are checked against data it cannot make
+up (the simulator's own request log, a rebuilt copy of the world, the raw latencies), so a
+broken benchmark fails here, whichever poller is faster.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "detect.py"
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("makewatch_bench_detect", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(q / 100 * len(ordered)) - 1]
+
+
+def most_in_any_window(times: list[float], window_s: float = 60.0) -> int:
+    ordered = sorted(times)
+    return max(bisect.bisect_left(ordered, t + window_s) - i for i, t in enumerate(ordered))
+
+
+@pytest.mark.timeout(120)
+async def test_quick_benchmark_measures_both_pollers_inside_the_same_budget() -> None:
+    detect = load_bench()
+    results = await detect.run_benchmark(detect.QUICK, seed=1)
+    assert [r.regime.key for r in results] == ["a", "b"]
+
+    for res in results:
+        regime = res.regime
+        # The ground truth is the world's: a fresh copy, advanced to the end of the window,
+        # produced exactly these failures (none filtered out, none invented).
+        clock = detect.BenchClock(detect.START)
+        world, _, _ = detect.build_world(regime, res.seed, clock)
+        clock.set(detect.START + regime.window_s)
+        assert res.truth == detect.failures(world, detect.START, detect.START + regime.window_s)
+        assert res.truth, "the world injected no failure: the benchmark measures nothing"
+        truth_ids = {f.execution_id for f in res.truth}
+
+        for p in (res.makewatch, res.naive):
+            where = f"regime {regime.key}, {p.name}"
+            assert p.detected_count >= 1, f"{where}: detected no injected failure"
+            # One latency per counted failure, from the recorded detection time; a failure
+            # never recorded is missed (infinite), never dropped.
+            assert len(p.latencies) == len(res.truth)
+            for f, latency in zip(res.truth, p.latencies, strict=True):
+                if f.execution_id in p.detected:
+                    assert latency == p.detected[f.execution_id] - f.at >= 0, where
+                else:
+                    assert latency == math.inf, where
+            assert p.missed == len(truth_ids - p.detected.keys())
+
+            # The budget, from the simulator's side: Core 60/min x budget_share 0.5.
+            assert p.budget_per_minute == 30
+            assert p.requests, where
+            assert most_in_any_window([r.t for r in p.requests]) <= p.budget_per_minute, where
+            assert p.max_per_window == most_in_any_window([r.t for r in p.requests])
+            assert not [r for r in p.requests if r.status == 429], f"{where}: got 429s"
+            assert all(r.status == 200 for r in p.requests), where
+
+        # The naive poller only reads error logs (status=3), round-robin, after one listing.
+        naive_logs = [r for r in res.naive.requests if detect.LOGS_PATH.match(r.path)]
+        assert naive_logs and all(r.query.get("status") == "3" for r in naive_logs)
+        assert {r.path for r in res.naive.requests} - {r.path for r in naive_logs} == {"/api/v2/scenarios"}
+        # makewatch lists the inventory every cycle.
+        assert res.makewatch.count("list") >= res.makewatch.cycles
+
+        # Ratios come from the measured latencies and request counts.
+        for what, q in (("p50", 50), ("p95", 95)):
+            mw, nv = nearest_rank(res.makewatch.latencies, q), nearest_rank(res.naive.latencies, q)
+            expected = nv / mw if math.isfinite(mw) and math.isfinite(nv) and mw > 0 else math.nan
+            got = res.ratio(what)
+            assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+        assert res.ratio("requests") == pytest.approx(len(res.naive.requests) / len(res.makewatch.requests))
+
+    text = detect.render(results, "python bench/detect.py --quick --seed 1")
+    assert text.startswith("command: python bench/detect.py --quick")
+    for res in results:
+        assert f"regime ({res.regime.key})" in text
+        assert detect.fmt_ratio(res.ratio("p50")) in text
+        assert detect.fmt_ratio(res.ratio("requests")) in text
