@@ -464,3 +464,70 @@ async def test_a_new_billing_period_and_an_emptied_queue_resolve_their_alerts(ri
     assert len(quota) == 2 and json.loads(quota[1]["payload_json"])["recovered"] is True
     assert len(hooks) == 2 and json.loads(hooks[1]["payload_json"])["recovered"] is True
     assert quota[1]["severity"] == hooks[1]["severity"] == "info"
+
+
+# --- what to read first when the budget cannot read everything ------------------------------
+
+
+async def drain(rig, clock, step: float = 62.0, limit: int = 20) -> None:
+    for _ in range(limit):
+        clock.advance(step)
+        (r,) = await rig.cycle()
+        if r.carried_over == 0:
+            return
+    raise AssertionError("pending reads never drained")
+
+
+async def test_a_run_that_used_fewer_operations_than_usual_is_read_first(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=14, clock=clock)
+    org = world.add_organization(name="Busy", plan="core")  # 30 requests per cycle
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    far = START + 10**8
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(200)]
+    rig = await rig_factory(world, [("Busy", org.id, token)])
+    await rig.cycle()
+    for sc in scs:  # one ordinary run each: makewatch learns a run costs 5 operations
+        world.inject_run(sc.id, status=1)
+    await drain(rig, clock)
+
+    clock.advance(62)
+    for sc in scs[:-1]:
+        world.inject_run(sc.id, status=1)
+    failed = world.inject_run(scs[-1].id, status=3, operations=2)  # stopped at module 2
+    clock.advance(62)
+    (r,) = await rig.cycle()
+    assert r.carried_over > 100  # most of the 200 wait for later cycles...
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]  # ...not this one
+
+
+async def test_an_expensive_inventory_is_listed_every_other_cycle(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=15, clock=clock)
+    org = world.add_organization(name="Big", plan="core")  # 30 per cycle; 1000 scenarios = 11 pages
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    for i in range(1000):
+        world.add_scenario(team.id, name=f"s{i}", first_run_at=START + 10**8)
+    rig = await rig_factory(world, [("Big", org.id, token)])
+    pages = []
+    for _ in range(5):
+        before = len(world.requests)
+        await rig.cycle()
+        pages.append(sum(1 for r in world.requests[before:] if r.path == "/api/v2/scenarios"))
+        clock.advance(62)
+    assert pages == [11, 0, 11, 0, 11]
+
+
+def test_priority_follows_the_learnt_error_rate_and_grows_with_waiting():
+    from watcher.poller import OrgPoller
+
+    prio = OrgPoller._priority
+    base = {"is_active": 1, "scheduling": {"interval": 900}, "last_checked_at": 0.0, "pending_reason": "counters"}
+    flaky = {**base, "runs_seen": 20, "errors_seen": 6}
+    steady = {**base, "runs_seen": 20, "errors_seen": 0}
+    assert prio(None, flaky, 900) > prio(None, steady, 900)
+    assert prio(None, steady, 900 * 50) > prio(None, flaky, 900)  # waiting long enough wins: no starvation
+    assert prio(None, {**steady, "pending_reason": "partial"}, 900) > prio(None, flaky, 900 * 50)
+    assert prio(None, {**steady, "pending_reason": "state"}, 900) > prio(None, {**steady, "pending_reason": "partial"}, 900)

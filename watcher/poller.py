@@ -44,11 +44,17 @@ log = logging.getLogger(__name__)
 # run Make stamps just before our "now" is not lost (at worst an error from the last minute
 # before the first start is reported).
 BASELINE_SKEW_S = 60.0
-# Priority of pending scenarios: waiting time plus a boost (seconds). Ageing means nothing
-# starves: any scenario that waited long enough outranks a fresh high-priority one.
-BOOST_STATE_CHANGE_S = 3600.0
-BOOST_RECENT_ERROR_S = 900.0
-RECENT_ERROR_S = 24 * 3600.0
+# Priority of pending scenarios (see OrgPoller._priority): a prior error rate of 2 %, worth
+# 25 runs, and the run interval assumed for scenarios without a schedule (webhooks).
+PRIOR_ERRORS, PRIOR_RUNS = 0.5, 25.0
+DEFAULT_RUN_INTERVAL_S = 900.0
+# At most this share of a cycle's budget goes to listing scenarios (see _inventory_due).
+INVENTORY_SHARE = 0.25
+# A counter step under this share of the usual run's operations hints at a failed run;
+# the usual run is an exponential moving average with this weight.
+PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
+# Every FLOOR_EVERY-th read of a cycle goes to the longest-unread pending scenario.
+FLOOR_EVERY = 2
 # How far before its cursor a scenario's logs are read again (see _read_scenario).
 LOG_OVERLAP_S = 600.0
 
@@ -151,6 +157,23 @@ def usage_summary(info: Organization, usage: list[UsageDay], now: float) -> dict
         "days": [{"date": d.day.isoformat(), "operations": d.operations, "centicredits": d.centicredits} for d in sorted(usage, key=lambda d: d.day)[-31:]],
         "updated_at": now,
     }
+
+
+def _partial_run_hint(prev: dict[str, Any], sc: Scenario) -> tuple[bool, float | None]:
+    """Did the operations counter move by less than a usual run? Then a run likely stopped
+    early, i.e. failed (a run that fails at module k consumed only k operations).
+
+    Returns (hint, the updated usual operations per run). A step of 1 is a check run (a
+    polling trigger that found nothing) and says nothing; the usual run is a moving average
+    of the other steps. Several runs between two listings make a bigger step, never a hint.
+    """
+    step = sc.operations - int(prev.get("operations") or 0)
+    usual = prev.get("ops_per_run")
+    if step <= 1:
+        return False, usual
+    if usual and step < PARTIAL_RUN_RATIO * usual:
+        return True, usual
+    return False, float(step) if not usual else usual + OPS_EMA * (step - usual)
 
 
 def quota_event(
@@ -277,17 +300,21 @@ class OrgPoller:
             ws_updates[prefix + "usage_at"] = now
         info = self.info
 
-        scenarios = await self.client.list_scenarios(organization_id=self.org_id)
-        if self.org.teams:
-            scenarios = [s for s in scenarios if s.team_id in self.org.teams]
-        report.scenarios = len(scenarios)
-
-        stored = await self.store.get_scenarios(self.org_id)
-        last_cycle = org_row["updated_at"] if org_row else None
-        rows, cursors, diff_events = self._diff(
-            scenarios, stored, now, first_start, last_cycle, ws, ws_updates, info
-        )
-        new_events += diff_events
+        rows: list[dict[str, Any]] = []
+        cursors: list[dict[str, Any]] = []
+        if self._inventory_due(ws, ws_updates, first_start):
+            before = self.client.requests_sent
+            scenarios = await self.client.list_scenarios(organization_id=self.org_id)
+            if self.org.teams:
+                scenarios = [s for s in scenarios if s.team_id in self.org.teams]
+            report.scenarios = len(scenarios)
+            ws_updates[prefix + "inventory"] = {"at": now, "pages": self.client.requests_sent - before, "skipped": 0}
+            stored = await self.store.get_scenarios(self.org_id)
+            last_cycle = org_row["updated_at"] if org_row else None
+            rows, cursors, diff_events = self._diff(
+                scenarios, stored, now, first_start, last_cycle, ws, ws_updates, info
+            )
+            new_events += diff_events
         health = await self._health_ok(now, ws, ws_updates, new_events)
 
         org_update = {
@@ -312,6 +339,27 @@ class OrgPoller:
         report.events.update(e.kind for e in new_events)
 
         await self._read_pending(report, now)
+
+    def _inventory_due(self, ws: dict[str, Any], ws_updates: dict[str, Any], first_start: bool) -> bool:
+        """List the scenarios every cycle, unless the listing would eat more than a quarter of
+        the cycle's budget: then every few cycles, leaving the rest for log reads.
+
+        With a thousand scenarios on a Core plan, 11 list pages of a 30-request cycle cost
+        more than they tell when every scenario runs (and moves its counters) every cycle;
+        bench/README.md measures it. Deactivations are then seen a cycle or two later.
+        """
+        key = f"org:{self.org_id}:inventory"
+        last = ws.get(key)
+        if first_start or not last:
+            return True
+        budget = budget_per_minute(self.org, self.info.license.api_limit if self.info and self.info.license else None)
+        cycle_budget = max(1.0, budget * self.polling.poll_interval_s / 60)
+        every = max(1, math.ceil(last.get("pages", 1) / (INVENTORY_SHARE * cycle_budget)))
+        skipped = int(last.get("skipped", 0))
+        if skipped + 1 >= every:
+            return True
+        ws_updates[key] = {**last, "skipped": skipped + 1}
+        return False
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
@@ -485,6 +533,11 @@ class OrgPoller:
                 )
             row["state_seq"] = seq
             reasons = _moved(prev, sc)
+            hint, ops_per_run = _partial_run_hint(prev, sc)
+            if hint:
+                reasons.append("partial")
+            if ops_per_run is not None:
+                row["ops_per_run"] = ops_per_run
             if reasons:
                 old = (prev.get("pending_reason") or "").split(",") if prev.get("pending_since") else []
                 if "dlq" in reasons and sc.dlq_count < (prev.get("dlq_count") or 0):
@@ -498,13 +551,27 @@ class OrgPoller:
     # --- pending reads ------------------------------------------------------------------
 
     def _priority(self, row: dict[str, Any], now: float) -> float:
-        score = now - (row.get("pending_since") or now)
+        """How likely the scenario's unread runs hold a failure (0..1); state changes first.
+
+        The error rate is estimated from what makewatch has read of that scenario, shrunk
+        towards a prior of 2 %; the number of unread runs grows with the time since its last
+        read (its schedule interval, else 15 min). Expected latency over all scenarios is
+        lowest when reads go where a failure is most likely (DESIGN.md, "Scheduling under a
+        tight budget"); since the chance climbs towards 1 with waiting, nothing starves.
+        """
         reason = row.get("pending_reason") or ""
-        if "state" in reason or not row.get("is_active"):
-            score += BOOST_STATE_CHANGE_S
-        if row.get("last_error_at") and now - row["last_error_at"] < RECENT_ERROR_S:
-            score += BOOST_RECENT_ERROR_S
-        return score
+        if "state" in reason or (row.get("is_invalid") and not row.get("is_active")):
+            return 2.0  # Make switched it off, or a state moved: read its last errors now
+        if "partial" in reason:
+            return 1.5  # a run used fewer operations than usual: it probably failed
+        p = ((row.get("errors_seen") or 0) + PRIOR_ERRORS) / ((row.get("runs_seen") or 0) + PRIOR_RUNS)
+        interval = (row.get("scheduling") or {}).get("interval") or DEFAULT_RUN_INTERVAL_S
+        last_read = row.get("last_checked_at")
+        if last_read is None:
+            last_read = row.get("pending_since")
+        since = now - (now if last_read is None else last_read)
+        unread_runs = max(1.0, since / float(interval))
+        return 1.0 - (1.0 - min(p, 1.0)) ** unread_runs
 
     async def _read_pending(self, report: CycleReport, now: float) -> None:
         pending, all_rows, cursors = await self.store.read(
@@ -514,7 +581,7 @@ class OrgPoller:
                 st.get_cursors(db, self.org_id),
             )
         )
-        pending.sort(key=lambda r: (-self._priority(r, now), r["id"]))
+        pending.sort(key=lambda r: (-self._priority(r, now), r.get("pending_since") or now, r["id"]))
         pending_ids = {r["id"] for r in pending}
         sweep = sorted(
             (
@@ -528,20 +595,38 @@ class OrgPoller:
         )
         budget = budget_per_minute(self.org, self.info.license.api_limit if self.info and self.info.license else None)
         cycle_budget = max(1, int(budget * self.polling.poll_interval_s / 60))
-        # This cycle's share, and never more than the window has left right now: reads beyond
-        # it would only wait in the limiter while fresher work piles up behind them.
-        allowance = min(
-            cycle_budget - (self.client.requests_sent - self._cycle_start_requests),
-            self.client.limiter.per_window - self.client.limiter.used(),
-        )
+        # This cycle's share of the budget. The limiter's window (60 s + a 1 s margin) may still
+        # hold the previous cycle's requests: those slots free up within a second, so the reads
+        # wait briefly there rather than being given up (which would halve the real budget).
+        allowance = cycle_budget - (self.client.requests_sent - self._cycle_start_requests)
+        # Most reads go by priority; every FLOOR_EVERY-th goes to the pending scenario read
+        # longest ago (a round-robin floor), so the rarely failing ones are never read less
+        # often than round-robin would: the tail of the latency stays bounded.
+        by_age = sorted(pending, key=lambda r: (r.get("last_checked_at") or 0, r["id"]))
         chosen: list[dict[str, Any]] = []
+        taken: set[int] = set()
         cost = 0
-        for row in [*pending, *sweep]:
+        queues = [iter(pending), iter(by_age)]
+        n = 0
+        while True:
+            source = queues[1] if FLOOR_EVERY and n % FLOOR_EVERY == FLOOR_EVERY - 1 else queues[0]
+            row = next((r for r in source if r["id"] not in taken), None)
+            if row is None:
+                row = next((r for r in queues[0] if r["id"] not in taken), None)
+            if row is None:
+                break
             need = 2 if "dlq" in (row.get("pending_reason") or "") else 1
             if cost + need > allowance:
                 break
             chosen.append(row)
+            taken.add(row["id"])
             cost += need
+            n += 1
+        for row in sweep:
+            if cost + 1 > allowance:
+                break
+            chosen.append(row)
+            cost += 1
         report.carried_over = len(pending) - sum(1 for r in chosen if r["id"] in pending_ids)
 
         sem = asyncio.Semaphore(self.polling.concurrency)
@@ -635,7 +720,10 @@ class OrgPoller:
             newest = max((int(d.created.timestamp() * 1000) for d in dlqs if d.created), default=floor_ms)
             new_cursors.append({"scenario_id": sid, "stream": "dlqs", "last_ts_ms": max(newest, floor_ms), "updated_at": now})
         score = float(row.get("error_score") or 0.0) * 0.5 + errors
+        new_runs = sum(1 for e in entries if cursor_key is None or imt_sort_key(e.imt_id) > cursor_key)
         update = {
+            "runs_seen": int(row.get("runs_seen") or 0) + new_runs,
+            "errors_seen": int(row.get("errors_seen") or 0) + errors,
             "id": sid,
             "pending_since": None,
             "pending_reason": None,

@@ -316,6 +316,16 @@ def m004_cycle_stats(db: Database) -> None:
     ).create_index(["org_id", "started_at"])
 
 
+
+def m005_error_rate_stats(db: Database) -> None:
+    """Schema v5: what the read scheduler learns per scenario: runs and failures read (its
+    error-rate estimate) and the usual operations of a run (a smaller counter step hints at
+    a run that stopped early, i.e. failed)."""
+    db["scenarios"].add_column("runs_seen", int, not_null_default=0)
+    db["scenarios"].add_column("errors_seen", int, not_null_default=0)
+    db["scenarios"].add_column("ops_per_run", float)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -323,6 +333,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m002_detection_state,
     m003_alert_engine_state,
     m004_cycle_stats,
+    m005_error_rate_stats,
 )
 
 
