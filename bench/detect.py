@@ -283,10 +283,12 @@ class MakewatchPoller:
         self.detected: dict[str, float] = {}
         self._last_event_id = 0
 
-    async def poll_once(self) -> None:
+    async def poll_once(self) -> float | None:
+        """One cycle; returns when the service would poll again (its adaptive interval)."""
         (report,) = await self.watcher.poll_once()
         if not report.ok:
             raise RuntimeError(f"makewatch cycle failed: {report.error}")
+        next_s = self.watcher.pollers[0].next_interval_s(report)
         last = self._last_event_id
 
         def query(db: Any) -> list[dict[str, Any]]:
@@ -298,6 +300,7 @@ class MakewatchPoller:
         for row in await self.store.read(query):
             self._last_event_id = max(self._last_event_id, row["id"])
             self.detected.setdefault(row["key"].rsplit(":", 1)[1], now)
+        return next_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,13 +466,15 @@ async def run_poller(
                 poller = NaivePoller(client, org_id, clock, interval, settings.polling.concurrency)
             end = START + regime.window_s + regime.drain_s
             cycles, next_start = 0, START
-            # The service's loop: a cycle every poll_interval_s, or at once after a long one.
+            # The service's loop (Watcher._poll_loop): the next cycle starts the poller's interval
+            # after this one started (makewatch adapts it to its budget; naive keeps
+            # poll_interval_s), or at once after a long cycle.
             while next_start < end:
                 clock.set(max(next_start, clock.time()))
                 started = clock.time()
-                await drive(clock, poller.poll_once(), lambda: settled(world, client))
+                wanted = await drive(clock, poller.poll_once(), lambda: settled(world, client))
                 cycles += 1
-                next_start = started + interval
+                next_start = started + (wanted or interval)
             budget = client.limiter.per_window
             truth = failures(world, START, START + regime.window_s)
             latencies = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -531,3 +532,26 @@ def test_priority_follows_the_learnt_error_rate_and_grows_with_waiting():
     assert prio(None, steady, 900 * 50) > prio(None, flaky, 900)  # waiting long enough wins: no starvation
     assert prio(None, {**steady, "pending_reason": "partial"}, 900) > prio(None, flaky, 900 * 50)
     assert prio(None, {**steady, "pending_reason": "state"}, 900) > prio(None, {**steady, "pending_reason": "partial"}, 900)
+
+
+async def test_a_quiet_organization_polls_sooner_and_each_cycle_takes_its_share(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=16, clock=clock)
+    org = world.add_organization(name="Quiet", plan="core")  # 30 requests per minute
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=START + 10**8) for i in range(40)]
+    rig = await rig_factory(world, [("Quiet", org.id, token)])
+    poller = rig.watcher.pollers[0]
+    (first,) = await rig.cycle()  # baseline: org, usage, hooks, one page = 4 requests
+    assert first.requests == 4
+    assert poller.next_interval_s(first) == 10.0  # 4 / 30 min x 1.25 = 10 s: the floor
+    for sc in scs:
+        world.inject_run(sc.id, status=1)
+    clock.advance(10)
+    (busy,) = await rig.cycle()
+    assert busy.requests == 5  # a 10 s cycle's share of 30/min: 1 page + 4 reads
+    assert busy.carried_over == 36
+    assert poller.next_interval_s(busy) == 12.5
+    failed = dataclasses.replace(busy, error="Make API 503")
+    assert poller.next_interval_s(failed) == 60.0  # after a failure, back off to the longest

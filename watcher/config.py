@@ -316,6 +316,7 @@ class PollingSettings(_Section):
     """``[polling]``: how often and how much makewatch reads from Make."""
 
     poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 60.0
+    min_poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 10.0
     sweep_interval_s: Annotated[StrictFloat, Field(ge=60)] = 3600.0
     usage_interval_s: Annotated[StrictFloat, Field(ge=60)] = 900.0
     backfill: str = "none"
@@ -328,6 +329,12 @@ class PollingSettings(_Section):
     hook_backlog_ratio: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.8
     unreachable_after_cycles: Annotated[int, Strict(), Field(ge=1)] = 3
     concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> PollingSettings:
+        if self.min_poll_interval_s > self.poll_interval_s:
+            raise _KeyProblem(("min_poll_interval_s",), "must not be larger than poll_interval_s")
+        return self
 
     @field_validator("backfill")
     @classmethod

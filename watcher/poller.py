@@ -50,6 +50,8 @@ PRIOR_ERRORS, PRIOR_RUNS = 0.5, 25.0
 DEFAULT_RUN_INTERVAL_S = 900.0
 # At most this share of a cycle's budget goes to listing scenarios (see _inventory_due).
 INVENTORY_SHARE = 0.25
+# Poll again after the time the last cycle's requests take of the budget, times this.
+ADAPTIVE_HEADROOM = 1.25
 # A counter step under this share of the usual run's operations hints at a failed run;
 # the usual run is an exponential moving average with this weight.
 PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
@@ -247,6 +249,8 @@ class OrgPoller:
         self.info: Organization | None = None
         self._cycle_start_requests = 0
         self._usage: dict[str, Any] | None = None
+        # The planned time to the next cycle (see next_interval_s); a cycle's budget is its share.
+        self.interval_s = polling.poll_interval_s
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -266,6 +270,22 @@ class OrgPoller:
             report.budget_per_minute = self.client.limiter.per_window
         await self._record_cycle(report, started)
         return report
+
+    def next_interval_s(self, report: CycleReport) -> float:
+        """When to poll again: as soon as the budget allows, within the configured bounds.
+
+        A cycle that cost R requests at B requests per minute can repeat every R / B minutes
+        (with a quarter of headroom), so a quiet organization is listed every
+        ``min_poll_interval_s`` and detection latency drops, while a busy one keeps to
+        ``poll_interval_s``. The interval chosen also sizes the next cycle's share of the budget.
+        """
+        lo, hi = self.polling.min_poll_interval_s, self.polling.poll_interval_s
+        if not report.ok or report.budget_per_minute <= 0:
+            self.interval_s = hi
+        else:
+            wanted = report.requests / report.budget_per_minute * 60.0 * ADAPTIVE_HEADROOM
+            self.interval_s = min(hi, max(lo, wanted))
+        return self.interval_s
 
     async def _record_cycle(self, report: CycleReport, started: float) -> None:
         row = {
@@ -353,7 +373,7 @@ class OrgPoller:
         if first_start or not last:
             return True
         budget = budget_per_minute(self.org, self.info.license.api_limit if self.info and self.info.license else None)
-        cycle_budget = max(1.0, budget * self.polling.poll_interval_s / 60)
+        cycle_budget = max(1.0, budget * self.interval_s / 60)
         every = max(1, math.ceil(last.get("pages", 1) / (INVENTORY_SHARE * cycle_budget)))
         skipped = int(last.get("skipped", 0))
         if skipped + 1 >= every:
@@ -594,7 +614,7 @@ class OrgPoller:
             key=lambda r: (r.get("last_checked_at") or 0, r["id"]),
         )
         budget = budget_per_minute(self.org, self.info.license.api_limit if self.info and self.info.license else None)
-        cycle_budget = max(1, int(budget * self.polling.poll_interval_s / 60))
+        cycle_budget = max(1, int(budget * self.interval_s / 60))
         # This cycle's share of the budget. The limiter's window (60 s + a 1 s margin) may still
         # hold the previous cycle's requests: those slots free up within a second, so the reads
         # wait briefly there rather than being given up (which would halve the real budget).

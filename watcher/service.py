@@ -67,7 +67,8 @@ class Watcher:
         reports = await self.poll_once()
         return reports, await self.alert()
 
-    async def _every(self, interval: float, stop: asyncio.Event, work) -> None:  # noqa: ANN001
+    async def _every(self, interval, stop: asyncio.Event, work) -> None:  # noqa: ANN001
+        """Run ``work`` every ``interval`` seconds (a number, or a function giving the next one)."""
         while not stop.is_set():
             started = self.clock.time()
             try:
@@ -76,7 +77,8 @@ class Watcher:
                 raise
             except Exception:
                 log.exception("unexpected error; going on")
-            wait = max(0.0, started + interval - self.clock.time())
+            every = interval() if callable(interval) else interval
+            wait = max(0.0, started + every - self.clock.time())
             sleeper = asyncio.ensure_future(self.clock.sleep(wait))
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -86,19 +88,28 @@ class Watcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``poll_interval_s`` and alert every few seconds until ``stop`` is set."""
 
-        async def poll() -> None:
-            for report in await self.poll_once():
-                log.info("%s", format_report(report))
-
         async def alert() -> None:
             report = await self.alert()
             if report.processed.events or report.delivered.sent or report.delivered.retried:
                 log.info("%s", report.summary())
 
         await asyncio.gather(
-            self._every(self.settings.polling.poll_interval_s, stop, poll),
+            *(self._poll_loop(poller, stop) for poller in self.pollers),
             self._every(self.alert_tick_s, stop, alert),
         )
+
+    async def _poll_loop(self, poller: OrgPoller, stop: asyncio.Event) -> None:
+        """One organization at its own pace (OrgPoller.next_interval_s): a slow or failing
+        organization never holds the others back."""
+        interval = self.settings.polling.poll_interval_s
+
+        async def poll() -> None:
+            nonlocal interval
+            report = await poller.poll_once()
+            log.info("%s", format_report(report))
+            interval = poller.next_interval_s(report)
+
+        await self._every(lambda: interval, stop, poll)
 
     async def aclose(self) -> None:
         await self.alerter.aclose()
