@@ -503,3 +503,19 @@ def test_the_example_file_loads(caplog: pytest.LogCaptureFixture) -> None:
     assert len(settings.organizations) == len(data["organizations"])
     assert set(settings.channels) == set(data["channels"])
     assert caplog.records == []  # the example follows its own advice
+
+
+@pytest.mark.parametrize(
+    ("polling", "expected_min"),
+    [({}, 10.0), ({"poll_interval_s": 1.0}, 1.0), ({"poll_interval_s": 60.0, "min_poll_interval_s": 30.0}, 30.0)],
+)
+def test_the_shortest_poll_interval_defaults_sensibly(tmp_path: Path, polling: dict, expected_min: float) -> None:
+    path = write(tmp_path, {"organizations": [org()], "polling": polling})
+    settings = load_config(path, env={"MAKE_TOKEN": "t"})
+    assert settings.polling.min_interval_s == expected_min
+
+
+def test_a_shortest_poll_interval_above_the_longest_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, {"organizations": [org()], "polling": {"poll_interval_s": 20.0, "min_poll_interval_s": 30.0}})
+    with pytest.raises(ConfigError, match=r"polling.min_poll_interval_s: must not be larger than poll_interval_s"):
+        load_config(path, env={"MAKE_TOKEN": "t"})

@@ -300,6 +300,8 @@ class StateSettings(_Section):
     db_path: Path = Path("makewatch.db")
 
 
+DEFAULT_MIN_POLL_INTERVAL_S = 10.0
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -316,7 +318,8 @@ class PollingSettings(_Section):
     """``[polling]``: how often and how much makewatch reads from Make."""
 
     poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 60.0
-    min_poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 10.0
+    # None: 10 s, or poll_interval_s when that is shorter (see min_interval_s).
+    min_poll_interval_s: Annotated[StrictFloat, Field(ge=1)] | None = None
     sweep_interval_s: Annotated[StrictFloat, Field(ge=60)] = 3600.0
     usage_interval_s: Annotated[StrictFloat, Field(ge=60)] = 900.0
     backfill: str = "none"
@@ -332,9 +335,16 @@ class PollingSettings(_Section):
 
     @model_validator(mode="after")
     def _check_intervals(self) -> PollingSettings:
-        if self.min_poll_interval_s > self.poll_interval_s:
+        if self.min_poll_interval_s is not None and self.min_poll_interval_s > self.poll_interval_s:
             raise _KeyProblem(("min_poll_interval_s",), "must not be larger than poll_interval_s")
         return self
+
+    @property
+    def min_interval_s(self) -> float:
+        """The shortest wait between cycles: min_poll_interval_s, else 10 s (at most poll_interval_s)."""
+        if self.min_poll_interval_s is not None:
+            return self.min_poll_interval_s
+        return min(DEFAULT_MIN_POLL_INTERVAL_S, self.poll_interval_s)
 
     @field_validator("backfill")
     @classmethod

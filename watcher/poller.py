@@ -279,7 +279,7 @@ class OrgPoller:
         ``min_poll_interval_s`` and detection latency drops, while a busy one keeps to
         ``poll_interval_s``. The interval chosen also sizes the next cycle's share of the budget.
         """
-        lo, hi = self.polling.min_poll_interval_s, self.polling.poll_interval_s
+        lo, hi = self.polling.min_interval_s, self.polling.poll_interval_s
         if not report.ok or report.budget_per_minute <= 0:
             self.interval_s = hi
         else:
