@@ -106,7 +106,9 @@ class Watcher:
         async def poll() -> None:
             nonlocal interval
             report = await poller.poll_once()
-            log.info("%s", format_report(report))
+            # A quiet cycle every 10 s is not news: log it at debug level only.
+            level = logging.INFO if (report.events or not report.ok or report.carried_over) else logging.DEBUG
+            log.log(level, "%s", format_report(report))
             interval = poller.next_interval_s(report)
 
         await self._every(lambda: interval, stop, poll)
