@@ -285,3 +285,20 @@ to = ["ops@agency.example"]
         thread.join(5)
         loop.run_until_complete(runner.cleanup())
         loop.close()
+
+
+def test_status_shows_organizations_alerts_and_outbox(simulator, tmp_path):
+    base_url, orgs = simulator
+    acme = orgs["Acme Agency"]
+    cfg = write_config(tmp_path, base_url, acme["id"], f'\n[state]\ndb_path = "{tmp_path / "s.db"}"')
+    env = {"MAKE_TOKEN_ACME": acme["token"]}
+    before = CliRunner().invoke(main, ["status", "--config", str(cfg)], env=env)
+    assert before.exit_code == 0 and "No state yet" in before.output
+    assert CliRunner().invoke(main, ["once", "--config", str(cfg)], env=env).exit_code == 0
+    shown = CliRunner().invoke(main, ["status", "--config", str(cfg)], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert f"Acme (organization {acme['id']}, plan Core)" in shown.output
+    assert "last cycle" in shown.output and ": ok;" in shown.output
+    assert "1 switched off by errors" in shown.output
+    assert "scenario_deactivated" in shown.output and "Invoice export to Xero" in shown.output
+    assert "outbox: 0 pending" in shown.output

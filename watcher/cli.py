@@ -286,6 +286,23 @@ def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | N
             sys.exit(1)
 
 
+@main.command()
+@CONFIG_OPTION
+def status(config_path: Path) -> None:
+    """Show what makewatch knows now: each organization's last cycle, open alerts, the outbox."""
+    import time
+
+    from watcher.status import status_report
+    from watcher.store import Store
+
+    settings = load_config_or_exit(config_path)
+    if not Path(settings.state.db_path).exists():
+        click.echo(f"No state yet at {settings.state.db_path} (run `makewatch once` or `makewatch run`).")
+        return
+    with Store.open(settings.state.db_path) as store:
+        click.echo(store.read_sync(lambda db: status_report(db, time.time())))
+
+
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
     """Load the config; on any error print it (naming file and key) and exit with code 2."""
     from watcher.config import ConfigError, load_config
