@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,8 +154,3 @@ async def process_events(store: Store, policy: Policy, now: float) -> ProcessRep
             report.reasons[reason] = report.reasons.get(reason, 0) + 1
         if n < BATCH:
             return report
-
-
-def active_alerts(db: Database) -> Mapping[str, Any]:
-    """Open alerts by fingerprint (for status views)."""
-    return {r["fingerprint"]: st._decode("alerts", r) for r in db["alerts"].rows_where("state != 'resolved'")}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -82,7 +81,6 @@ class MakeClient:
         max_attempts: int = 5,
         user_agent: str = DEFAULT_USER_AGENT,
         budget_share: float = 1.0,
-        rng: random.Random | None = None,
     ) -> None:
         if auth_scheme not in ("token", "bearer"):
             raise ValueError("auth_scheme must be 'token' or 'bearer'")
@@ -98,7 +96,6 @@ class MakeClient:
         self.max_attempts = max_attempts
         self.user_agent = user_agent
         self.budget_share = budget_share
-        self._rng = rng or random.Random()
         self.requests_sent = 0
         self.last_ratelimit: dict[str, int] = {}
         self._malformed_logged: set[str] = set()
