@@ -101,8 +101,15 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path):
             proc.wait(10)
             assert proc.returncode == -signal.SIGKILL, f"kill {i}: the poller had already exited"
 
-        for _ in range(2):  # drain what the last kill left pending
+        # Drain what the kills left pending: each `once` reads what its share of the budget
+        # allows (here 1 s of a 500/min budget), so it may take a few.
+        for _ in range(15):
             subprocess.run(makewatch("once", "--config", str(cfg)), env=env, check=True, capture_output=True, timeout=60)
+            with Store.open(db) as store:
+                left = store.read_sync(lambda d: d["scenarios"].count_where("pending_since IS NOT NULL"))
+            if left == 0:
+                break
+        assert left == 0, f"{left} scenarios still waiting to be read"
 
     with Store.open(db) as store:
         rows = store.read_sync(lambda d: list(d["events"].rows_where("kind = 'execution_error'")))

@@ -555,3 +555,25 @@ async def test_a_quiet_organization_polls_sooner_and_each_cycle_takes_its_share(
     assert poller.next_interval_s(busy) == 12.5
     failed = dataclasses.replace(busy, error="Make API 503")
     assert poller.next_interval_s(failed) == 60.0  # after a failure, back off to the longest
+
+
+async def test_a_check_run_after_a_failure_is_not_a_recovery(rig_factory):
+    """Make's docs and practice disagree on whether /logs lists check runs; if it does, an
+    empty poll after a failure must not resolve the alert."""
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    await rig.cycle()
+    clock.advance(60)
+    world.set_faults(check_runs_listed=True)
+    world.inject_run(ids["flaky"].id, status=3)
+    world.inject_run(ids["flaky"].id, status=1, check=True)  # an empty poll, listed
+    clock.advance(60)
+    await rig.cycle()
+    assert len(rig.events("execution_error")) == 1
+    assert rig.events("execution_recovered") == []
+    clock.advance(60)
+    world.inject_run(ids["flaky"].id, status=1)  # a real run that worked
+    clock.advance(60)
+    await rig.cycle()
+    assert len(rig.events("execution_recovered")) == 1

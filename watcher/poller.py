@@ -716,6 +716,10 @@ class OrgPoller:
                 if e and (e.kind == "execution_error" or self.polling.warnings):
                     events.append(e)
                 continue
+            if entry.looks_like_check_run:
+                # Should Make list check runs after all (its docs and practice disagree on
+                # showCheckRuns), an empty poll is not a recovery: it did no work.
+                continue
             if entry.status == 1 and (status == 3 or (status == 2 and self.polling.warnings)):
                 events.append(ev.recovered_event(self.org_id, self.org.name, self.ui, sc, entry))
             e = ev.execution_event(self.org_id, self.org.name, self.ui, sc, entry)

@@ -336,6 +336,11 @@ class LogEntry:
     def is_warning(self) -> bool:
         return self.status == 2
 
+    @property
+    def looks_like_check_run(self) -> bool:
+        """A polling trigger that found nothing: a success of one operation moving no data."""
+        return self.status == 1 and self.operations <= 1 and self.transfer == 0 and not self.instant
+
     @classmethod
     def parse(cls, obj: Any) -> LogEntry:
         imt = _require_id(obj, "log entry", "imtId")

@@ -308,6 +308,7 @@ FAULT_KNOBS = (
     "plain_text_429",
     "omit_ratelimit_headers",
     "retry_after_s",
+    "check_runs_listed",
 )
 
 
@@ -328,6 +329,8 @@ class Faults:
     plain_text_429: bool = False
     omit_ratelimit_headers: bool = False
     retry_after_s: float | None = None
+    # The docs' reading of showCheckRuns: check runs listed unless asked to hide them.
+    check_runs_listed: bool = False
     org_id: int | None = None
     path_regex: str | None = None
     scopes: dict[str, FaultScope] = field(default_factory=dict)
