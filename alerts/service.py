@@ -18,6 +18,8 @@ from watcher.store import Store
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 3600.0
+
 
 @dataclass
 class AlertsReport:
@@ -57,6 +59,7 @@ class Alerter:
         }
         self.rng = rng or random.Random()
         self.retry = retry or RetryPolicy()
+        self._pruned_at = 0.0
 
     async def tick(self, now: float) -> AlertsReport:
         processed = await process_events(self.store, self.policy, now)
@@ -68,7 +71,20 @@ class Alerter:
             digests = await send_due_digests(
                 self.settings, self.store, self.notifiers, self.renderer, now, self._digest_retry_at
             )
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            await self.prune(now)
         return AlertsReport(processed, delivered, digests)
+
+    async def prune(self, now: float) -> dict[str, int]:
+        """Forget history older than ``state.retention_days`` (hourly, from ``tick``)."""
+        from watcher.store import prune
+
+        self._pruned_at = now
+        before = now - self.settings.state.retention_days * 86400.0
+        deleted = await self.store.write(lambda db: prune(db, before))
+        if any(deleted.values()):
+            log.info("forgot history older than %d days: %s", self.settings.state.retention_days, deleted)
+        return deleted
 
     async def aclose(self) -> None:
         for notifier in self.notifiers.values():

@@ -450,3 +450,42 @@ def test_a_crash_before_commit_leaves_nothing_partial(path: Path) -> None:
         assert [e["key"] for e in reopened.unprocessed_events_sync(1000)] == ["committed"]
         assert reopened.get_cursor_sync(1, "logs")["last_imt_id"] == "a"
         assert reopened.record_progress_sync([{"key": "after", "kind": "x"}], []) == 1
+
+
+def test_prune_forgets_old_history_but_keeps_open_work(tmp_path: Path) -> None:
+    from watcher.store import prune
+
+    with Store.open(tmp_path / "p.db") as store:
+
+        def seed(db: Database) -> None:
+            old, new = 1000.0, 900_000.0
+            for i, (t, processed) in enumerate([(old, old), (old, None), (new, new)]):
+                db["events"].insert({"key": f"e{i}", "kind": "execution_error", "occurred_at": t, "processed_at": processed})
+            db["alerts"].insert({"id": 1, "fingerprint": "gone", "state": "resolved", "last_seen": old})
+            db["alerts"].insert({"id": 2, "fingerprint": "open", "state": "firing", "last_seen": old})
+            db["alerts"].insert({"id": 3, "fingerprint": "kept-by-outbox", "state": "resolved", "last_seen": old})
+            db["outbox"].insert({"id": 1, "alert_id": 1, "channel": "c", "status": "sent", "created_at": old})
+            db["outbox"].insert({"id": 2, "alert_id": 2, "channel": "c", "status": "pending", "created_at": old})
+            db["outbox"].insert({"id": 3, "alert_id": 3, "channel": "c", "status": "sent", "created_at": new})
+            db["deliveries"].insert({"outbox_id": 1, "attempted_at": old, "ok": 1})
+            db["deliveries"].insert({"outbox_id": 2, "attempted_at": old, "ok": 0})
+            db["cycles"].insert({"org_id": 1, "started_at": old})
+            db["cycles"].insert({"org_id": 1, "started_at": new})
+
+        store.write_sync(seed)
+        deleted = store.write_sync(lambda db: prune(db, 500_000.0))
+        assert deleted == {"deliveries": 1, "outbox": 1, "events": 1, "alerts": 1, "cycles": 1, "digests": 0}
+        left = store.read_sync(
+            lambda db: {
+                "events": sorted(r["key"] for r in db["events"].rows),
+                "alerts": sorted(r["fingerprint"] for r in db["alerts"].rows),
+                "outbox": sorted(r["id"] for r in db["outbox"].rows),
+                "deliveries": [r["outbox_id"] for r in db["deliveries"].rows],
+            }
+        )
+        assert left == {
+            "events": ["e1", "e2"],  # an unprocessed event stays, however old
+            "alerts": ["kept-by-outbox", "open"],
+            "outbox": [2, 3],  # pending work stays
+            "deliveries": [2],
+        }

@@ -298,6 +298,7 @@ class StateSettings(_Section):
     """``[state]``: where makewatch keeps what it has seen and sent."""
 
     db_path: Path = Path("makewatch.db")
+    retention_days: Annotated[int, Strict(), Field(ge=7)] = 90
 
 
 DEFAULT_MIN_POLL_INTERVAL_S = 10.0

@@ -554,6 +554,32 @@ def get_cursors(db: Database, org_id: int) -> dict[tuple[int, str], dict[str, An
     return {(row["scenario_id"], row["stream"]): row for row in rows}
 
 
+def prune(db: Database, before: float) -> dict[str, int]:
+    """Forget what is older than ``before`` and no longer needed: processed events, sent or
+    parked outbox rows and their delivery attempts, resolved alerts, cycle statistics, old
+    digest records. Open alerts, pending work, cursors and snapshots are kept. Returns how
+    many rows went, by table."""
+    deleted: dict[str, int] = {}
+
+    def run(table: str, sql: str, args: list[Any]) -> None:
+        deleted[table] = db.execute(sql, args).rowcount
+
+    run(
+        "deliveries",
+        "DELETE FROM deliveries WHERE attempted_at < ? AND outbox_id IN "
+        "(SELECT id FROM outbox WHERE status IN ('sent', 'parked'))",
+        [before],
+    )
+    run("outbox", "DELETE FROM outbox WHERE status IN ('sent', 'parked') AND created_at < ? "
+        "AND id NOT IN (SELECT outbox_id FROM deliveries)", [before])
+    run("events", "DELETE FROM events WHERE processed_at IS NOT NULL AND occurred_at < ?", [before])
+    run("alerts", "DELETE FROM alerts WHERE state = 'resolved' AND last_seen < ? "
+        "AND id NOT IN (SELECT alert_id FROM outbox WHERE alert_id IS NOT NULL)", [before])
+    run("cycles", "DELETE FROM cycles WHERE started_at < ?", [before])
+    run("digests", "DELETE FROM digests WHERE period_end < ? AND sent_at IS NOT NULL", [before])
+    return deleted
+
+
 def get_cursor(db: Database, scenario_id: int, stream: str) -> dict[str, Any] | None:
     """The cursor of ``scenario_id``'s ``stream``, or None if it was never read."""
     rows = _table(db, "cursors").rows_where(
