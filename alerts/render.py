@@ -262,7 +262,8 @@ def describe(n: Notification) -> dict[str, Any]:
     if p.get("organization"):
         facts.append(("Organization", str(p["organization"])))
     if alert.get("team_id") is not None:
-        facts.append(("Team", str(alert["team_id"])))
+        team = f"{p['team_name']} ({alert['team_id']})" if p.get("team_name") else str(alert["team_id"])
+        facts.append(("Team", team))
     if p.get("scenario_name") and n.kind not in ("summary",):
         facts.append(("Scenario", str(p["scenario_name"])))
     facts += _kind_facts(n.kind, p)

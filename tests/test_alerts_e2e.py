@@ -174,6 +174,7 @@ async def test_five_failing_scenarios_in_two_client_orgs_reach_the_right_channel
     client_a = st.messages("C0A")
     assert len(client_a) == 3
     assert all("Client A" in m.all_text() for m in client_a)
+    assert all(f"A ({st.ids['a1'].team_id})" in m.all_text() for m in client_a)  # the team, by name
     # The scenario named <!channel> pings nobody: it reaches Slack escaped.
     sync = next(m for m in client_a if "sync" in m.all_text())
     mrkdwn = sync.all_text().replace(sync.blocks[0]["text"]["text"], "")  # minus the plain_text header

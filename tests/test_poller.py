@@ -153,6 +153,7 @@ async def test_it_records_exactly_the_failures_the_simulator_produced(rig_factor
     flaky_error = next(e for e in errors if '"bad row 3"' in e["payload_json"])
     assert f'/scenarios/{ids["flaky"].id}/logs/' in flaky_error["payload_json"]
     assert flaky_error["team_id"] == ids["team"].id
+    assert json.loads(flaky_error["payload_json"])["team_name"] == "Ops"
 
     # The same cycle again finds nothing new; a success resolves the flaky scenario.
     clock.advance(60)

@@ -349,6 +349,8 @@ class OrgPoller:
         if self._usage is not None:
             org_update["usage"] = self._usage
 
+        self._name_teams(new_events)
+
         def commit(db: Database) -> int:
             n = st.record_progress(db, [e.row(now) for e in new_events], cursors, rows, health)
             st.upsert_organization(db, org_update)
@@ -448,6 +450,15 @@ class OrgPoller:
                 if event:
                     out.append(event)
         return out
+
+    def _name_teams(self, events: list[ev.Event]) -> list[ev.Event]:
+        """Add the team's name to events (Make's organization lists its teams' names)."""
+        teams = (self.info.raw.get("teams") if self.info else None) or []
+        names = {t.get("id"): t.get("name") for t in teams if isinstance(t, dict)}
+        for e in events:
+            if e.team_id is not None and names.get(e.team_id):
+                e.payload.setdefault("team_name", str(names[e.team_id]))
+        return events
 
     def _scope_missing(self, scope: str, exc: MakeApiError, now: float) -> ev.Event:
         """A read the token is not allowed to make: reported once per scope (by its key)."""
@@ -756,6 +767,8 @@ class OrgPoller:
             "last_error_at": last_error_at,
             "error_score": score,
         }
+        self._name_teams(events)
+
         def commit(db: Database) -> list[ev.Event]:
             new = st.new_event_keys(db, [e.key for e in events])
             fresh = [e for e in events if e.key in new]
