@@ -10,7 +10,18 @@ Lifecycle of an alert (one row of the ``alerts`` table, :class:`AlertState`)::
 
     new event ──► pending ──(group_wait elapsed, or critical)──► firing ──(resolving event)──► resolved
                      │                                              │                            │
-                     └──(resolving event: silently)──► resolved     └─ repeat notices            └─(new event)─► pending (re-opened)
+                     └──(resolving event)──► see below              └─ repeat notices            └─(new event)─► pending (re-opened)
+
+A resolving event that comes before any channel was told:
+
+* execution errors are *events*, not states: a burst that ended with a success before its
+  first notice is still notified. The alert stays pending with ``recovered_at`` set; when its
+  group wait is over, each channel gets ONE firing notice that says it already ran fine
+  again (the payload carries ``recovered_at``), and the alert resolves with it (no separate
+  "resolved" notice). A new failure before that notice continues the same episode (a
+  scenario that fails every other run is one alert that counts its failures).
+* every other kind (a state: quota, backlog, health, deactivation) resolves silently; so does
+  an execution alert that is silenced, inhibited or has no route.
 
 Notifications are per (alert, channel). Per channel:
 
@@ -76,7 +87,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alerts.fingerprint import EXECUTION_KINDS, fingerprint, resolve_kinds
+from alerts.fingerprint import EXECUTION_KINDS, fingerprint, normalize_message, resolve_kinds
 from alerts.policy import Policy
 from alerts.routing import ChannelRoute, route, severity_rank
 from alerts.silences import Silence, active_silence
@@ -112,6 +123,7 @@ REASONS = (
     "repeat interval elapsed",
     "resolved",
     "resolved before any notice",
+    "recovered before notice",
     "grouped",
     "waiting for group",
     "within group interval",
@@ -194,6 +206,8 @@ class AlertState:
     episode: int = 1
     resolved_at: float | None = None
     suppressed_count: int = 0
+    # An execution alert whose scenario ran fine again before anyone was told (see module doc).
+    recovered_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -468,18 +482,50 @@ class _Run:
                 and a.scenario_id == event.get("scenario_id")
             ]
         else:
-            alert = self.alerts.get(fingerprint(event))
+            alert = self.alerts.get(fingerprint(event, self.policy.alerts.group_by))
             found = [alert] if alert is not None and alert.is_open and alert.kind in targets else []
         if not found:
             return "nothing to resolve"
         # A success older than the newest failure does not mean it recovered.
         fresh = [a for a in found if occurred >= a.last_seen]
         for alert in fresh:
-            self._resolve(alert)
+            self._resolve(alert, occurred)
         return "resolved" if fresh else "stale"
 
-    def _resolve(self, alert: AlertState) -> None:
+    def _untold_execution_alert(self, alert: AlertState) -> bool:
+        """An execution alert nobody was told about yet, that someone must still be told of:
+        not silenced, not inhibited, with a route."""
+        if alert.kind not in EXECUTION_KINDS:
+            return False
+        if any(m.episode == alert.episode for m in alert.channels.values()):
+            return False
+        lab = labels(alert)
+        if active_silence(self.silences, lab, self.now) is not None or not route(lab, self.policy):
+            return False
+        return not self._inhibited(alert)
+
+    def _inhibited(self, alert: AlertState) -> bool:
+        for source, inhibited in INHIBITIONS:
+            if alert.kind in inhibited and any(
+                other.is_open
+                and other.kind == source
+                and other.org_id == alert.org_id
+                and other.scenario_id == alert.scenario_id
+                for other in self.alerts.values()
+            ):
+                return True
+        return False
+
+    def _resolve(self, alert: AlertState, occurred: float | None = None) -> None:
+        if self._untold_execution_alert(alert):
+            # An error is an event: it is still told, with the news that it ran fine again.
+            if alert.recovered_at is None:  # the first run that went fine again
+                alert.recovered_at = self.now if occurred is None else occurred
+            alert.payload = {**alert.payload, "recovered_at": alert.recovered_at}
+            alert.reason = "recovered before notice"
+            return
         alert.state = RESOLVED
+        alert.recovered_at = None
         alert.resolved_at = self.now
         told = sorted(
             ch
@@ -503,7 +549,7 @@ class _Run:
         _refresh(alert)
 
     def _occur(self, key: str, event: Mapping[str, Any]) -> None:
-        fp = fingerprint(event)
+        fp = fingerprint(event, self.policy.alerts.group_by)
         kind = str(event.get("kind") or "")
         severity = str(event.get("severity") or DEFAULT_SEVERITY.get(kind, "error"))
         occurred = float(event.get("occurred_at") or 0.0)
@@ -524,7 +570,9 @@ class _Run:
                 last_seen=occurred,
                 opened_at=opened_at,
             )
-        elif not alert.is_open:
+        elif alert.is_open:
+            alert.recovered_at = None  # failing again before anyone was told it recovered
+        else:
             alert.episode += 1
             alert.state = PENDING
             alert.kind, alert.severity = kind, severity
@@ -543,7 +591,7 @@ class _Run:
         if severity_rank(severity) > severity_rank(alert.severity):
             alert.severity = severity
         alert.team_id = alert.team_id if alert.team_id is not None else event.get("team_id")
-        alert.samples = [*alert.samples, payload][-SAMPLES_MAX:]
+        alert.samples = _add_sample(alert.samples, payload)
         _refresh(alert)
         self.occurrences[key] = (fp, alert.episode, opened)
 
@@ -574,7 +622,8 @@ class _Run:
 
         group_wait = min((wait(r) for r in routes), default=wait(None))
         if self.now < alert.opened_at + group_wait:
-            alert.reason = "waiting for group"
+            waiting = alert.recovered_at is not None
+            alert.reason = "recovered before notice" if waiting else "waiting for group"
             return _Result(blocked="waiting for group")
         alert.state = FIRING
 
@@ -609,7 +658,7 @@ class _Run:
                 phase, reason = "firing", "escalated"
             elif alert.count <= mark.count_at_notice:
                 continue  # nothing new since this channel was told
-            elif self.now < mark.last_notified + max(r.repeat_interval_s, r.group_interval_s):
+            elif self.now < mark.last_notified + self._repeat_after(alert, r):
                 blocked.append("within repeat interval")
                 continue
             else:
@@ -625,12 +674,37 @@ class _Run:
             alert.reason = result.sent[0]
         elif result.blocked:
             alert.reason = result.blocked
+        if alert.recovered_at is not None and all(
+            (m := alert.channels.get(r.channel)) is not None and m.episode == alert.episode
+            for r in routes
+        ):
+            # Every channel heard "failed, ran fine again": that notice was the resolution.
+            for r in routes:
+                alert.channels[r.channel].phase = "resolved"
+            alert.state = RESOLVED
+            alert.resolved_at = self.now
         _refresh(alert)
         return result
+
+    @staticmethod
+    def _repeat_after(alert: AlertState, r: ChannelRoute) -> float:
+        """How long after a channel's notice new occurrences are notified again.
+
+        New incomplete executions are news (each is a run whose data waits for a person), so
+        they are told at most every ``group_interval_s``; other alerts repeat at most every
+        ``repeat_interval_s``.
+        """
+        if alert.kind == "incomplete_executions":
+            return r.group_interval_s
+        return max(r.repeat_interval_s, r.group_interval_s)
 
     def _suppress(self, alert: AlertState, reason: str) -> _Result:
         alert.reason = reason
         alert.suppressed_count = alert.count
+        if alert.recovered_at is not None:
+            alert.state = RESOLVED  # it ran fine again while suppressed: nothing to tell
+            alert.resolved_at = self.now
+            alert.recovered_at = None
         return _Result(blocked=reason)
 
     # --- sending -----------------------------------------------------------------------
@@ -739,6 +813,22 @@ class _Run:
         return Decision(
             alerts=changed, notifications=self.notifications, event_reasons=reasons, flood=flood
         )
+
+
+def _add_sample(samples: list[dict[str, Any]], payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last :data:`SAMPLES_MAX` occurrences, keeping distinct errors the longest: when
+    full, the oldest sample whose error (name and normalised message) another sample repeats
+    goes first, so one alert grouping several wordings shows each of them."""
+    out = [*samples, payload]
+    while len(out) > SAMPLES_MAX:
+        keys = [_sample_key(s) for s in out]
+        repeated = next((i for i, k in enumerate(keys) if keys.count(k) > 1), 0)
+        del out[repeated]
+    return out
+
+
+def _sample_key(sample: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(sample.get("error_name") or ""), normalize_message(sample.get("error_message")))
 
 
 def _refresh(alert: AlertState) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "DEFAULT_GROUP_BY",
     "EXECUTION_KINDS",
+    "GROUP_BY_LABELS",
     "STATE_KINDS",
     "fingerprint",
     "normalize_message",
@@ -27,6 +29,13 @@ EXECUTION_KINDS = frozenset({"execution_error", "execution_warning"})
 STATE_KINDS = frozenset(
     {"scenario_deactivated", "scenario_paused", "scenario_reactivated", "scenario_unpaused"}
 )
+
+#: The labels an execution alert may be grouped by (``[alerts] group_by``): an execution
+#: alert always belongs to one organization and one scenario (a success of that scenario
+#: resolves it), so those two are always part of it; the error's name and its normalised
+#: message may be added.
+GROUP_BY_LABELS = ("org", "scenario", "error_name", "error_message")
+DEFAULT_GROUP_BY: tuple[str, ...] = ("org", "scenario", "error_name")
 
 # Order matters: a URL contains numbers and may contain an e-mail address or a UUID, a
 # timestamp contains numbers, a quoted value may contain anything.
@@ -81,14 +90,16 @@ def _id(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def fingerprint(event: Mapping[str, Any]) -> str:
+def fingerprint(event: Mapping[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
     """The fingerprint of the alert ``event`` belongs to (or resolves).
 
     ``event`` is a row of the ``events`` table as a dict (``key``, ``kind``, ``severity``,
     ``org_id``, ``team_id``, ``scenario_id``, ``occurred_at``, ``detected_at``, ``payload``).
 
-    * ``execution_error`` / ``execution_warning``: organization + scenario + kind +
-      ``error_name`` + :func:`normalize_message` of ``error_message`` → ``exec:<org>:<scn>:<h>``
+    * ``execution_error`` / ``execution_warning``: organization + scenario + kind + the
+      labels of ``group_by`` (by default ``error_name``; ``error_message`` adds the
+      :func:`normalize_message` of the message) → ``exec:<org>:<scn>:<h>``. One
+      ``ConnectionError`` worded three ways is one alert by default.
     * ``scenario_deactivated`` / ``_paused`` / ``_reactivated`` / ``_unpaused``: one state
       alert per scenario → ``state:<org>:<scn>:<h>``
     * ``incomplete_executions``: ``dlq:<org>:<scn>:<h>``; ``quota``: ``quota:<org>:<h>``;
@@ -103,9 +114,12 @@ def fingerprint(event: Mapping[str, Any]) -> str:
     org = _id(event.get("org_id"))
     scenario = _id(event.get("scenario_id"))
     if kind in EXECUTION_KINDS:
-        name = str(payload.get("error_name") or "").strip()
-        message = normalize_message(payload.get("error_message"))
-        return f"exec:{org}:{scenario}:{_digest(kind, org, scenario, name, message)}"
+        parts: list[Any] = [kind, org, scenario]
+        if "error_name" in group_by:
+            parts.append(str(payload.get("error_name") or "").strip())
+        if "error_message" in group_by:
+            parts.append(normalize_message(payload.get("error_message")))
+        return f"exec:{org}:{scenario}:{_digest(*parts)}"
     if kind == "execution_recovered":
         return f"exec:{org}:{scenario}:*"
     if kind in STATE_KINDS:

@@ -57,10 +57,10 @@ def outbox_payload(p: Planned) -> dict[str, Any]:
     }
 
 
-def _load(db: Database, events: list[dict[str, Any]], now: float) -> tuple[
+def _load(db: Database, events: list[dict[str, Any]], now: float, policy: Policy) -> tuple[
     dict[str, AlertState], list[Silence], dict[str, FloodState]
 ]:
-    fps = sorted({fingerprint(e) for e in events} - {None})  # type: ignore[operator]
+    fps = sorted({fingerprint(e, policy.alerts.group_by) for e in events})
     rows = list(db["alerts"].rows_where("state != 'resolved'"))
     if fps:
         rows += list(
@@ -141,7 +141,7 @@ async def process_events(store: Store, policy: Policy, now: float) -> ProcessRep
             st._decode("events", r)
             for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
         ]
-        alerts, silences, flood = _load(db, events, now)
+        alerts, silences, flood = _load(db, events, now, policy)
         decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
         written = _write(db, decision, events, now)
         return len(events), written, decision.event_reasons

@@ -41,6 +41,7 @@ from pydantic import (
     field_validator,
 )
 
+from alerts.fingerprint import DEFAULT_GROUP_BY, GROUP_BY_LABELS
 from watcher.events import SEVERITY as _DEFAULT_SEVERITY
 from watcher.settings_base import _nested_model, _Section
 
@@ -89,6 +90,11 @@ class AlertsSettings(_Section):
     * ``default_channels``: where an alert goes when no ``[[routes]]`` table matches.
     * ``warnings_enabled``: ``execution_warning`` events become alerts (off by default).
     * ``templates_dir``: templates here override the bundled ones of the same name.
+    * ``group_by``: which execution errors are one alert (Alertmanager's word). Always
+      ``org`` and ``scenario``; by default also ``error_name`` (one ``ConnectionError``
+      worded three ways is one alert, its distinct messages kept as samples); add
+      ``error_message`` to tell messages apart (normalised: numbers, ids, URLs, quoted
+      values do not count), or drop ``error_name`` for one alert per failing scenario.
     """
 
     group_wait_s: Duration = 30.0
@@ -101,6 +107,7 @@ class AlertsSettings(_Section):
     )
     default_channels: tuple[ChannelName, ...] = ()
     warnings_enabled: StrictBool = False
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
     # A directory whose templates (same names as the bundled ones) override them.
     templates_dir: Path | None = None
 
@@ -112,6 +119,22 @@ class AlertsSettings(_Section):
             return None
         config_dir = (info.context or {}).get("config_dir") or Path.cwd()
         return (Path(config_dir) / value.expanduser()).absolute()
+
+    @field_validator("group_by")
+    @classmethod
+    def _check_group_by(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in GROUP_BY_LABELS]
+        if unknown:
+            raise ValueError(
+                f"unknown label {unknown[0]!r}; choose from: {', '.join(GROUP_BY_LABELS)}"
+            )
+        missing = [v for v in ("org", "scenario") if v not in value]
+        if missing:
+            raise ValueError(
+                f"must include {missing[0]!r}: an execution alert belongs to one organization "
+                "and one scenario (a success of that scenario resolves it)"
+            )
+        return tuple(dict.fromkeys(value))
 
     def cap_for(self, channel: str) -> int | None:
         """The hourly cap of ``channel``, or None when it has none."""

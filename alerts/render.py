@@ -182,6 +182,8 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
         add("Run type", "run_type")
         add("Operations", "operations", _fmt_number)
         add("Duration", "duration_ms", lambda ms: f"{ms / 1000:.1f} s")
+        # Failed, then ran fine again before the first notice (alerts.engine): say so.
+        add("Ran fine again", "recovered_at", _fmt_epoch)
     elif kind in ("scenario_deactivated", "scenario_reactivated"):
         add("Invalid", "is_invalid", lambda v: "yes" if v else "no")
         add("Incomplete executions", "dlq_count", _fmt_number)

@@ -393,3 +393,32 @@ async def test_no_secret_reaches_the_database_or_the_logs(make_stack, caplog):
     assert "execution_error" in text and "invalid_auth" in text  # the dump is not empty
     leaks = [line for line in text.splitlines() if any(s in line for s in secrets)]
     assert not leaks, leaks[:3]
+
+
+async def test_an_error_followed_by_a_success_within_the_group_wait_is_still_told(make_stack):
+    """Issue 12.1: errors are events. The outside run lost a third of its errors this way."""
+    st = await make_stack("group_wait_s = 30")
+    await st.once()
+    st.clock.advance(60)
+    a1 = st.ids["a1"].id
+    st.world.inject_run(a1, status=3, error_name="DataError", error_message="row 7 invalid")
+    st.clock.advance(5)
+    st.world.inject_run(a1, status=3, error_name="DataError", error_message="row 9 invalid")
+    st.clock.advance(15)
+    st.world.inject_run(a1, status=1)  # ran fine again, 20 s after the first failure
+    st.clock.advance(5)
+    await st.once()
+    assert st.messages("C0A") == []  # still collecting the burst
+    st.clock.advance(31)
+    await st.tick()
+    (only,) = st.messages("C0A")
+    text = only.all_text()
+    assert "A invoices" in text and "2" in text
+    assert "ran fine again" in text.lower()
+    # That notice was the resolution: nothing more follows, not even after hours.
+    for _ in range(3):
+        st.clock.advance(3600)
+        await st.once()
+    assert len(st.slack.messages) == 1 and st.slack.calls("chat.update") == []
+    state = st.store.read_sync(lambda db: next(db["alerts"].rows_where("kind = 'execution_error'")))
+    assert state["state"] == "resolved"

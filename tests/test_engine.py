@@ -140,15 +140,61 @@ DIFFERENT = [
 ]
 
 
+BY_MESSAGE = ("org", "scenario", "error_name", "error_message")
+
+
 @pytest.mark.parametrize(("a", "b"), SAME)
 def test_messages_that_differ_only_in_values_share_a_fingerprint(a: str, b: str) -> None:
     assert normalize_message(a) == normalize_message(b)
-    assert fingerprint(event("1", message=a)) == fingerprint(event("2", message=b))
+    assert fingerprint(event("1", message=a), BY_MESSAGE) == fingerprint(
+        event("2", message=b), BY_MESSAGE
+    )
 
 
 @pytest.mark.parametrize(("a", "b"), DIFFERENT)
-def test_messages_that_say_different_things_have_different_fingerprints(a: str, b: str) -> None:
-    assert fingerprint(event("1", message=a)) != fingerprint(event("2", message=b))
+def test_grouped_by_message_different_messages_have_different_fingerprints(a: str, b: str) -> None:
+    assert fingerprint(event("1", message=a), BY_MESSAGE) != fingerprint(
+        event("2", message=b), BY_MESSAGE
+    )
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT)
+def test_by_default_one_error_name_worded_differently_is_one_alert(a: str, b: str) -> None:
+    assert fingerprint(event("1", message=a)) == fingerprint(event("2", message=b))
+
+
+def test_without_error_name_a_scenario_has_one_execution_alert() -> None:
+    by_scenario = ("org", "scenario")
+    assert fingerprint(event("1", name="DataError"), by_scenario) == fingerprint(
+        event("2", name="ConnectionError"), by_scenario
+    )
+    assert fingerprint(event("3", scenario_id=11), by_scenario) != fingerprint(
+        event("4"), by_scenario
+    )
+
+
+def test_group_by_must_keep_org_and_scenario_and_know_its_labels() -> None:
+    with pytest.raises(ValueError, match="must include 'scenario'"):
+        AlertsSettings(group_by=("org", "error_name"))
+    with pytest.raises(ValueError, match="unknown label 'team'"):
+        AlertsSettings(group_by=("org", "scenario", "team"))
+
+
+def test_one_connection_error_worded_three_ways_is_one_alert_keeping_each_wording() -> None:
+    caller = Caller()
+    wordings = ["Connection refused", "Connection reset by peer", "Timed out connecting"]
+    batch = [
+        event(f"c{i}", t=T0 + i, name="ConnectionError", message=wordings[i % 3])
+        for i in range(9)
+    ]
+    caller.feed(batch, now=T0 + 10)
+    alert = caller.only()
+    assert alert.count == 9
+    assert {s["error_message"] for s in alert.samples} == set(wordings)
+    fired = caller.tick(T0 + 40).notifications
+    assert [n.phase for n in fired] == ["firing"]
+    done = caller.feed([event("ok", "execution_recovered", t=T0 + 50)], now=T0 + 50)
+    assert [n.phase for n in done.notifications] == ["resolved"]
 
 
 def test_the_error_name_scenario_and_organization_tell_execution_errors_apart() -> None:
@@ -202,7 +248,7 @@ def test_it_counts_events_with_one_fingerprint_as_one_alert() -> None:
 
 def test_different_errors_of_one_scenario_are_separate_alerts() -> None:
     caller = Caller()
-    caller.feed([event("a"), event("b", message="Connection refused")], now=T0)
+    caller.feed([event("a"), event("b", name="ConnectionError", message="Connection refused")], now=T0)
     assert sorted(a.count for a in caller.alerts.values()) == [1, 1]
 
 
@@ -334,7 +380,7 @@ def test_a_severity_escalation_notifies_after_group_interval() -> None:
 def test_a_recovery_resolves_the_alert_and_notifies_once() -> None:
     caller = Caller()
     _fired(caller)
-    other = event("other", message="Connection refused")
+    other = event("other", name="ConnectionError", message="Connection refused")
     caller.feed([other], now=T0 + 31)
     caller.tick(T0 + 61)
     decision = caller.feed([event("ok", "execution_recovered", t=T0 + 100)], now=T0 + 100)
@@ -347,23 +393,84 @@ def test_a_recovery_resolves_the_alert_and_notifies_once() -> None:
     assert caller.tick(T0 + 10 * HOUR).notifications == []
 
 
-def test_a_never_notified_alert_resolves_silently() -> None:
+def test_errors_that_recovered_before_their_first_notice_are_still_told_once() -> None:
     caller = Caller()
-    caller.feed(errors(3), now=T0)
-    decision = caller.feed([event("ok", "execution_recovered", t=T0 + 10)], now=T0 + 10)
-    assert decision.notifications == []
-    assert caller.only().state == RESOLVED
-    assert caller.only().reason == "resolved before any notice"
-    assert caller.tick(T0 + 60).notifications == []
+    caller.feed(errors(2), now=T0)
+    decision = caller.feed([event("ok", "execution_recovered", t=T0 + 20)], now=T0 + 20)
+    assert decision.notifications == []  # the group wait is not over
+    assert caller.only().reason == "recovered before notice"
+    fired = caller.tick(T0 + 30).notifications
+    assert [(n.phase, n.count) for n in fired] == [("firing", 2)]
+    assert fired[0].payload["recovered_at"] == T0 + 20
+    alert = caller.only()
+    assert alert.state == RESOLVED and alert.resolved_at == T0 + 30
+    # It was the resolution: nothing more, not a "resolved" notice, not a repeat.
+    assert caller.tick(T0 + 10 * HOUR).notifications == []
+    again = caller.feed([event("ok2", "execution_recovered", t=T0 + 100)], now=T0 + 100)
+    assert again.notifications == [] and again.event_reasons == {"ok2": "nothing to resolve"}
 
 
-def test_a_failure_and_its_recovery_in_one_read_notify_nothing() -> None:
+def test_a_failure_and_its_recovery_in_one_read_notify_once() -> None:
     caller = Caller()
     decision = caller.feed(
         [event("e1", t=T0), event("ok", "execution_recovered", t=T0 + 1)], now=T0 + 60
     )
-    assert decision.notifications == []
-    assert decision.event_reasons == {"e1": "resolved", "ok": "resolved"}
+    assert [(n.phase, n.reason) for n in decision.notifications] == [("firing", "first")]
+    assert decision.notifications[0].payload["recovered_at"] == T0 + 1
+    assert decision.event_reasons == {"e1": "first", "ok": "resolved"}
+    assert caller.only().state == RESOLVED
+
+
+def test_a_scenario_failing_every_other_run_is_one_alert_counting_its_failures() -> None:
+    caller = Caller()
+    for i in range(3):  # error, success, error, success, error within the group wait
+        caller.feed([event(f"e{i}", t=T0 + 10 * i)], now=T0 + 10 * i)
+        caller.feed([event(f"ok{i}", "execution_recovered", t=T0 + 10 * i + 5)], now=T0 + 10 * i + 5)
+    fired = caller.tick(T0 + 30).notifications
+    assert [(n.phase, n.count) for n in fired] == [("firing", 3)]
+    assert fired[0].payload["recovered_at"] == T0 + 25
+    assert caller.only().state == RESOLVED
+
+
+def test_a_failure_after_its_recovery_but_before_the_notice_is_still_failing() -> None:
+    caller = Caller()
+    caller.feed([event("e1", t=T0)], now=T0)
+    caller.feed([event("ok", "execution_recovered", t=T0 + 5)], now=T0 + 5)
+    caller.feed([event("e2", t=T0 + 10)], now=T0 + 10)
+    fired = caller.tick(T0 + 30).notifications
+    assert [(n.phase, n.count) for n in fired] == [("firing", 2)]
+    assert "recovered_at" not in fired[0].payload
+    assert caller.only().state == FIRING
+
+
+def test_a_silenced_execution_alert_that_recovered_resolves_silently() -> None:
+    silence = Silence(id=1, matchers={"scenario_id": 10}, starts_at=T0 - 1, ends_at=T0 + HOUR)
+    caller = Caller(silences=[silence])
+    caller.feed(errors(2), now=T0)
+    caller.feed([event("ok", "execution_recovered", t=T0 + 5)], now=T0 + 5)
+    assert caller.tick(T0 + 60).notifications == []
+    assert caller.only().state == RESOLVED
+
+
+def test_a_state_alert_resolved_before_any_notice_stays_silent() -> None:
+    caller = Caller(policy=make_policy(group_wait_s=60))
+    caller.feed([event("q", "quota", scenario_id=None, threshold_pct=75)], now=T0)
+    caller.feed(
+        [event("q2", "quota", t=T0 + 5, scenario_id=None, recovered=True)], now=T0 + 5
+    )
+    assert caller.tick(T0 + 120).notifications == []
+    assert caller.only().reason == "resolved before any notice"
+
+
+def test_new_incomplete_executions_are_told_every_group_interval_not_every_repeat() -> None:
+    caller = Caller(policy=make_policy(group_wait_s=0))
+    caller.feed([event("d1", "incomplete_executions", dlq_count=1)], now=T0)
+    assert [n.phase for n in caller.sent] == ["firing"]
+    caller.feed([event("d2", "incomplete_executions", t=T0 + 60, dlq_count=2)], now=T0 + 60)
+    assert [n.phase for n in caller.sent] == ["firing"]  # within group_interval_s (300 s)
+    repeat = caller.tick(T0 + 300).notifications
+    assert [(n.phase, n.count_since_notice) for n in repeat] == [("repeat", 1)]
+    assert caller.tick(T0 + 900).notifications == []  # nothing new since
 
 
 def test_a_recovery_older_than_the_newest_failure_is_stale() -> None:

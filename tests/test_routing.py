@@ -277,6 +277,7 @@ def test_every_policy_setting_is_listed_for_the_docs() -> None:
         "alerts.max_per_hour_by_channel",
         "alerts.default_channels",
         "alerts.warnings_enabled",
+        "alerts.group_by",
         "alerts.templates_dir",
         "routes[].org",
         "routes[].team_id",

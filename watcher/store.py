@@ -326,6 +326,12 @@ def m005_error_rate_stats(db: Database) -> None:
     db["scenarios"].add_column("ops_per_run", float)
 
 
+def m006_recovered_before_notice(db: Database) -> None:
+    """Schema v6: ``alerts.recovered_at``: an execution alert whose scenario ran fine again
+    before anyone was told; it is still notified once (errors are events, not states)."""
+    db["alerts"].add_column("recovered_at", float)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -334,6 +340,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m003_alert_engine_state,
     m004_cycle_stats,
     m005_error_rate_stats,
+    m006_recovered_before_notice,
 )
 
 
