@@ -578,3 +578,27 @@ async def test_a_check_run_after_a_failure_is_not_a_recovery(rig_factory):
     clock.advance(60)
     await rig.cycle()
     assert len(rig.events("execution_recovered")) == 1
+
+
+async def test_history_before_the_first_start_never_becomes_an_event(rig_factory):
+    """Issue 12.2: the 10-minute re-read before a cursor once reached back before the baseline
+    and alerted an error from 06:55 that had recovered at 06:57."""
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    flaky = ids["flaky"].id
+    world.inject_run(flaky, status=3, error_message="before makewatch", at=START - 300)
+    world.inject_run(flaky, status=1, at=START - 180)
+    rig = await rig_factory(world, only(world, ids))
+    await rig.cycle()  # the baseline
+    for _ in range(3):  # later runs: each read re-reads 10 minutes before its cursor
+        clock.advance(60)
+        world.inject_run(flaky, status=1)
+        clock.advance(30)
+        await rig.cycle()
+    assert rig.events("execution_error") == [] and rig.events("execution_recovered") == []
+    logs = [r for r in world.requests if r.path.endswith(f"/scenarios/{flaky}/logs")]
+    assert len(logs) >= 2  # it did read them, with the overlap
+    after = world.inject_run(flaky, status=3, error_message="after the start")
+    clock.advance(30)
+    await rig.cycle()
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [after["id"]]

@@ -519,8 +519,10 @@ class OrgPoller:
                 row |= {"first_seen_at": now, "last_checked_at": now, "state_seq": 0}
                 if not first_start or backfill_s > 0:
                     row |= {"pending_since": now, "pending_reason": "new"}
-                cursors.append({"scenario_id": sc.id, "stream": "logs", "last_ts_ms": int(since * 1000), "updated_at": now})
-                cursors.append({"scenario_id": sc.id, "stream": "dlqs", "last_ts_ms": int(since * 1000), "updated_at": now})
+                # The baseline is also a floor: no later re-read turns what came before into events.
+                floor = {"last_ts_ms": int(since * 1000), "floor_ms": int(since * 1000), "updated_at": now}
+                cursors.append({"scenario_id": sc.id, "stream": "logs", **floor})
+                cursors.append({"scenario_id": sc.id, "stream": "dlqs", **floor})
                 seq = 0
                 if sc.is_invalid and not sc.is_active:
                     seq += 1
@@ -689,9 +691,12 @@ class OrgPoller:
             # that started later (the imtId carries a time, not an arrival order). Entries
             # already recorded are dropped by their unique event keys.
             overlap_ms = int(LOG_OVERLAP_S * 1000) if cur.get("last_imt_id") else 0
+            floor_ms = int(cur.get("floor_ms") or 0)
             entries = await self.client.list_scenario_logs(
-                sid, since_ms=int(cur.get("last_ts_ms") or 0) - overlap_ms
+                sid, since_ms=max(floor_ms, int(cur.get("last_ts_ms") or 0) - overlap_ms)
             )
+            # Before the baseline is history (backfill = "none"), should Make ignore `from`.
+            entries = [e for e in entries if e.timestamp_ms >= floor_ms]
             report.logs_read += 1
             dlqs = []
             dcur = cursors.get((sid, "dlqs")) or {"last_ts_ms": int((now - BASELINE_SKEW_S) * 1000)}

@@ -332,6 +332,12 @@ def m006_recovered_before_notice(db: Database) -> None:
     db["alerts"].add_column("recovered_at", float)
 
 
+def m007_cursor_floor(db: Database) -> None:
+    """Schema v7: ``cursors.floor_ms``: the scenario's baseline. Nothing before it becomes an
+    event, whatever re-read window a later read uses (``backfill = "none"`` holds)."""
+    db["cursors"].add_column("floor_ms", int)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -341,6 +347,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m004_cycle_stats,
     m005_error_rate_stats,
     m006_recovered_before_notice,
+    m007_cursor_floor,
 )
 
 
@@ -483,7 +490,7 @@ def new_event_keys(db: Database, keys: Iterable[str]) -> set[str]:
 
 def upsert_cursors(db: Database, cursors: Iterable[Mapping[str, Any]]) -> None:
     """Upsert cursors: ``scenario_id``, ``stream`` ('logs' | 'dlqs') and what to update of
-    ``last_imt_id``, ``last_ts_ms``, ``updated_at``."""
+    ``last_imt_id``, ``last_ts_ms``, ``updated_at``, ``floor_ms`` (set once, at the baseline)."""
     rows = list(cursors)
     for row in rows:
         if row.get("stream") not in STREAMS:
