@@ -555,7 +555,9 @@ async def test_a_quiet_organization_polls_sooner_and_each_cycle_takes_its_share(
     assert busy.carried_over == 36
     assert poller.next_interval_s(busy) == 12.5
     failed = dataclasses.replace(busy, error="Make API 503")
-    assert poller.next_interval_s(failed) == 60.0  # after a failure, back off to the longest
+    assert poller.next_interval_s(failed) == 5.0  # an outage: try again within seconds
+    rejected = dataclasses.replace(busy, error="Make API 401", retryable=False)
+    assert poller.next_interval_s(rejected) == 60.0  # a config problem: the longest
 
 
 async def test_a_check_run_after_a_failure_is_not_a_recovery(rig_factory):
@@ -602,3 +604,99 @@ async def test_history_before_the_first_start_never_becomes_an_event(rig_factory
     clock.advance(30)
     await rig.cycle()
     assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [after["id"]]
+
+
+async def test_a_failed_cycle_is_tried_again_within_seconds_and_backs_off(rig_factory, fast_clock):
+    """Issue 12.6: a 2-minute API outage must cost about 2 minutes of detection, not 6."""
+    world, ids = two_orgs(fast_clock)
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, ids["bad_token"])], extra="[http]\nmax_attempts = 2")
+    (poller,) = rig.watcher.pollers
+    (r,) = await rig.cycle()
+    assert r.ok and poller.next_interval_s(r) >= 10
+    for kind in ("error_5xx_count", "malformed_json_count"):
+        world.set_faults(reset=True)
+        world.set_faults(**{kind: 10**6}, org_id=ids["bad"].id)
+        waits = []
+        for _ in range(5):
+            (r,) = await rig.cycle()
+            assert not r.ok and r.retryable
+            waits.append(poller.next_interval_s(r))
+        assert waits == [5, 10, 20, 30, 30], kind
+        world.set_faults(reset=True)
+        (r,) = await rig.cycle()
+        assert r.ok and poller.next_interval_s(r) >= 10
+
+
+async def test_a_rejected_token_is_not_hammered(rig_factory, fast_clock):
+    world, ids = two_orgs(fast_clock)
+    wrong = "00000000-1111-4222-8333-444444444444"
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, wrong)])
+    (poller,) = rig.watcher.pollers
+    (r,) = await rig.cycle()
+    assert not r.retryable and poller.next_interval_s(r) == 60.0  # poll_interval_s
+
+
+async def test_a_rate_limit_pause_is_bounded_and_a_long_one_raises_watcher_health(rig_factory, fast_clock):
+    world, ids = two_orgs(fast_clock)
+    rig = await rig_factory(world, [("Broken", ids["bad"].id, ids["bad_token"])], extra="[http]\nmax_attempts = 3")
+    (poller,) = rig.watcher.pollers
+    await rig.cycle()
+    # Make says: come back in an hour. A 60 s window never needs more than about 2 minutes.
+    world.set_faults(storm_429_count=10**6, retry_after_s=3600.0, org_id=ids["bad"].id)
+    start = fast_clock.time()
+    (r,) = await rig.cycle()
+    assert not r.ok and "429" in r.error
+    took = fast_clock.time() - start
+    assert 2 * 120 <= took < 3 * 120 + 30  # three attempts, each pause cut to 120 s
+    health = [e for e in rig.events("watcher_health") if "rate_limited" in e["key"]]
+    assert len(health) == 1 and '"problem":"rate_limited"' in health[0]["payload_json"]
+    (r,) = await rig.cycle()  # still limited: told once
+    assert len([e for e in rig.events("watcher_health") if "rate_limited" in e["key"]]) == 1
+    world.set_faults(reset=True)
+    (r,) = await rig.cycle()
+    assert r.ok
+    keys = [e["key"] for e in rig.events("watcher_health") if "rate_limited" in e["key"]]
+    assert len(keys) == 2 and keys[1].endswith(":ok")
+
+
+async def test_quota_and_hook_reads_come_every_few_minutes_and_sooner_near_a_threshold(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)  # 92 % used: the 100 % threshold is 8 points away
+    world.add_hook(ids["team"].id, scenario_id=ids["steady"].id, queue_limit=100, queue_count=10)
+    rig = await rig_factory(world, only(world, ids))
+
+    def org_reads() -> list[float]:
+        return [r.t for r in world.requests if r.path == f"/api/v2/organizations/{ids['org'].id}"]
+
+    for _ in range(40):  # 20 minutes
+        await rig.cycle()
+        clock.advance(30)
+    reads = org_reads()
+    gaps = [b - a for a, b in zip(reads, reads[1:], strict=False)]
+    assert gaps and max(gaps) <= 150, gaps  # every 2 minutes, not 15
+    # A queue half way to its alert: read every minute, so a crossing is found within one.
+    world.hooks[next(iter(world.hooks))].queue_count = 45
+    before = len(org_reads())
+    for _ in range(20):
+        await rig.cycle()
+        clock.advance(30)
+    near = org_reads()[before:]
+    assert max(b - a for a, b in zip(near[1:], near[2:], strict=False)) <= 90
+
+
+async def test_once_from_cron_keeps_to_the_usage_interval(rig_factory):
+    """Issue 12.11: every `makewatch once` re-read organization, usage and hooks."""
+    from watcher.service import Watcher
+
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids), extra="[polling]\nusage_interval_s = 900")
+    await rig.cycle()
+    for _ in range(3):  # a new process each minute, as cron runs it
+        clock.advance(60)
+        fresh = Watcher(rig.watcher.settings, rig.store, rig.sim.session, clock)
+        (r,) = await fresh.poll_once()
+        assert r.ok
+        assert fresh.pollers[0].client.limiter.per_window == rig.watcher.pollers[0].client.limiter.per_window
+    reads = [r for r in world.requests if r.path == f"/api/v2/organizations/{ids['org'].id}"]
+    assert len(reads) == 2  # the first cycle and once the 2-minute floor had passed

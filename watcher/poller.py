@@ -59,6 +59,22 @@ PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
 FLOOR_EVERY = 2
 # How far before its cursor a scenario's logs are read again (see _read_scenario).
 LOG_OVERLAP_S = 600.0
+# A failed cycle (5xx, HTML, malformed JSON, timeouts) is tried again after this, doubling
+# per failure up to the cap (and never later than poll_interval_s): a 2-minute API outage
+# costs about 2 minutes of detection, not several poll intervals.
+FAILURE_BACKOFF_S, FAILURE_BACKOFF_MAX_S = 5.0, 30.0
+# The organization, its usage and its hooks are cheap (2 + one per team requests): they are
+# read as often as this share of the budget allows, but not more often than every
+# USAGE_MIN_INTERVAL_S, nor less often than polling.usage_interval_s. Near a quota threshold
+# or with a webhook queue half way to its alert, a larger share, down to NEAR_INTERVAL_S.
+USAGE_SHARE, USAGE_MIN_INTERVAL_S = 0.1, 120.0
+NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
+# "Near": within this many percentage points below the next quota threshold, or a queue at
+# this share of hook_backlog_ratio.
+NEAR_QUOTA_POINTS, NEAR_HOOK_SHARE = 5.0, 0.5
+# Make's rate-limit window is 60 s: a rate-limit pause longer than this means something
+# else is wrong (another integration hammering the organization): watcher_health says so.
+RATE_LIMITED_HEALTH_S = 120.0
 
 
 @dataclass
@@ -74,6 +90,8 @@ class CycleReport:
     carried_over: int = 0
     events: Counter[str] = field(default_factory=Counter)
     error: str | None = None
+    # Whether trying again soon may help (an outage), or not (a rejected token).
+    retryable: bool = True
 
     @property
     def ok(self) -> bool:
@@ -251,6 +269,7 @@ class OrgPoller:
         self._usage: dict[str, Any] | None = None
         # The planned time to the next cycle (see next_interval_s); a cycle's budget is its share.
         self.interval_s = polling.poll_interval_s
+        self._failures = 0  # consecutive failed cycles (their backoff)
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -263,11 +282,13 @@ class OrgPoller:
             await self._cycle(report)
         except MakeApiError as exc:
             report.error = str(exc)
+            report.retryable = exc.retryable and not exc.is_auth_error
             log.warning("organization %s: cycle failed: %s", self.org.name, exc)
             await self._record_failure(exc, report)
         finally:
             report.requests = self.client.requests_sent - start_requests
             report.budget_per_minute = self.client.limiter.per_window
+        await self._rate_limit_health(report)
         await self._record_cycle(report, started)
         return report
 
@@ -280,7 +301,11 @@ class OrgPoller:
         ``poll_interval_s``. The interval chosen also sizes the next cycle's share of the budget.
         """
         lo, hi = self.polling.min_interval_s, self.polling.poll_interval_s
-        if not report.ok or report.budget_per_minute <= 0:
+        self._failures = 0 if report.ok else self._failures + 1
+        if not report.ok and report.retryable:
+            backoff = FAILURE_BACKOFF_S * 2 ** (self._failures - 1)
+            self.interval_s = min(hi, FAILURE_BACKOFF_MAX_S, backoff)
+        elif not report.ok or report.budget_per_minute <= 0:
             self.interval_s = hi
         else:
             wanted = report.requests / report.budget_per_minute * 60.0 * ADAPTIVE_HEADROOM
@@ -314,10 +339,13 @@ class OrgPoller:
         ws_updates: dict[str, Any] = {}
 
         usage_at = ws.get(prefix + "usage_at", 0.0)
-        if self.info is None or first_start or now - usage_at >= self.polling.usage_interval_s:
+        if self.info is None and not first_start:
+            self._restore_info(ws.get(prefix + "info"))
+        if self.info is None or first_start or now - usage_at >= self._usage_interval(ws):
             self.info = await calibrate(self.client, self.org)
             new_events += await self._usage_and_hooks(ws, ws_updates, now, first_start)
             ws_updates[prefix + "usage_at"] = now
+            ws_updates[prefix + "info"] = self.info.raw
         info = self.info
 
         rows: list[dict[str, Any]] = []
@@ -385,6 +413,31 @@ class OrgPoller:
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
+    def _restore_info(self, raw: Any) -> None:
+        """The organization as last read (stored with the cycle), so that a new process
+        (``makewatch once`` from cron) keeps to ``usage_interval_s`` instead of re-reading
+        the organization, its usage and its hooks at every start."""
+        if not isinstance(raw, dict):
+            return
+        try:
+            info = Organization.parse(raw)
+        except Exception:  # a stored copy that no longer parses: read it again
+            log.debug("organization %s: stored organization unreadable; reading it", self.org.name)
+            return
+        api_limit = info.license.api_limit if info.license else None
+        self.client.limiter.set_limit(budget_per_minute(self.org, api_limit))
+        self.info = info
+
+    def _usage_interval(self, ws: dict[str, Any]) -> float:
+        """How long between reads of the organization, usage and hooks (see USAGE_SHARE)."""
+        hi = self.polling.usage_interval_s
+        teams = self.org.teams or (self.info.team_ids if self.info else ())
+        cost = 2 + len(teams)
+        budget = max(1, self.client.limiter.per_window)
+        near = bool(ws.get(f"org:{self.org_id}:usage_near"))
+        share, floor = (NEAR_USAGE_SHARE, NEAR_INTERVAL_S) if near else (USAGE_SHARE, USAGE_MIN_INTERVAL_S)
+        return min(hi, max(floor, cost * 60.0 / (share * budget)))
+
     async def _usage_and_hooks(
         self, ws: dict[str, Any], ws_updates: dict[str, Any], now: float, first_start: bool
     ) -> list[ev.Event]:
@@ -406,6 +459,11 @@ class OrgPoller:
             self.org, self.info, usage, self.polling.quota_thresholds, before, now, standing=first_start
         )
         ws_updates[prefix + "quota"] = reported
+        used_pct = self._usage.get("used_pct")
+        near = used_pct is not None and any(
+            t > reported.get("level", 0) and used_pct >= t - NEAR_QUOTA_POINTS
+            for t in self.polling.quota_thresholds
+        )
         if before.get("level") and before.get("period") != reported.get("period"):
             # A new billing period: the quota alert of the last one is over.
             out.append(
@@ -449,6 +507,10 @@ class OrgPoller:
                 event = self._hook_backlog(hook, ws, ws_updates, now)
                 if event:
                     out.append(event)
+                ratio = hook.queue_ratio
+                if ratio is not None and ratio >= NEAR_HOOK_SHARE * self.polling.hook_backlog_ratio:
+                    near = True
+        ws_updates[prefix + "usage_near"] = near
         return out
 
     def _name_teams(self, events: list[ev.Event]) -> list[ev.Event]:
@@ -803,6 +865,37 @@ class OrgPoller:
             )
         ws_updates[prefix + "health"] = {"failures": 0, "reported": False, "seq": health.get("seq", 0)}
         return [{"org_id": self.org_id, "consecutive_failures": 0, "last_ok_at": now, "unreachable_reported": 0}]
+
+    async def _rate_limit_health(self, report: CycleReport) -> None:
+        """Make kept answering 429 for longer than its 60 s window explains: say so once, and
+        say when it is over (the pause itself is bounded in the client)."""
+        now = self.clock.time()
+        key = f"org:{self.org_id}:rate_limited"
+        since = self.client.rate_limited_since
+        long = since is not None and now - since >= RATE_LIMITED_HEALTH_S
+        try:
+            state = (await self.store.read(lambda db: st.get_watch_state(db, key))).get(key) or {}
+        except Exception:
+            log.exception("organization %s: could not read rate-limit state", self.org.name)
+            return
+        reported, seq = bool(state.get("reported")), int(state.get("seq", 0))
+        if long == reported or (not long and since is not None):
+            return  # nothing new (still limited but already told, or not yet long enough)
+        payload: dict[str, Any] = {"organization": self.org.name, "problem": "rate_limited"}
+        if long:
+            seq += 1
+            payload |= {"since": since, "error": f"Make has answered 429 for {now - since:.0f} s"}
+            event = ev.Event("watcher_health", f"watcher_health:{self.org_id}:rate_limited:{seq}", self.org_id, now, payload)
+        else:
+            payload["recovered"] = True
+            event = ev.Event("watcher_health", f"watcher_health:{self.org_id}:rate_limited:{seq}:ok", self.org_id, now, payload, severity="info")
+
+        def commit(db: Database) -> None:
+            st.record_progress(db, [event.row(now)], [], [])
+            st.set_watch_state(db, {key: {"reported": long, "seq": seq}}, now)
+
+        await self.store.write(commit)
+        report.events[event.kind] += 1
 
     async def _record_failure(self, exc: MakeApiError, report: CycleReport) -> None:
         now = self.clock.time()

@@ -50,6 +50,9 @@ Params = Sequence[tuple[str, str]]
 
 DEFAULT_USER_AGENT = f"makewatch/{__version__}"
 DEFAULT_429_PAUSE_S = 60.0  # Make's docs: "wait for one minute for the limit period to reset"
+# Make's window is 60 s: a reset (or Retry-After) further away than this is not trusted (a
+# clock skew, a bogus header); the pause is cut to it. Longer trouble shows as watcher_health.
+MAX_PAUSE_S = 120.0
 # Make's observed default page size is 50 and the maximum is undocumented (make-api.md §10.2).
 # Lists are asked for 100 at a time, logs for 50 (what every known client uses).
 LIST_PAGE_SIZE = 100
@@ -98,6 +101,8 @@ class MakeClient:
         self.budget_share = budget_share
         self.requests_sent = 0
         self.last_ratelimit: dict[str, int] = {}
+        # When Make started answering 429 (None once a request passes again).
+        self.rate_limited_since: float | None = None
         self._malformed_logged: set[str] = set()
 
     def __repr__(self) -> str:
@@ -159,6 +164,10 @@ class MakeClient:
 
         if status == 429:
             self._pause_after_429(resp)
+            if self.rate_limited_since is None:
+                self.rate_limited_since = self.clock.time()
+        else:
+            self.rate_limited_since = None
         if status >= 400:
             raise error_from_response(status, body, path)
         try:
@@ -187,7 +196,7 @@ class MakeClient:
             self.limiter.lower_limit(max(1, int(limit * self.budget_share)))
         if seen.get("remaining") == 0 and "reset" in seen and resp.status != 429:
             # Someone else (the user's own integrations) used up this window: wait it out.
-            self.limiter.pause_until(float(seen["reset"]))
+            self.limiter.pause_until(min(float(seen["reset"]), self.clock.time() + MAX_PAUSE_S))
 
     def _pause_after_429(self, resp: aiohttp.ClientResponse) -> None:
         now = self.clock.time()
@@ -204,7 +213,8 @@ class MakeClient:
                 until = max(float(reset), now + 0.5)
             except ValueError:
                 pass
-        log.warning("Make answered 429 for %s; pausing until %.0f", self.base_url, until)
+        until = min(until, now + MAX_PAUSE_S)
+        log.warning("Make answered 429 for %s; pausing %.0f s", self.base_url, until - now)
         self.limiter.pause_until(until)
 
     # --- paging helpers ---------------------------------------------------------------
