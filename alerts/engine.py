@@ -489,6 +489,11 @@ class _Run:
         # A success older than the newest failure does not mean it recovered.
         fresh = [a for a in found if occurred >= a.last_seen]
         for alert in fresh:
+            if alert.kind not in EXECUTION_KINDS:
+                # The resolved notice shows the state at resolution (queue 0/50, not 45/50).
+                now_state = {k: v for k, v in (event.get("payload") or {}).items() if k != "recovered"}
+                alert.payload = {**alert.payload, **now_state}
+            alert.payload = {**alert.payload, "resolved_at": occurred}
             self._resolve(alert, occurred)
         return "resolved" if fresh else "stale"
 

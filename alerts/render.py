@@ -187,6 +187,28 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
     elif kind in ("scenario_deactivated", "scenario_reactivated"):
         add("Invalid", "is_invalid", lambda v: "yes" if v else "no")
         add("Incomplete executions", "dlq_count", _fmt_number)
+        # Keys of watcher.poller's deactivation payload: the runs that made Make switch it off.
+        causes = [e for e in p.get("errors") or () if isinstance(e, dict)]
+        if causes:
+            facts.append(
+                (
+                    "Why Make switched it off",
+                    "; ".join(
+                        f"{e.get('timestamp') or ''} {e.get('error_name') or 'Error'}: "
+                        f"{cut(_one_line(e.get('error_message') or ''), 200)}".strip()
+                        for e in causes
+                    ),
+                )
+            )
+        if kind == "scenario_deactivated":
+            facts.append(
+                (
+                    "What to do",
+                    "Fix the cause of the error, then turn the scenario back on in Make "
+                    "(open it, switch scheduling ON); stored incomplete executions can then "
+                    "be retried.",
+                )
+            )
     elif kind in ("scenario_paused", "scenario_unpaused"):
         add("Incomplete executions", "dlq_count", _fmt_number)
     elif kind == "incomplete_executions":
@@ -275,6 +297,8 @@ def describe(n: Notification) -> dict[str, Any]:
         facts.append(("Occurrences", _fmt_number(count)))
     if n.phase == "repeat" and since is not None:
         facts.append(("Since last notice", _fmt_number(since)))
+    if n.phase == "resolved" and p.get("resolved_at") is not None:
+        facts.append(("Resolved at", _fmt_epoch(p["resolved_at"])))
     first_seen, last_seen = _iso(alert.get("first_seen")), _iso(alert.get("last_seen"))
     if first_seen:
         facts.append(("First seen", first_seen))

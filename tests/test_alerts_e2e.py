@@ -422,3 +422,34 @@ async def test_an_error_followed_by_a_success_within_the_group_wait_is_still_tol
     assert len(st.slack.messages) == 1 and st.slack.calls("chat.update") == []
     state = st.store.read_sync(lambda db: next(db["alerts"].rows_where("kind = 'execution_error'")))
     assert state["state"] == "resolved"
+
+
+async def test_a_deactivation_notice_says_why_and_what_to_do(make_stack):
+    st = await make_stack()
+    await st.once()
+    st.clock.advance(60)
+    for _ in range(2):  # B leads: Make switches it off after two errors
+        st.world.inject_run(st.ids["b2"].id, status=3, error_name="ConnectionError", error_message="refused by crm.example")
+    st.clock.advance(60)
+    await st.once()
+    (oncall,) = st.messages("C0ONCALL")
+    text = oncall.all_text()
+    assert "refused by crm.example" in text and "ConnectionError" in text
+    assert "turn the scenario back on" in text
+
+
+async def test_a_resolved_notice_shows_the_state_at_resolution_and_when(make_stack):
+    st = await make_stack()
+    hook = st.world.add_hook(st.ids["a1"].team_id, scenario_id=st.ids["a1"].id, queue_limit=50, queue_count=10)
+    await st.once()
+    hook.queue_count = 45
+    st.clock.advance(900)
+    await st.once()
+    (first,) = st.messages("C0A")
+    assert "45 / 50" in first.all_text()
+    hook.queue_count = 0
+    st.clock.advance(900)
+    await st.once()
+    resolved = st.slack.find("C0A", first.ts).all_text()
+    assert "0 / 50" in resolved and "45 / 50" not in resolved
+    assert "Resolved at" in resolved

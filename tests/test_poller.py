@@ -700,3 +700,45 @@ async def test_once_from_cron_keeps_to_the_usage_interval(rig_factory):
         assert fresh.pollers[0].client.limiter.per_window == rig.watcher.pollers[0].client.limiter.per_window
     reads = [r for r in world.requests if r.path == f"/api/v2/organizations/{ids['org'].id}"]
     assert len(reads) == 2  # the first cycle and once the 2-minute floor had passed
+
+
+async def test_a_deactivation_names_the_errors_that_caused_it(rig_factory):
+    """Issue 12.5: a deactivation says why: its last failed runs, read at once."""
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    await rig.cycle()
+    clock.advance(60)
+    fragile = ids["fragile"].id
+    world.inject_run(fragile, status=3, error_name="AccountValidationError", error_message="Token expired for Gmail")
+    clock.advance(5)
+    world.inject_run(fragile, status=3, error_name="AccountValidationError", error_message="Token expired again")
+    clock.advance(30)
+    await rig.cycle()
+    (deact,) = rig.events("scenario_deactivated")
+    payload = json.loads(deact["payload_json"])
+    assert [e["error_message"] for e in payload["errors"]] == ["Token expired for Gmail", "Token expired again"]
+    assert payload["error_name"] == "AccountValidationError"
+    assert f"/scenarios/{fragile}/logs/" in payload["run_url"]
+    assert payload["is_active"] is False and payload["is_invalid"] is True
+
+
+async def test_a_deactivation_is_read_even_when_the_cycle_budget_is_spent(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=5, clock=clock)
+    org = world.add_organization(name="Tight", plan="core")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    scs = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7, max_errors=2) for i in range(60)]
+    rig = await rig_factory(world, [("Tight", org.id, token)])
+    await rig.cycle()
+    clock.advance(62)
+    for sc in scs:
+        world.inject_run(sc.id, status=1)
+    for _ in range(2):
+        world.inject_run(scs[-1].id, status=3, error_message="quota of the CRM exceeded")
+    clock.advance(62)
+    (r,) = await rig.cycle()
+    assert r.carried_over > 0  # the budget did not cover everything that moved
+    (deact,) = rig.events("scenario_deactivated")
+    assert "quota of the CRM exceeded" in deact["payload_json"]

@@ -57,6 +57,11 @@ ADAPTIVE_HEADROOM = 1.25
 PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
 # Every FLOOR_EVERY-th read of a cycle goes to the longest-unread pending scenario.
 FLOOR_EVERY = 2
+# A pending reason "deactivated@<seq>": Make switched the scenario off; its event is made
+# with the errors that caused it when its logs are read (at once, whatever the allowance).
+DEACTIVATED = "deactivated@"
+# How many of those errors a deactivation notice shows.
+DEACTIVATION_ERRORS = 3
 # How far before its cursor a scenario's logs are read again (see _read_scenario).
 LOG_OVERLAP_S = 600.0
 # A failed cycle (5xx, HTML, malformed JSON, timeouts) is tried again after this, doubling
@@ -609,8 +614,14 @@ class OrgPoller:
                 transitions.append("scenario_paused")
             elif was_paused and not sc.is_paused and not info.is_paused:
                 transitions.append("scenario_unpaused")
+            deactivated: list[str] = []
             for kind in transitions:
                 seq += 1
+                if kind == "scenario_deactivated":
+                    # Said with its cause: the event comes from the read of its last runs, at
+                    # once (see _read_scenario); the pending mark carries it over a crash.
+                    deactivated.append(f"{DEACTIVATED}{seq}")
+                    continue
                 out.append(ev.state_event(kind, self.org_id, org_name, self.ui, sc, now, standing=False, seq=seq))
             if sc.dlq_count == 0 and (prev.get("dlq_count") or 0) > 0:
                 seq += 1
@@ -631,6 +642,7 @@ class OrgPoller:
             hint, ops_per_run = _partial_run_hint(prev, sc)
             if hint:
                 reasons.append("partial")
+            reasons += deactivated
             if ops_per_run is not None:
                 row["ops_per_run"] = ops_per_run
             if reasons:
@@ -711,8 +723,8 @@ class OrgPoller:
             if row is None:
                 break
             need = 2 if "dlq" in (row.get("pending_reason") or "") else 1
-            if cost + need > allowance:
-                break
+            if cost + need > allowance and DEACTIVATED not in (row.get("pending_reason") or ""):
+                break  # (a deactivation is read anyway: rare, and it must say why at once)
             chosen.append(row)
             taken.add(row["id"])
             cost += need
@@ -808,6 +820,9 @@ class OrgPoller:
                 last_error_at = entry.timestamp.timestamp()
             if entry.status in (1, 3) or (entry.status == 2 and status != 3):
                 status = entry.status  # a warning after an error does not end the failure
+        for token in reason.split(","):
+            if token.startswith(DEACTIVATED):
+                events.append(self._deactivation(sc, row, entries, int(token.removeprefix(DEACTIVATED)), now))
         new_cursors = []
         if entries and (cursor_key is None or imt_sort_key(entries[-1].imt_id) > cursor_key):
             last = entries[-1]
@@ -843,6 +858,32 @@ class OrgPoller:
             return fresh
 
         report.events.update(e.kind for e in await self.store.write(commit))
+
+    def _deactivation(
+        self, sc: Scenario, row: dict[str, Any], entries: list[Any], seq: int, now: float
+    ) -> ev.Event:
+        """Make switched ``sc`` off: the event names the errors that made it do so (the last
+        failed runs of this read, the overlap before the cursor included)."""
+        event = ev.state_event("scenario_deactivated", self.org_id, self.org.name, self.ui, sc, now, standing=False, seq=seq)
+        errors = [e for e in entries if e.status == 3][-DEACTIVATION_ERRORS:]
+        team_id = sc.team_id
+        event.payload["errors"] = [
+            {
+                "error_name": e.error_name,
+                "error_message": e.error_message,
+                "timestamp": e.timestamp.isoformat(),
+                "execution_id": e.id,
+                "run_url": ev.run_link(self.ui, team_id, sc.id, e.id),
+            }
+            for e in errors
+        ]
+        if errors:
+            last = errors[-1]
+            event.payload.update(
+                {"error_name": last.error_name, "error_message": last.error_message, "run_url": event.payload["errors"][-1]["run_url"]}
+            )
+        event.payload["dlq_count"] = row.get("dlq_count") or 0
+        return event
 
     # --- health -------------------------------------------------------------------------
 
