@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -102,7 +104,8 @@ def once(config_path: Path) -> None:
     from watcher.runner import run_once
 
     settings = load_config_or_exit(config_path)
-    ok, text = asyncio.run(run_once(settings))
+    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+        ok, text = asyncio.run(run_once(settings))
     click.echo(text)
     sys.exit(0 if ok else 1)
 
@@ -110,12 +113,17 @@ def once(config_path: Path) -> None:
 @main.command()
 @CONFIG_OPTION
 def run(config_path: Path) -> None:
-    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C."""
+    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C.
+
+    Exits 1 if another makewatch runs on the same state file, or when the state file becomes
+    unusable (read-only, corrupt, deleted); 2 on a configuration error.
+    """
     from watcher.runner import run_forever
 
     settings = load_config_or_exit(config_path)
     logging.getLogger().setLevel(settings.logging.level)
-    asyncio.run(run_forever(settings))
+    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+        asyncio.run(run_forever(settings))
 
 
 def _parse_for(value: str) -> float:
@@ -160,7 +168,7 @@ def silence_add(
         raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
     settings = load_config_or_exit(config_path)
     seconds = _parse_for(duration)
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         sid = add_silence(
             store,
             now=time.time(),
@@ -187,7 +195,7 @@ def silence_list(config_path: Path, include_ended: bool) -> None:
     from watcher.store import Store
 
     settings = load_config_or_exit(config_path)
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         rows = list_silences(store, time.time(), include_ended=include_ended)
     if not rows:
         click.echo("no silences")
@@ -209,7 +217,7 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
     from watcher.store import Store
 
     settings = load_config_or_exit(config_path)
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         ok = expire_silence(store, silence_id, time.time())
     if not ok:
         click.echo(f"no silence {silence_id} in force", err=True)
@@ -267,9 +275,10 @@ def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | N
         raise click.UsageError("--record goes with --send")
     settings = load_config_or_exit(config_path)
     try:
-        text, html, run = asyncio.run(
-            run_digest_command(settings, recipient, time.time(), send=send, record=record)
-        )
+        with state_file_guard(settings.state.db_path):
+            text, html, run = asyncio.run(
+                run_digest_command(settings, recipient, time.time(), send=send, record=record)
+            )
     except LookupError as exc:
         click.echo(f"makewatch: {exc}", err=True)
         sys.exit(2)
@@ -299,8 +308,55 @@ def status(config_path: Path) -> None:
     if not Path(settings.state.db_path).exists():
         click.echo(f"No state yet at {settings.state.db_path} (run `makewatch once` or `makewatch run`).")
         return
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         click.echo(store.read_sync(lambda db: status_report(db, time.time())))
+
+
+@contextmanager
+def state_file_guard(db_path: Path) -> Iterator[None]:
+    """Report an unusable state file (or one of a newer makewatch) in one line; exit 1.
+
+    Read-only, corrupt, a directory, deleted while running: retrying cannot help, and a
+    traceback would not tell the reader which file or what to do.
+    """
+    import sqlite3
+
+    from watcher.store import StoreError, state_file_error
+
+    try:
+        yield
+    except StoreError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
+        sys.exit(1)
+    except (sqlite3.Error, OSError) as exc:
+        problem = state_file_error(db_path, exc)
+        if problem is None:
+            raise
+        click.echo(f"makewatch: {problem}", err=True)
+        sys.exit(1)
+
+
+@contextmanager
+def single_writer(db_path: Path) -> Iterator[None]:
+    """Hold the state file's lock (see watcher.lock) around ``run`` and ``once``; exit 1 if
+    another makewatch holds it."""
+    from watcher.lock import AlreadyRunningError, StateLock
+    from watcher.store import state_file_error
+
+    lock = StateLock(db_path)
+    try:
+        lock.acquire()
+    except AlreadyRunningError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        problem = state_file_error(db_path, exc)
+        click.echo(f"makewatch: {problem or f'cannot lock {lock.path}: {exc.strerror}'}", err=True)
+        sys.exit(1)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
