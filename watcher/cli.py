@@ -135,6 +135,35 @@ def _parse_for(value: str) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
+def _check_silence(settings, seconds: float, org: str | None, kind: str | None, reason: str) -> None:  # noqa: ANN001
+    """Refuse a silence that would do nothing, or not what was meant, before it is stored."""
+    from alerts.policy import ALERT_KINDS
+    from alerts.silences import MAX_DURATION_S, org_matches
+
+    if seconds <= 0:
+        raise click.BadParameter("must be longer than 0, such as 30m, 2h or 7d", param_hint="--for")
+    if seconds > MAX_DURATION_S:
+        raise click.BadParameter("must be at most 365d", param_hint="--for")
+    if not reason.strip():
+        raise click.BadParameter(
+            "must not be empty: say why (it is shown in the digest and `silence list`)",
+            param_hint="--reason",
+        )
+    if kind is not None and kind not in ALERT_KINDS:
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; expected one of: {', '.join(ALERT_KINDS)}", param_hint="--kind"
+        )
+    if org is not None:
+        if not org.strip():
+            raise click.BadParameter("must not be empty", param_hint="--org")
+        if not any(org_matches(org, o.organization_id, o.name) for o in settings.organizations):
+            known = ", ".join(f"{o.name} ({o.organization_id})" for o in settings.organizations)
+            raise click.BadParameter(
+                f"{org!r} matches no configured organization; configured: {known}",
+                param_hint="--org",
+            )
+
+
 @main.group()
 def silence() -> None:
     """Silence alerts for a while: recorded (the digest shows them) but not sent."""
@@ -142,7 +171,7 @@ def silence() -> None:
 
 @silence.command("add")
 @CONFIG_OPTION
-@click.option("--scenario", "scenario_id", type=int, help="Scenario id to silence.")
+@click.option("--scenario", "scenario_id", type=click.IntRange(1, 2**63 - 1), help="Scenario id to silence.")
 @click.option("--org", help="Organization name (globs) or id to silence.")
 @click.option("--kind", help="Alert kind to silence, e.g. execution_error.")
 @click.option("--error-contains", help="Only alerts whose error name or message contains this.")
@@ -168,6 +197,7 @@ def silence_add(
         raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
     settings = load_config_or_exit(config_path)
     seconds = _parse_for(duration)
+    _check_silence(settings, seconds, org, kind, reason)
     with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         sid = add_silence(
             store,
