@@ -13,10 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MATCHER_KEYS", "Silence", "active_silence"]
+__all__ = ["MATCHER_KEYS", "MAX_DURATION_S", "Silence", "active_silence", "org_matches"]
 
 #: What a silence can match on. All given matchers must match (AND).
 MATCHER_KEYS = frozenset({"org", "scenario_id", "kind", "error_contains"})
+
+#: The longest silence that can be added: a year. A longer one is a forgotten switch-off;
+#: remove the route or the scenario instead.
+MAX_DURATION_S = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,15 @@ class Silence:
                 if needle not in haystack:
                     return False
         return True
+
+
+def org_matches(wanted: Any, org_id: int, name: str) -> bool:
+    """Whether an ``org`` matcher (id, name or glob) matches the organization ``org_id``/``name``.
+
+    ``makewatch silence add --org`` uses it to refuse a matcher that matches no configured
+    organization: a misspelt name would otherwise silence nothing, silently.
+    """
+    return _match_org(wanted, {"org_id": org_id, "org": name})
 
 
 def _match_org(wanted: Any, labels: Mapping[str, Any]) -> bool:

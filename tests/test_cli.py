@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -302,3 +303,66 @@ def test_status_shows_organizations_alerts_and_outbox(simulator, tmp_path):
     assert "1 switched off by errors" in shown.output
     assert "scenario_deactivated" in shown.output and "Invoice export to Xero" in shown.output
     assert "outbox: 0 pending" in shown.output
+
+
+BAD_INPUTS = [
+    # (what, extra TOML, key named in the message, problem)
+    ("ca_file that does not exist", '\n[channels.mail]\ntype = "email"\nsmtp_host = "smtp.example.com"\nfrom_addr = "a@example.com"\nto = ["b@example.com"]\nca_file = "nope.pem"', "channels.mail.ca_file", "does not exist"),
+    ("arrays nested 5,000 deep", "\n[polling]\nquota_thresholds = " + "[" * 5000 + "]" * 5000, "polling.quota_thresholds", "nested too deeply"),
+    ("poll_interval_s = inf", "\n[polling]\npoll_interval_s = inf", "polling.poll_interval_s", "must be a finite number"),
+    ("db_path a directory", '\n[state]\ndb_path = "{tmp}"', "state.db_path", "is a directory"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["check", "once", "run"])
+@pytest.mark.parametrize(("extra", "key", "problem"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_exits_2_naming_file_and_key_without_a_traceback(tmp_path, command, extra, key, problem):
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/api/v2", 1, extra.replace("{tmp}", str(tmp_path)))
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", command, "--config", str(cfg)],
+        env={**os.environ, "MAKE_TOKEN_ACME": "t"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"makewatch: configuration error: {cfg}: {key}: " in done.stderr and problem in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_an_organization_id_beyond_64_bits_fails_once_as_it_fails_check(tmp_path):
+    # It used to pass `check` (whose requests fail like any unknown organization's) and crash
+    # `once` at the first SQLite write.
+    cfg = write_config(tmp_path, "http://127.0.0.1:9/api/v2", 99999999999999999999999)
+    for command in ("check", "once"):
+        result = CliRunner().invoke(main, [command, "--config", str(cfg)], env={"MAKE_TOKEN_ACME": "t"})
+        assert result.exit_code == 2, result.output
+        assert "organizations[0].organization_id: integer out of range" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "problem"),
+    [
+        (["--kind", "quota", "--for", "0m", "--reason", "x"], "--for", "must be longer than 0"),
+        (["--kind", "quota", "--for", "400d", "--reason", "x"], "--for", "must be at most 365d"),
+        (["--kind", "bogus", "--for", "1h", "--reason", "x"], "--kind", "unknown kind 'bogus'; expected one of: execution_error"),
+        (["--org", "NoSuchOrg", "--for", "1h", "--reason", "x"], "--org", "'NoSuchOrg' matches no configured organization; configured: Acme (1)"),
+        (["--org", "2", "--for", "1h", "--reason", "x"], "--org", "matches no configured organization"),
+        (["--kind", "quota", "--for", "1h", "--reason", ""], "--reason", "must not be empty"),
+        (["--kind", "quota", "--for", "1h", "--reason", "   "], "--reason", "must not be empty"),
+        (["--scenario", "0", "--for", "1h", "--reason", "x"], "--scenario", "not in the range"),
+    ],
+)
+def test_silence_add_refuses_what_would_silence_nothing_or_not_what_was_meant(tmp_path, args, option, problem):
+    db = tmp_path / "s.db"
+    cfg = write_config(tmp_path, "https://eu1.make.com/api/v2", 1, f'\n[state]\ndb_path = "{db}"')
+    result = CliRunner().invoke(main, ["silence", "add", "--config", str(cfg), *args], env={"MAKE_TOKEN_ACME": "t"})
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # not a crash caught by the runner
+    assert option in result.output and problem in result.output
+    assert not db.exists()  # refused before the state file is touched
+
+
+@pytest.mark.parametrize("org", ["Acme", "acme", "Ac*", "1"])
+def test_silence_add_accepts_an_organization_by_name_glob_or_id(tmp_path, org):
+    cfg = write_config(tmp_path, "https://eu1.make.com/api/v2", 1, f'\n[state]\ndb_path = "{tmp_path / "s.db"}"')
+    args = ["silence", "add", "--config", str(cfg), "--org", org, "--for", "30m", "--reason", "x"]
+    result = CliRunner().invoke(main, args, env={"MAKE_TOKEN_ACME": "t"})
+    assert result.exit_code == 0, result.output

@@ -212,9 +212,19 @@ def test_every_optional_setting_is_read(tmp_path: Path) -> None:
     assert settings.logging.level == "DEBUG"
 
 
-def test_the_same_organization_id_is_allowed_on_different_base_urls(tmp_path: Path) -> None:
-    data = {"organizations": [org(), org(name="Acme US", zone="us1.make.com")]}
-    assert len(load_config(write(tmp_path, data), env=ENV).organizations) == 2
+def test_the_same_organization_id_through_two_base_urls_is_an_error(tmp_path: Path) -> None:
+    # Two pollers on one organization, each with its own rate limiter, spend its API budget
+    # twice (issue 12, point 9).
+    data = {
+        "organizations": [
+            org(),
+            org(name="Acme again", zone=None, base_url="https://eu1.make.com/api/v2/"),
+            org(name="Acme US", zone="us1.make.com"),
+        ]
+    }
+    error = load_error(write(tmp_path, data))
+    assert error.key == "organizations[1].organization_id"
+    assert "organization 1 is already watched by organizations[0]" in error.message
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
@@ -293,13 +303,39 @@ ERROR_CASES: list[tuple[str, Any, dict[str, str] | None, str, str]] = [
     ("unknown section close to a known one", {"organizations": [org()], "htpp": {"timeout_s": 1.0}}, None, "htpp", "unknown key; did you mean 'http'?"),
     ("unknown key in a section", {"organizations": [org()], "http": {"timeout": 1.0}}, None, "http.timeout", "unknown key; did you mean 'timeout_s'?"),
     ("duplicate names", {"organizations": [org(), org(name="acme", organization_id=2)]}, None, "organizations[1].name", "duplicate name 'acme' (already used by organizations[0])"),
-    ("duplicate organization ids", {"organizations": [org(), org(name="Acme 2")]}, None, "organizations[1].organization_id", "organization 1 at https://eu1.make.com/api/v2 is already watched by organizations[0]"),
+    ("duplicate organization ids", {"organizations": [org(), org(name="Acme 2")]}, None, "organizations[1].organization_id", "organization 1 is already watched by organizations[0]"),
+    ("duplicate organization ids in two zones", {"organizations": [org(), org(name="Acme 2", zone="us1.make.com")]}, None, "organizations[1].organization_id", "organization 1 is already watched by organizations[0]"),
+    ("organization_id beyond 64 bits", {"organizations": [org(organization_id=99999999999999999999999)]}, None, "organizations[0].organization_id", "integer out of range: TOML integers are 64-bit"),
+    ("a team id beyond 64 bits", {"organizations": [org(teams=[1, -(2**63) - 1])]}, None, "organizations[0].teams[1]", "integer out of range"),
+    ("poll_interval_s infinite", {"organizations": [org()], "polling": {"poll_interval_s": float("inf")}}, None, "polling.poll_interval_s", "must be a finite number"),
+    ("timeout_s nan", {"organizations": [org()], "http": {"timeout_s": float("nan")}}, None, "http.timeout_s", "must be a finite number"),
+    ("db_path a directory", lambda tmp: {"organizations": [org()], "state": {"db_path": str(tmp)}}, None, "state.db_path", "is a directory; give the path of a file in it"),
+    ("ca_file missing", lambda tmp: _with_ca_file(tmp, None), None, "channels.mail.ca_file", "nope.pem does not exist"),
+    ("ca_file not PEM", lambda tmp: _with_ca_file(tmp, "not a certificate\n"), None, "channels.mail.ca_file", "is not a CA bundle in PEM format"),
+    ("ca_file a directory", lambda tmp: _with_ca_file(tmp, None, directory=True), None, "channels.mail.ca_file", "is a directory"),
+    ("arrays nested 5,000 deep", to_toml({"organizations": [org()]}) + "[polling]\nquota_thresholds = " + "[" * 5000 + "]" * 5000 + "\n", None, "polling.quota_thresholds", "nested too deeply (line 8)"),
+    ("arrays nested 40 deep", to_toml({"organizations": [org()]}) + "[polling]\nquota_thresholds = " + "[" * 40 + "1" + "]" * 40 + "\n", None, "polling.quota_thresholds", "nested more than 32 levels deep"),
     ("state section not a table", {"organizations": [org()], "state": "x.db"}, None, "state", "must be a table (got string)"),
     ("timeout_s negative", {"organizations": [org()], "http": {"timeout_s": -1}}, None, "http.timeout_s", "must be greater than 0"),
     ("max_attempts zero", {"organizations": [org()], "http": {"max_attempts": 0}}, None, "http.max_attempts", "must be greater than or equal to 1"),
     ("user_agent empty", {"organizations": [org()], "http": {"user_agent": ""}}, None, "http.user_agent", "at least 1 character"),
     ("bad logging level", {"organizations": [org()], "logging": {"level": "TRACE"}}, None, "logging.level", "must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
 ]  # fmt: skip
+
+
+def _with_ca_file(tmp: Path, pem: str | None, *, directory: bool = False) -> str:
+    """A config with an e-mail channel whose ca_file is missing, holds ``pem``, or is a dir."""
+    name = "nope.pem"
+    if directory:
+        (tmp / "certs").mkdir()
+        name = "certs"
+    elif pem is not None:
+        name = "ca.pem"
+        (tmp / name).write_text(pem)
+    return to_toml({"organizations": [org()]}) + (
+        '[channels.mail]\ntype = "email"\nsmtp_host = "smtp.example.com"\n'
+        f'from_addr = "a@example.com"\nto = ["b@example.com"]\nca_file = "{name}"\n'
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -102,7 +104,8 @@ def once(config_path: Path) -> None:
     from watcher.runner import run_once
 
     settings = load_config_or_exit(config_path)
-    ok, text = asyncio.run(run_once(settings))
+    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+        ok, text = asyncio.run(run_once(settings))
     click.echo(text)
     sys.exit(0 if ok else 1)
 
@@ -110,12 +113,17 @@ def once(config_path: Path) -> None:
 @main.command()
 @CONFIG_OPTION
 def run(config_path: Path) -> None:
-    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C."""
+    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C.
+
+    Exits 1 if another makewatch runs on the same state file, or when the state file becomes
+    unusable (read-only, corrupt, deleted); 2 on a configuration error.
+    """
     from watcher.runner import run_forever
 
     settings = load_config_or_exit(config_path)
     logging.getLogger().setLevel(settings.logging.level)
-    asyncio.run(run_forever(settings))
+    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+        asyncio.run(run_forever(settings))
 
 
 def _parse_for(value: str) -> float:
@@ -127,6 +135,35 @@ def _parse_for(value: str) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
+def _check_silence(settings, seconds: float, org: str | None, kind: str | None, reason: str) -> None:  # noqa: ANN001
+    """Refuse a silence that would do nothing, or not what was meant, before it is stored."""
+    from alerts.policy import ALERT_KINDS
+    from alerts.silences import MAX_DURATION_S, org_matches
+
+    if seconds <= 0:
+        raise click.BadParameter("must be longer than 0, such as 30m, 2h or 7d", param_hint="--for")
+    if seconds > MAX_DURATION_S:
+        raise click.BadParameter("must be at most 365d", param_hint="--for")
+    if not reason.strip():
+        raise click.BadParameter(
+            "must not be empty: say why (it is shown in the digest and `silence list`)",
+            param_hint="--reason",
+        )
+    if kind is not None and kind not in ALERT_KINDS:
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; expected one of: {', '.join(ALERT_KINDS)}", param_hint="--kind"
+        )
+    if org is not None:
+        if not org.strip():
+            raise click.BadParameter("must not be empty", param_hint="--org")
+        if not any(org_matches(org, o.organization_id, o.name) for o in settings.organizations):
+            known = ", ".join(f"{o.name} ({o.organization_id})" for o in settings.organizations)
+            raise click.BadParameter(
+                f"{org!r} matches no configured organization; configured: {known}",
+                param_hint="--org",
+            )
+
+
 @main.group()
 def silence() -> None:
     """Silence alerts for a while: recorded (the digest shows them) but not sent."""
@@ -134,7 +171,7 @@ def silence() -> None:
 
 @silence.command("add")
 @CONFIG_OPTION
-@click.option("--scenario", "scenario_id", type=int, help="Scenario id to silence.")
+@click.option("--scenario", "scenario_id", type=click.IntRange(1, 2**63 - 1), help="Scenario id to silence.")
 @click.option("--org", help="Organization name (globs) or id to silence.")
 @click.option("--kind", help="Alert kind to silence, e.g. execution_error.")
 @click.option("--error-contains", help="Only alerts whose error name or message contains this.")
@@ -160,7 +197,8 @@ def silence_add(
         raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
     settings = load_config_or_exit(config_path)
     seconds = _parse_for(duration)
-    with Store.open(settings.state.db_path) as store:
+    _check_silence(settings, seconds, org, kind, reason)
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         sid = add_silence(
             store,
             now=time.time(),
@@ -187,7 +225,7 @@ def silence_list(config_path: Path, include_ended: bool) -> None:
     from watcher.store import Store
 
     settings = load_config_or_exit(config_path)
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         rows = list_silences(store, time.time(), include_ended=include_ended)
     if not rows:
         click.echo("no silences")
@@ -209,7 +247,7 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
     from watcher.store import Store
 
     settings = load_config_or_exit(config_path)
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         ok = expire_silence(store, silence_id, time.time())
     if not ok:
         click.echo(f"no silence {silence_id} in force", err=True)
@@ -267,9 +305,10 @@ def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | N
         raise click.UsageError("--record goes with --send")
     settings = load_config_or_exit(config_path)
     try:
-        text, html, run = asyncio.run(
-            run_digest_command(settings, recipient, time.time(), send=send, record=record)
-        )
+        with state_file_guard(settings.state.db_path):
+            text, html, run = asyncio.run(
+                run_digest_command(settings, recipient, time.time(), send=send, record=record)
+            )
     except LookupError as exc:
         click.echo(f"makewatch: {exc}", err=True)
         sys.exit(2)
@@ -299,8 +338,55 @@ def status(config_path: Path) -> None:
     if not Path(settings.state.db_path).exists():
         click.echo(f"No state yet at {settings.state.db_path} (run `makewatch once` or `makewatch run`).")
         return
-    with Store.open(settings.state.db_path) as store:
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         click.echo(store.read_sync(lambda db: status_report(db, time.time())))
+
+
+@contextmanager
+def state_file_guard(db_path: Path) -> Iterator[None]:
+    """Report an unusable state file (or one of a newer makewatch) in one line; exit 1.
+
+    Read-only, corrupt, a directory, deleted while running: retrying cannot help, and a
+    traceback would not tell the reader which file or what to do.
+    """
+    import sqlite3
+
+    from watcher.store import StoreError, state_file_error
+
+    try:
+        yield
+    except StoreError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
+        sys.exit(1)
+    except (sqlite3.Error, OSError) as exc:
+        problem = state_file_error(db_path, exc)
+        if problem is None:
+            raise
+        click.echo(f"makewatch: {problem}", err=True)
+        sys.exit(1)
+
+
+@contextmanager
+def single_writer(db_path: Path) -> Iterator[None]:
+    """Hold the state file's lock (see watcher.lock) around ``run`` and ``once``; exit 1 if
+    another makewatch holds it."""
+    from watcher.lock import AlreadyRunningError, StateLock
+    from watcher.store import state_file_error
+
+    lock = StateLock(db_path)
+    try:
+        lock.acquire()
+    except AlreadyRunningError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        problem = state_file_error(db_path, exc)
+        click.echo(f"makewatch: {problem or f'cannot lock {lock.path}: {exc.strerror}'}", err=True)
+        sys.exit(1)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings

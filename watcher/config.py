@@ -300,6 +300,18 @@ class StateSettings(_Section):
     db_path: Path = Path("makewatch.db")
     retention_days: Annotated[int, Strict(), Field(ge=7)] = 90
 
+    @field_validator("db_path")
+    @classmethod
+    def _not_a_directory(cls, value: Path) -> Path:
+        # A file that is unreadable, corrupt or read-only is reported when it is opened
+        # (watcher.store.StateFileError); a directory is a mistake in this file.
+        if value.is_dir():
+            raise ValueError(
+                f"{value} is a directory; give the path of a file in it, such as "
+                f'"{value / "makewatch.db"}"'
+            )
+        return value
+
 
 DEFAULT_MIN_POLL_INTERVAL_S = 10.0
 
@@ -442,7 +454,10 @@ class Settings(_Section):
         # Names identify organizations in alerts and logs, so "Acme" and "acme" would be
         # indistinguishable to a reader: compare case-insensitively.
         names: dict[str, int] = {}
-        ids: dict[tuple[str, int], int] = {}
+        # By id alone, whatever the base URL: one organization reached through two URLs
+        # (zone and base_url, a proxy, a trailing /api/v2 spelled differently) would get two
+        # pollers, each with its own rate limiter, spending its API budget twice.
+        ids: dict[int, int] = {}
         for i, org in enumerate(self.organizations):
             first = names.setdefault(org.name.casefold(), i)
             if first != i:
@@ -450,18 +465,57 @@ class Settings(_Section):
                     ("organizations", i, "name"),
                     f"duplicate name {org.name!r} (already used by organizations[{first}])",
                 )
-            first = ids.setdefault((org.api_base_url, org.organization_id), i)
+            first = ids.setdefault(org.organization_id, i)
             if first != i:
                 raise _KeyProblem(
                     ("organizations", i, "organization_id"),
-                    f"organization {org.organization_id} at {org.api_base_url} is already "
-                    f"watched by organizations[{first}]",
+                    f"organization {org.organization_id} is already watched by "
+                    f"organizations[{first}] (at {self.organizations[first].api_base_url}); "
+                    "watch each organization once, or its API budget is spent twice",
                 )
         return self
+
+    @model_validator(mode="after")
+    def _check_ca_files(self) -> Settings:
+        # Loaded here, not at the first e-mail: a missing CA bundle found at 3 a.m. is an
+        # alert that never went out.
+        for name, channel in self.channels.items():
+            ca_file = getattr(channel, "ca_file", None)
+            if ca_file is None:
+                continue
+            problem = _ca_file_problem(Path(ca_file))
+            if problem:
+                raise _KeyProblem(("channels", name, "ca_file"), problem)
+        return self
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable CA bundle (PEM), or None."""
+    import ssl
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except FileNotFoundError:
+        return f"file {path} does not exist"
+    except IsADirectoryError:
+        return f"{path} is a directory; give the CA bundle file (PEM)"
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            return f"{path} is not a CA bundle in PEM format ({exc.reason or 'unreadable'})"
+        return f"cannot read {path}: {exc.strerror}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+# TOML integers are 64-bit signed ("an integer that cannot be represented losslessly must be
+# rejected", toml.io/en/v1.0.0#integer), but tomllib returns Python ints of any size: an
+# organization_id of 10**23 would pass validation and crash the first SQLite write.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Deeper than any setting needs (the deepest is 4); data nested thousands deep would exhaust
+# the stack of tomllib or of the validation.
+MAX_NESTING = 32
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
@@ -474,7 +528,8 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Setti
     path = Path(path)
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            raw = f.read()
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(
             path, None, "file not found (start from makewatch.example.toml)"
@@ -487,6 +542,13 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(path, None, "is not valid UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, _toml_syntax_message(exc)) from None
+    except RecursionError:
+        key, line = _deepest_key(raw.decode("utf-8"))
+        raise ConfigError(
+            path, key, f"arrays or inline tables nested too deeply (line {line}); "
+            f"no setting nests more than a few levels"
+        ) from None
+    _check_values(path, data)
 
     context = {"env": env, "config_dir": path.absolute().parent}
     try:
@@ -509,6 +571,67 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Setti
 
     _warn_about_risky_choices(path, data, settings)
     return settings
+
+
+def _check_values(path: Path, data: dict[str, Any]) -> None:
+    """Reject what TOML or the models cannot hold: nesting past MAX_NESTING, huge integers.
+
+    Iterative, so that the check itself cannot overflow the stack.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if len(loc) > MAX_NESTING:
+            raise ConfigError(
+                path,
+                _format_key(_named_prefix(loc)) or None,
+                f"arrays or tables nested more than {MAX_NESTING} levels deep; no setting "
+                "nests more than a few",
+            )
+        if isinstance(value, dict):
+            stack.extend(((*loc, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ConfigError(
+                    path,
+                    _format_key(loc),
+                    f"integer out of range: TOML integers are 64-bit (at most {_INT64_MAX})",
+                )
+
+
+def _named_prefix(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``("polling", "x", 0, 0, 0)`` -> ``("polling", "x")``: the key, without the nesting."""
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and (i + 1 >= len(loc) or isinstance(loc[i + 1], int)):
+            return loc[:i]
+    return loc
+
+
+def _deepest_key(text: str) -> tuple[str | None, int]:
+    """(key, line) of the assignment whose value nests deepest, best effort, for messages.
+
+    Only used after tomllib gave up (RecursionError), so there is no parsed data to ask.
+    """
+    best: tuple[int, str | None, int] = (-1, None, 1)
+    key: str | None = None
+    key_line = 1
+    depth = 0
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"\s*\[\[?\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$", line)
+        if header and depth == 0:
+            table = header.group(1).strip() + "."
+            continue
+        m = re.match(r"\s*([A-Za-z0-9_.\-\"' ]+?)\s*=", line)
+        if m and depth == 0:
+            key, key_line = table + m.group(1).strip(), number
+        depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
+        peak = line.count("[") + line.count("{")
+        if peak > best[0]:
+            best = (peak, key, key_line)
+    return best[1], best[2]
 
 
 def _warn_about_risky_choices(path: Path, data: dict[str, Any], settings: Settings) -> None:

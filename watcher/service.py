@@ -12,7 +12,7 @@ from watcher.clock import Clock, SystemClock
 from watcher.config import Settings
 from watcher.orgs import make_client
 from watcher.poller import CycleReport, OrgPoller
-from watcher.store import Store
+from watcher.store import StateFileError, Store
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ class Watcher:
         from alerts.service import Alerter
 
         self.settings = settings
+        self.store = store
         self.clock = clock or SystemClock()
+        #: Set when the state file became unusable: :meth:`run` then stops and raises it.
+        self.fatal: StateFileError | None = None
         self.alerter = Alerter(settings, store, session)
         self.alert_tick_s = alert_tick_s
         self.pollers = [
@@ -52,6 +55,9 @@ class Watcher:
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
+                problem = self.store.state_file_error(result)
+                if problem is not None:
+                    raise problem from result
                 log.error("organization %s: cycle crashed: %r", poller.org.name, result, exc_info=result)
                 reports.append(CycleReport(poller.org.name, error=f"internal error: {result!r}"[:300]))
             else:
@@ -73,9 +79,18 @@ class Watcher:
             started = self.clock.time()
             try:
                 await work()
+                # A deleted state file raises nothing by itself (the open connection writes on
+                # to the unlinked inode), so look at the path after each round.
+                self.store.check_file()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                problem = self._state_file_problem(exc)
+                if problem is not None:
+                    # Retrying cannot mend the file: stop everything, run() raises it.
+                    self.fatal = self.fatal or problem
+                    stop.set()
+                    return
                 log.exception("unexpected error; going on")
             every = interval() if callable(interval) else interval
             wait = max(0.0, started + every - self.clock.time())
@@ -85,18 +100,40 @@ class Watcher:
             for task in (sleeper, stopper):
                 task.cancel()
 
+    def _state_file_problem(self, exc: Exception) -> StateFileError | None:
+        problem = self.store.state_file_error(exc)
+        if problem is None:
+            # Whatever failed, a vanished file explains it better than the error itself.
+            try:
+                self.store.check_file()
+            except StateFileError as gone:
+                problem = gone
+        return problem
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``poll_interval_s`` and alert every few seconds until ``stop`` is set."""
+        """Poll every ``poll_interval_s`` and alert every few seconds until ``stop`` is set.
+
+        Raises :class:`StateFileError` (after setting ``stop``) when the state file becomes
+        unusable: read-only, corrupt, deleted or replaced, disk full.
+        """
 
         async def alert() -> None:
             report = await self.alert()
             if report.processed.events or report.delivered.sent or report.delivered.retried:
                 log.info("%s", report.summary())
 
-        await asyncio.gather(
-            *(self._poll_loop(poller, stop) for poller in self.pollers),
-            self._every(self.alert_tick_s, stop, alert),
-        )
+        try:
+            await asyncio.gather(
+                *(self._poll_loop(poller, stop) for poller in self.pollers),
+                self._every(self.alert_tick_s, stop, alert),
+            )
+        except asyncio.CancelledError:
+            # The caller cancels us when it sees ``stop``, which a fatal problem sets: that
+            # cancellation is our own stop, and the problem is the outcome to report.
+            if self.fatal is None:
+                raise
+        if self.fatal is not None:
+            raise self.fatal
 
     async def _poll_loop(self, poller: OrgPoller, stop: asyncio.Event) -> None:
         """One organization at its own pace (OrgPoller.next_interval_s): a slow or failing

@@ -85,9 +85,15 @@ class _KeyProblem(ValueError):
 
 
 class _Section(BaseModel):
-    """Base of every settings table: immutable, and unknown keys are errors."""
+    """Base of every settings table: immutable, and unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    TOML allows ``inf`` and ``nan``; no setting means them (``poll_interval_s = inf`` would
+    sleep forever, a ``nan`` compares false with everything), so every float refuses them.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:

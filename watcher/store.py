@@ -48,6 +48,7 @@ __all__ = [
     "STREAMS",
     "MigrationFn",
     "SchemaTooNewError",
+    "StateFileError",
     "Store",
     "StoreClosedError",
     "StoreError",
@@ -57,6 +58,7 @@ __all__ = [
     "get_scenarios",
     "insert_events",
     "record_progress",
+    "state_file_error",
     "unprocessed_events",
     "upsert_cursors",
     "upsert_org_health",
@@ -104,6 +106,19 @@ class SchemaTooNewError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was used after ``close()``."""
+
+
+class StateFileError(StoreError):
+    """The state file itself is unusable: read-only, corrupt, a directory, deleted, disk full.
+
+    Retrying cannot help, so the service stops on it (exit 1) instead of logging the same
+    traceback every cycle. ``str()`` names the file, what is wrong and what to do.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"state file {path}: {problem}")
 
 
 # --------------------------------------------------------------------------- migrations
@@ -660,6 +675,122 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
+# SQLite result codes (extended ones share the prefix) that mean the file cannot be used,
+# whatever we retry: https://www.sqlite.org/rescode.html. SQLITE_BUSY is not among them: it
+# is another process writing, and busy_timeout waits for it.
+_FATAL_SQLITE_CODES = (
+    "SQLITE_READONLY",  # incl. SQLITE_READONLY_DBMOVED: the file was unlinked while open
+    "SQLITE_IOERR",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_CANTOPEN",
+    "SQLITE_FULL",
+    "SQLITE_PERM",
+)
+_SIDE_FILES = ("", "-wal", "-shm", "-journal", ".lock")
+
+FileIdentity = tuple[int, int]
+
+
+def _identity(path: Path) -> FileIdentity:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def state_file_error(
+    path: str | os.PathLike[str],
+    exc: BaseException,
+    identity: FileIdentity | None = None,
+) -> StateFileError | None:
+    """``exc`` as a :class:`StateFileError` if it says the state file is unusable, else None.
+
+    Classifies SQLite errors by result code (read-only, I/O error, corrupt, not a database,
+    cannot open, disk full) or a missing table (the file was swapped for another database),
+    and ``OSError`` about the file, its -wal/-shm/.lock companions or its directory. The
+    message is worked out from the file system as it is now, so a file deleted under a
+    running service reads "was deleted", not SQLite's "attempt to write a readonly
+    database". ``identity`` is ``(st_dev, st_ino)`` of the file when it was opened.
+    """
+    path = Path(path)
+    if isinstance(exc, StateFileError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorname", "") or ""
+        missing_table = "no such table" in str(exc)
+        if not (code.startswith(_FATAL_SQLITE_CODES) or missing_table):
+            return None
+        return StateFileError(path, _describe(path, code, str(exc), identity))
+    if isinstance(exc, OSError):
+        names = {str(path) + suffix for suffix in _SIDE_FILES}
+        names |= {str(Path(n).absolute()) for n in names}
+        parents = {str(p) for p in Path(path).absolute().parents}
+        if exc.filename is None:
+            return None
+        filename = str(Path(os.fsdecode(exc.filename)).absolute())
+        if filename not in names and filename not in parents:
+            return None
+        return StateFileError(path, _describe(path, "", exc.strerror or str(exc), identity))
+    return None
+
+
+def _describe(path: Path, code: str, detail: str, identity: FileIdentity | None) -> str:
+    """What is wrong with the file and what to do, from the file system's present state."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a directory; set state.db_path to a path in a directory"
+            break
+    if path.is_dir():
+        return "is a directory; set state.db_path to a file path, such as <that directory>/makewatch.db"
+    if identity is not None:
+        try:
+            now = _identity(path)
+        except FileNotFoundError:
+            return (
+                "was deleted (or moved) while makewatch was running; what it wrote since is "
+                "lost. Restore the file, or start makewatch again to begin a new one"
+            )
+        except OSError:
+            now = identity
+        if now != identity:
+            return (
+                "was replaced by another file while makewatch was running; start makewatch "
+                "again to use the new file"
+            )
+    directory = path.absolute().parent
+    if path.exists() and not os.access(path, os.W_OK):
+        return (
+            "is read-only for this user (permissions, an immutable flag or a read-only "
+            "mount); make it writable by the user makewatch runs as"
+        )
+    if code.startswith("SQLITE_READONLY") or code == "SQLITE_PERM":
+        return (
+            f"cannot be written (SQLite: {detail}); makewatch needs write access to the file "
+            f"and to its directory {directory}, where SQLite keeps the -wal and -shm files"
+        )
+    if code in ("SQLITE_NOTADB",) or code.startswith("SQLITE_CORRUPT"):
+        return (
+            f"is not a makewatch state file, or is corrupt (SQLite: {detail}); move it aside "
+            "or restore a backup. Without it makewatch starts a new file and takes a fresh "
+            "baseline from Make (open alerts and sent-notification records are lost)"
+        )
+    if "no such table" in detail:
+        return (
+            f"is not a makewatch state file (SQLite: {detail}); was it replaced by another "
+            "database? Point state.db_path at makewatch's file"
+        )
+    if code == "SQLITE_FULL":
+        return f"the disk holding it is full; free space in {directory}"
+    if directory.exists() and not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"its directory {directory} is not writable for this user; SQLite must create the "
+            "-wal and -shm files there. Make it writable by the user makewatch runs as"
+        )
+    if code.startswith("SQLITE_IOERR"):
+        return f"disk I/O error (SQLite: {detail}); check the disk and file system it is on"
+    return f"cannot be used ({detail}); check that it is a makewatch state file you can write"
+
+
 def _refuse_lazy(result: T) -> T:
     if isinstance(result, Iterator):
         raise TypeError(
@@ -691,6 +822,7 @@ class Store:
         self._wdb: Database | None = None
         self._rdb: Database | None = None
         self._writer_thread: int | None = None
+        self._identity: FileIdentity | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         try:
@@ -700,9 +832,13 @@ class Store:
             ).result()
             # The reader opens after the writer: WAL mode and the -shm file must exist first.
             self._reader.submit(self._open_reader).result()
-        except BaseException:
+            self._identity = _identity(self.path)
+        except BaseException as exc:
             self.close()
-            raise
+            problem = state_file_error(self.path, exc)
+            if problem is None or problem is exc:
+                raise
+            raise problem from exc
 
     @classmethod
     def open(
@@ -720,6 +856,23 @@ class Store:
         """
         return cls(path, migrations=migrations, busy_timeout_s=busy_timeout_s)
 
+    def state_file_error(self, exc: BaseException) -> StateFileError | None:
+        """:func:`state_file_error` for this store's file (it knows which file was opened)."""
+        return state_file_error(self.path, exc, self._identity)
+
+    def check_file(self) -> None:
+        """Raise :class:`StateFileError` if the path no longer names the file that was opened.
+
+        On Unix a deleted file stays writable through the open connection, so without this
+        a service whose file was deleted would go on writing to a file nobody can read.
+        """
+        try:
+            identity = _identity(self.path)
+        except FileNotFoundError as exc:
+            raise StateFileError(self.path, _describe(self.path, "", "", self._identity)) from exc
+        if identity != self._identity:
+            raise StateFileError(self.path, _describe(self.path, "", "", self._identity))
+
     # -- connections, each created and closed in the thread that uses it
 
     def _open_writer(self, migrations: list[MigrationFn]) -> int:
@@ -732,7 +885,20 @@ class Store:
         # that recorded a sent notification, and it would be sent again.
         if db.journal_mode != "wal":
             raise StoreError(f"{self.path}: cannot use WAL mode (a network file system?)")
-        return _migrate(db, migrations, self.path)
+        version = _migrate(db, migrations, self.path)
+        # SQLite opens a file it cannot write read-only without a word, and BEGIN IMMEDIATE
+        # still succeeds: without a real write here, a read-only state file would only fail
+        # at the first write of the first cycle. Rewriting user_version (unused otherwise)
+        # with its own value is the smallest real write.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            user_version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {int(user_version)}")
+        except BaseException:
+            db.rollback()
+            raise
+        db.execute("COMMIT")
+        return version
 
     def _open_reader(self) -> None:
         uri = self.path.resolve().as_uri() + "?mode=ro"

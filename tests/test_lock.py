@@ -1,0 +1,140 @@
+"""One writer per state file (issue 12, point 9): real processes, a real simulator, real flock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_crash import SimThread, makewatch
+
+from watcher.clock import SystemClock
+from watcher.lock import AlreadyRunningError, StateLock, lock_path_for
+from watcher.simulator import World
+from watcher.store import Store
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    """A simulated organization and a config polling it every second: (cfg, db, env)."""
+    world = World(seed=11, clock=SystemClock())
+    org = world.add_organization(name="Solo", plan="pro")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    world.add_scenario(team.id, name="s", first_run_at=time.time() + 10**8)
+    db = tmp_path / "state.db"
+    with SimThread(world) as sim:
+        cfg = tmp_path / "makewatch.toml"
+        cfg.write_text(
+            f'[[organizations]]\nname = "Solo"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
+            f'organization_id = {org.id}\ntoken_env = "TOK"\n'
+            f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
+        )
+        yield cfg, db, {**os.environ, "TOK": token}
+
+
+def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        makewatch("run", "--config", str(cfg)), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def cycles(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with Store.open(db) as store:
+        return store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0)
+
+
+def wait_until_running(proc: subprocess.Popen[str], db: Path, timeout_s: float = 20.0) -> int:
+    """Wait until ``proc`` has completed a cycle; return the cycle count then."""
+    deadline = time.monotonic() + timeout_s
+    start = cycles(db)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"run exited early: {proc.communicate()[1]}"
+        now = cycles(db)
+        if now > start:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"no cycle within {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    return stderr
+
+
+def test_a_second_run_on_the_same_state_file_exits_1_naming_the_first(service):
+    cfg, db, env = service
+    first = start_run(cfg, env)
+    try:
+        wait_until_running(first, db)
+        for command in ("run", "once"):
+            second = subprocess.run(makewatch(command, "--config", str(cfg)), env=env, capture_output=True, text=True, timeout=30)
+            assert second.returncode == 1, (command, second.stderr)
+            assert (
+                f"another makewatch is already running on {db} (pid {first.pid}); stop it first, "
+                "or give this one its own state.db_path"
+            ) in second.stderr
+            assert "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one never noticed
+    finally:
+        stop(first)
+
+
+def test_read_only_commands_and_silences_are_not_blocked_by_a_running_service(service):
+    cfg, db, env = service
+    first = start_run(cfg, env)
+    try:
+        wait_until_running(first, db)
+        for args in (
+            ["status"],
+            ["check"],
+            ["silence", "list"],
+            ["silence", "add", "--kind", "quota", "--for", "1h", "--reason", "maintenance"],
+            ["silence", "expire", "1"],
+        ):
+            done = subprocess.run(makewatch(*args, "--config", str(cfg)), env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+    finally:
+        stop(first)
+
+
+def test_a_run_right_after_sigkill_of_the_first_starts_at_once(service):
+    cfg, db, env = service
+    first = start_run(cfg, env)
+    wait_until_running(first, db)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+
+    started = time.monotonic()
+    second = start_run(cfg, env)
+    try:
+        # Its first cycle: the kernel dropped the dead process's lock, nothing timed out.
+        wait_until_running(second, db, timeout_s=15)
+        assert time.monotonic() - started < 15
+        assert lock_path_for(db).read_text().strip() == str(second.pid)
+    finally:
+        stderr = stop(second)
+    assert "already running" not in stderr and "Traceback" not in stderr
+
+
+def test_the_lock_is_one_per_file_whatever_the_spelling_and_released_on_close(tmp_path: Path, monkeypatch):
+    db = tmp_path / "state.db"
+    (tmp_path / "link.db").symlink_to(db)
+    monkeypatch.chdir(tmp_path)
+    with StateLock(db):
+        for spelling in ("state.db", "./state.db", "link.db", str(db)):
+            with pytest.raises(AlreadyRunningError) as info:
+                StateLock(spelling).acquire()
+            assert info.value.pid == os.getpid()
+    with StateLock("state.db") as again:  # released: free again
+        assert again.path == tmp_path / "state.db.lock"
+    assert (tmp_path / "state.db.lock").stat().st_mode & 0o077 == 0
