@@ -367,6 +367,32 @@ async def test_a_channel_failing_10_minutes_is_reported_on_the_others_once_then_
     assert open_health == 0
 
 
+async def test_two_failing_channels_are_two_health_alerts_and_resolve_apart(make_stack):
+    s = await make_stack(["hook", "bot", "mail"])
+    await s.tick()
+    s.slack.down = True  # the webhook and the bot both fail
+    s.error(1)
+    await s.tick()
+    for _ in range(130):
+        await s.tick(5)
+    failing = [e for e in s.health_events() if e["problem"] == "channel_failing"]
+    assert sorted(e["channel"] for e in failing) == ["bot", "hook"]
+
+    def open_health(db) -> list[tuple[str, str]]:
+        payloads = [json.loads(r["payload_json"]) for r in db["alerts"].rows_where("kind = 'watcher_health' AND state != 'resolved'")]
+        return sorted((p["channel"], p["problem"]) for p in payloads)
+
+    assert s.store.read_sync(open_health) == [("bot", "channel_failing"), ("hook", "channel_failing")]
+    bot_token = s.alerter.notifiers["bot"].settings.token
+    s.slack.down = False
+    s.slack.tokens = set()  # the bot is refused for good now; the webhook works again
+    for _ in range(20):
+        await s.tick(5)
+    # The webhook's recovery resolves only its own alert; the bot, now refused, is parked.
+    assert s.store.read_sync(open_health) == [("bot", "channel_failed"), ("bot", "channel_failing")]
+    assert bot_token.reveal() not in json.dumps(s.health_events())
+
+
 async def test_a_short_outage_is_not_reported(make_stack):
     s = await make_stack(["hook", "mail"])
     await s.tick()
