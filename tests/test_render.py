@@ -380,3 +380,19 @@ def test_a_held_back_item_without_kind_or_subject_is_no_empty_line(renderer: Ren
     for text in rendered_texts(renderer, n):
         assert " : " not in text and not re.search(r"<li>\s*[•]?\s*:", text)
         assert not re.search(r"^\s*-\s*:", text, re.MULTILINE)
+
+
+def test_a_dlq_event_payload_carries_its_creation_time_into_the_samples(renderer: Renderer):
+    from watcher.events import dlq_event
+    from watcher.make.models import Dlq, Scenario
+
+    fixtures = Path(__file__).parent / "fixtures"
+    dlq = Dlq.parse(json.loads((fixtures / "dlqs.json").read_text())["dlqs"][0])
+    scenario = Scenario.parse(json.loads((fixtures / "scenarios.json").read_text())["scenarios"][0])
+    payload = dlq_event(1001, "Acme", "https://eu1.make.com", scenario, dlq).payload
+    n = with_samples("incomplete_executions", "repeat", [payload, payload])
+    _, text, _ = renderer.render_email(n)
+    assert (
+        "- 2026-09-21T13:00:02.118000+00:00 · Incomplete execution 9a8b7c6d5e4f30211203f4e5d6c7b8a9: "
+        "Connection refused by api.xero.com"
+    ) in text
