@@ -5,9 +5,36 @@ attempt, after the channel accepted it. The one window for a duplicate is a cras
 channel's acceptance and that commit; nothing is ever lost (a row stays pending until a
 success is recorded) and a row recorded as sent is never sent again.
 
-Order: rows of one channel go out in outbox order. When a row of a channel fails and must be
-retried, the channel's later rows wait behind it, so that a repeat never overtakes the first
-notice it replies to, and everything queued during an outage arrives in order afterwards.
+Order is kept **per alert and channel**, not per channel: a repeat or a resolution threads
+under (or updates) the first notice of its alert, so while a row of alert A waits for a retry,
+the later rows of A on that channel wait behind it. Rows of other alerts on the same channel
+go ahead; summary rows (no alert) are independent. One failing message never stalls the rest.
+
+A channel that is down as a whole (refused connections, a 5xx on everything) must not be
+hammered with one request per pending row. The rule, per channel:
+
+- a transient failure that follows a success (the channel worked a moment ago) may be that
+  message's bad luck: the pass goes on with the channel's next row of another alert, a probe;
+- a second transient failure in a row (no success between, whichever rows) says the channel
+  is down: it is blocked until its own backoff ends (``RetryPolicy.delay`` of its run of
+  consecutive failures, so at most about a minute), and then one row is tried again;
+- a rate limit (Slack's 429 with ``Retry-After``) blocks the whole channel until then:
+  Slack asked us to slow down, not to try another message.
+
+So a dead channel costs one request per backoff period (at most two when it has just failed),
+whatever is queued, and a channel that works again is drained in the pass that sees it work.
+
+Backoff: exponential with jitter, 15 s then 30 s, capped at :data:`TRANSIENT_MAX_S` (60 s);
+a ``Retry-After`` is honoured up to :data:`RETRY_AFTER_MAX_S` (5 minutes): a longer one (a
+broken proxy, an HTTP date far ahead) would hold alerts for hours, so we try again after 5
+minutes and let the channel say so again. A restart retries at once (:func:`release_backoff`).
+
+Per channel, ``watch_state["delivery:channel:<name>"]`` keeps when its current run of
+failures began (``failing_since``), its last error and when, and whether that outage was
+reported. A channel failing for :data:`CHANNEL_FAILING_AFTER_S` (10 minutes) raises one
+``watcher_health`` event (problem ``channel_failing``, ``exclude_channel`` = that channel, so
+the others are told, not it), and its first success afterwards a ``recovered`` one that
+resolves the alert.
 """
 
 from __future__ import annotations
@@ -25,19 +52,48 @@ from alerts.notify.base import DeliveryError, Notification, Notifier
 from watcher import store as st
 from watcher.store import Store
 
+__all__ = [
+    "CHANNEL_FAILING_AFTER_S",
+    "RETRY_AFTER_MAX_S",
+    "TRANSIENT_MAX_S",
+    "DeliveryReport",
+    "RetryPolicy",
+    "channel_states",
+    "deliver_due",
+    "release_backoff",
+]
+
 log = logging.getLogger(__name__)
+
+# Transient failures are retried after at most about a minute: an alert is worth little once
+# it is late, and one retry a minute does not hurt a channel that is down.
+TRANSIENT_MAX_S = 60.0
+# The longest Retry-After honoured; see the module docstring.
+RETRY_AFTER_MAX_S = 300.0
+# A channel failing this long is reported on the other channels (watcher_health).
+CHANNEL_FAILING_AFTER_S = 600.0
+STATE_PREFIX = "delivery:channel:"
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter between ``base_s`` and ``max_s``."""
+    """Exponential backoff with jitter: ``base_s * 2**(n-1)`` capped at ``max_s``, the wait
+    drawn between half of that and all of it; ``Retry-After`` bounded by ``retry_after_max_s``."""
 
     base_s: float = 15.0
-    max_s: float = 1800.0
+    max_s: float = TRANSIENT_MAX_S
+    retry_after_max_s: float = RETRY_AFTER_MAX_S
 
     def delay(self, attempts: int, rng: random.Random) -> float:
-        cap = min(self.max_s, self.base_s * 2 ** max(0, attempts - 1))
+        cap = min(self.max_s, self.base_s * 2 ** min(max(0, attempts - 1), 30))
         return cap / 2 + rng.uniform(0, cap / 2)
+
+    def wait(self, attempts: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Seconds before the next attempt after ``attempts`` failed ones."""
+        backoff = self.delay(attempts, rng)
+        if retry_after_s is None:
+            return backoff
+        return min(self.retry_after_max_s, max(backoff, retry_after_s))
 
 
 @dataclass
@@ -63,13 +119,48 @@ def _notification(row: Mapping[str, Any], thread_refs: Mapping[str, Any]) -> Not
     )
 
 
-def _due_rows(db: Database, now: float) -> list[dict[str, Any]]:
-    rows = db.query(
-        """SELECT o.*, a.thread_ref_json AS alert_thread_refs FROM outbox o
-           LEFT JOIN alerts a ON a.id = o.alert_id
-           WHERE o.status = 'pending' ORDER BY o.id""",
-    )
-    return [dict(r) for r in rows]
+def _pending_rows(db: Database) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.query("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")]
+
+
+def _thread_refs(db: Database, alert_id: int | None) -> dict[str, Any]:
+    """The alert's thread references as stored *now* (another row may just have added one)."""
+    if alert_id is None:
+        return {}
+    row = next(iter(db.query("SELECT thread_ref_json FROM alerts WHERE id = ?", [alert_id])), None)
+    if not row or not row["thread_ref_json"]:
+        return {}
+    refs = json.loads(row["thread_ref_json"])
+    return refs if isinstance(refs, dict) else {}
+
+
+def channel_states(db: Database) -> dict[str, dict[str, Any]]:
+    """Each channel's delivery state (``failing_since``, ``failures``, ``blocked_until``,
+    ``last_error``, ``last_error_at``, ``last_ok_at``, ``reported``), by channel name."""
+    return {k[len(STATE_PREFIX) :]: v for k, v in st.get_watch_state(db, STATE_PREFIX).items()}
+
+
+async def release_backoff(store: Store, now: float) -> int:
+    """Make every pending row due now and unblock every channel (once, when the worker starts).
+
+    A restart is often the fix (a new token, a network back): waiting out a backoff computed
+    by the previous process helps nobody. Returns how many rows became due earlier.
+    """
+
+    def tx(db: Database) -> int:
+        n = db.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at > ?",
+            [now, now],
+        ).rowcount
+        states = channel_states(db)
+        st.set_watch_state(
+            db,
+            {STATE_PREFIX + name: {**s, "blocked_until": None} for name, s in states.items() if s.get("blocked_until")},
+            now,
+        )
+        return n
+
+    return await store.write(tx)
 
 
 async def deliver_due(
@@ -80,27 +171,33 @@ async def deliver_due(
     rng: random.Random | None = None,
     policy: RetryPolicy | None = None,
 ) -> DeliveryReport:
-    """One pass over the outbox: send every row that is due, in order per channel."""
+    """One pass over the outbox: send every row that is due, in order per alert and channel."""
     rng = rng or random.Random()
     policy = policy or RetryPolicy()
     report = DeliveryReport()
-    rows = await store.read(lambda db: _due_rows(db, now))
-    blocked: set[str] = set()
+    rows, states = await store.read(lambda db: (_pending_rows(db), channel_states(db)))
+    held: set[tuple[str, int]] = set()  # (channel, alert_id) with an earlier row still pending
+    pending_channels: set[str] = set()
     for row in rows:
-        channel = row["channel"]
-        if channel in blocked:
+        channel, alert_id = row["channel"], row["alert_id"]
+        pending_channels.add(channel)
+        key = (channel, alert_id) if alert_id is not None else None
+        state = states.setdefault(channel, {})
+        if (
+            (key is not None and key in held)
+            or (state.get("blocked_until") or 0) > now
+            or (row["next_attempt_at"] or 0) > now
+        ):
             report.waiting += 1
-            continue
-        if (row["next_attempt_at"] or 0) > now:
-            blocked.add(channel)  # keep order: nothing of this channel overtakes it
-            report.waiting += 1
+            if key is not None:
+                held.add(key)  # a later row of this alert never overtakes this one
             continue
         notifier = notifiers.get(channel)
         if notifier is None:
             await _park(store, row, now, f"channel {channel!r} is not configured")
             report.parked += 1
             continue
-        refs = json.loads(row["alert_thread_refs"] or "{}") if row.get("alert_thread_refs") else {}
+        refs = await store.read(lambda db, a=alert_id: _thread_refs(db, a))
         try:
             ref = await notifier.send(_notification(row, refs))
         except DeliveryError as exc:
@@ -111,45 +208,133 @@ async def deliver_due(
                 report.errors.append(f"{channel}: {exc.message}")
                 log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message)
                 continue
-            wait = max(policy.delay(attempts, rng), exc.retry_after_s or 0.0)
-            await _retry_later(store, row, now, exc.message, attempts, now + wait)
+            wait = policy.wait(attempts, exc.retry_after_s, rng)
+            states[channel] = await _retry_later(
+                store, row, now, exc, attempts, now + wait, state, policy, rng
+            )
             report.retried += 1
-            blocked.add(channel)
+            if key is not None:
+                held.add(key)
             log.warning(
                 "channel %s: outbox row %s failed (attempt %d), retry in %.0f s: %s",
                 channel, row["id"], attempts, wait, exc.message,
             )
             continue
-        await _mark_sent(store, row, now, channel, ref, refs)
+        states[channel] = await _mark_sent(store, row, now, ref, state)
         report.sent += 1
+    # A channel blocked all pass long has made no attempt, yet may have failed long enough.
+    for channel in pending_channels:
+        state = states.get(channel) or {}
+        if _outage_to_report(state, now):
+            await store.write(lambda db, c=channel, s=state: _report_outage(db, c, s, now))
     return report
 
 
+def _outage_to_report(state: Mapping[str, Any], now: float) -> bool:
+    since = state.get("failing_since")
+    return since is not None and not state.get("reported") and now - since >= CHANNEL_FAILING_AFTER_S
+
+
+def _health_event(channel: str, since: float, now: float, *, recovered: bool, error: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "organization": "makewatch",
+        "problem": "channel_failing",
+        "channel": channel,
+        "failing_since": since,
+        "exclude_channel": channel,
+    }
+    if recovered:
+        payload["recovered"] = True
+    else:
+        payload["error"] = (error or "")[:500]
+    return {
+        # One event per outage (its start names it), and one recovery per outage.
+        "key": f"watcher_health:0:channel_failing:{channel}:{since:.3f}" + (":recovered" if recovered else ""),
+        "kind": "watcher_health",
+        "severity": "info" if recovered else "critical",
+        "org_id": 0,
+        "occurred_at": now,
+        "detected_at": now,
+        "payload": payload,
+    }
+
+
+def _report_outage(db: Database, channel: str, state: dict[str, Any], now: float) -> None:
+    since = float(state["failing_since"])
+    st.insert_events(db, [_health_event(channel, since, now, recovered=False, error=state.get("last_error"))])
+    state["reported"] = True
+    st.set_watch_state(db, {STATE_PREFIX + channel: state}, now)
+    log.error(
+        "channel %s: failing for %.0f minutes: %s", channel, (now - since) / 60, state.get("last_error")
+    )
+
+
 async def _mark_sent(
-    store: Store, row: Mapping[str, Any], now: float, channel: str, ref: Any, refs: dict[str, Any]
-) -> None:
-    def tx(db: Database) -> None:
+    store: Store, row: Mapping[str, Any], now: float, ref: Any, state: Mapping[str, Any]
+) -> dict[str, Any]:
+    channel = row["channel"]
+
+    def tx(db: Database) -> dict[str, Any]:
         db["outbox"].update(
             row["id"],
             {"status": "sent", "sent_at": now, "attempts": (row["attempts"] or 0) + 1, "last_error": None},
         )
         db["deliveries"].insert({"outbox_id": row["id"], "attempted_at": now, "ok": 1, "error": None})
-        if ref and row["alert_id"] is not None and channel not in refs:
-            # Keep the first message's reference: later notices thread under (or update) it.
-            refs2 = {**refs, channel: ref}
-            db["alerts"].update(row["alert_id"], {"thread_ref_json": json.dumps(refs2)})
+        if ref and row["alert_id"] is not None:
+            # Read-modify-write in this transaction: merge into the references as stored now,
+            # never a copy read before another channel's send added its own.
+            refs = _thread_refs(db, row["alert_id"])
+            if channel not in refs:
+                # Keep the first message's reference: later notices thread under (or update) it.
+                refs[channel] = ref
+                db["alerts"].update(row["alert_id"], {"thread_ref_json": json.dumps(refs)})
+        new = {**state, "failing_since": None, "failures": 0, "blocked_until": None, "reported": False,
+               "last_ok_at": now}
+        if state.get("reported") and state.get("failing_since") is not None:
+            since = float(state["failing_since"])
+            st.insert_events(db, [_health_event(channel, since, now, recovered=True, error=None)])
+            log.warning("channel %s: delivering again after %.0f minutes", channel, (now - since) / 60)
+        if new != state:
+            st.set_watch_state(db, {STATE_PREFIX + channel: new}, now)
+        return new
 
-    await store.write(tx)
+    return await store.write(tx)
 
 
 async def _retry_later(
-    store: Store, row: Mapping[str, Any], now: float, error: str, attempts: int, at: float
-) -> None:
+    store: Store,
+    row: Mapping[str, Any],
+    now: float,
+    exc: DeliveryError,
+    attempts: int,
+    at: float,
+    state: Mapping[str, Any],
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> dict[str, Any]:
+    error = exc.message[:500]
+    failures = int(state.get("failures") or 0) + 1
+    blocked_until = state.get("blocked_until")
+    if exc.retry_after_s is not None:
+        blocked_until = at  # rate limited: the whole channel waits as asked (bounded)
+    elif failures >= 2:
+        blocked_until = now + policy.delay(failures - 1, rng)  # down: no request per row
+    new = {
+        **state,
+        "failing_since": state.get("failing_since") if state.get("failing_since") is not None else now,
+        "failures": failures,
+        "blocked_until": blocked_until,
+        "last_error": error,
+        "last_error_at": now,
+    }
+
     def tx(db: Database) -> None:
-        db["outbox"].update(row["id"], {"attempts": attempts, "next_attempt_at": at, "last_error": error[:500]})
-        db["deliveries"].insert({"outbox_id": row["id"], "attempted_at": now, "ok": 0, "error": error[:500]})
+        db["outbox"].update(row["id"], {"attempts": attempts, "next_attempt_at": at, "last_error": error})
+        db["deliveries"].insert({"outbox_id": row["id"], "attempted_at": now, "ok": 0, "error": error})
+        st.set_watch_state(db, {STATE_PREFIX + row["channel"]: new}, now)
 
     await store.write(tx)
+    return new
 
 
 async def _park(
@@ -164,6 +349,8 @@ async def _park(
             {"status": "parked", "attempts": attempts or row["attempts"] or 0, "last_error": error[:500]},
         )
         db["deliveries"].insert({"outbox_id": row["id"], "attempted_at": now, "ok": 0, "error": error[:500]})
+        state = channel_states(db).get(channel, {})
+        st.set_watch_state(db, {STATE_PREFIX + channel: {**state, "last_error": error[:500], "last_error_at": now}}, now)
         day = int(now // 86400)
         st.insert_events(
             db,

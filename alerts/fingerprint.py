@@ -104,7 +104,7 @@ def fingerprint(event: Mapping[str, Any], group_by: Sequence[str] = DEFAULT_GROU
       alert per scenario → ``state:<org>:<scn>:<h>``
     * ``incomplete_executions``: ``dlq:<org>:<scn>:<h>``; ``quota``: ``quota:<org>:<h>``;
       ``hook_backlog``: ``hook:<org>:<hook id>:<h>``; ``watcher_health``: organization +
-      ``payload["problem"]`` → ``health:<org>:<h>``
+      ``payload["problem"]`` (+ ``payload["channel"]`` when set) → ``health:<org>:<h>``
     * ``execution_recovered`` is not an alert: it returns the pattern ``exec:<org>:<scn>:*``
       naming every execution alert of that scenario, all of which it resolves.
     * any other kind: ``<kind>:<org>:<scn>:<h>``.
@@ -133,6 +133,9 @@ def fingerprint(event: Mapping[str, Any], group_by: Sequence[str] = DEFAULT_GROU
         return f"hook:{org}:{hook}:{_digest('hook', org, hook)}"
     if kind == "watcher_health":
         problem = str(payload.get("problem") or "")
+        channel = payload.get("channel")
+        if channel:  # a failing channel is its own problem: one recovering resolves only it
+            return f"health:{org}:{_digest('health', org, problem, channel)}"
         return f"health:{org}:{_digest('health', org, problem)}"
     return f"{kind}:{org}:{scenario}:{_digest(kind, org, scenario)}"
 

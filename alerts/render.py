@@ -252,14 +252,48 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
             "scope_missing": "The token lacks a read scope; part of the monitoring is blind.",
             "unreachable": "Make could not be reached for several cycles in a row.",
             "channel_failed": "A notification channel refused a message for good; it is parked.",
+            "channel_failing": "A notification channel has failed every delivery for 10 minutes; "
+            "its messages wait and are retried.",
         }
         if p.get("problem"):
             facts.append(("Problem", problems.get(str(p["problem"]), str(p["problem"]))))
         add("Missing scope", "scope")
         add("Channel", "channel")
         add("Failed cycles", "failures", _fmt_number)
+        add("Failing since", "failing_since", _fmt_epoch)
         add("Last error", "error")
     return facts
+
+
+def _sample(kind: str, s: dict[str, Any]) -> dict[str, str]:
+    """One "recent occurrence" (an event payload) for the templates: ``text`` is the line to
+    show, built only from the parts that are there (empty when there is nothing to say, and
+    then the sample is left out); ``when``, ``error_name``, ``error_message``,
+    ``execution_id``, ``dlq_id``, ``reason`` are the parts, for user templates."""
+    when = s.get("timestamp") or s.get("created") or ""
+    name = _one_line(s.get("error_name") or "")
+    message = cut(_one_line(s.get("error_message") or ""), 300)
+    reason = cut(_one_line(s.get("reason") or ""), 300)
+    dlq_id = str(s.get("dlq_id") or "")
+    if kind == "incomplete_executions":
+        what = f"Incomplete execution {dlq_id}" if dlq_id else "Incomplete execution"
+        if not reason and s.get("reasons"):
+            reason = cut(_one_line("; ".join(str(r) for r in s["reasons"][:5])), 300)
+        headline = f"{what}: {reason}" if reason else (what if dlq_id else "")
+    else:
+        headline = ": ".join(part for part in (name, message) if part)
+        if not headline and kind == "watcher_health":
+            headline = cut(_one_line(s.get("error") or ""), 300)
+    text = " · ".join(part for part in (_one_line(when), headline) if part) if headline else ""
+    return {
+        "text": text,
+        "when": str(when),
+        "error_name": name,
+        "error_message": message,
+        "execution_id": str(s.get("execution_id") or ""),
+        "dlq_id": dlq_id,
+        "reason": reason,
+    }
 
 
 def describe(n: Notification) -> dict[str, Any]:
@@ -327,14 +361,9 @@ def describe(n: Notification) -> dict[str, Any]:
     if (count or 0) > 1:
         for s in (alert.get("samples") or [])[:5]:
             if isinstance(s, dict):
-                samples.append(
-                    {
-                        "when": str(s.get("timestamp") or ""),
-                        "error_name": str(s.get("error_name") or ""),
-                        "error_message": cut(_one_line(s.get("error_message") or ""), 300),
-                        "execution_id": str(s.get("execution_id") or ""),
-                    }
-                )
+                sample = _sample(n.kind, s)
+                if sample["text"]:
+                    samples.append(sample)
 
     held_back = []
     for h in alert.get("held_back") or []:
@@ -344,7 +373,7 @@ def describe(n: Notification) -> dict[str, Any]:
             held_back.append(
                 {
                     "emoji": h_sev[0],
-                    "kind_title": KIND_TITLES.get(hk, hk.replace("_", " ")),
+                    "kind_title": KIND_TITLES.get(hk, hk.replace("_", " ")) or "Alert",
                     "subject": str(
                         h.get("scenario") or h.get("scenario_name") or h.get("org") or h.get("organization") or ""
                     ),

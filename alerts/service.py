@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from alerts.delivery import DeliveryReport, RetryPolicy, deliver_due
+from alerts.delivery import DeliveryReport, RetryPolicy, deliver_due, release_backoff
 from alerts.notify import Notifier, build_notifier
 from alerts.pipeline import ProcessReport, process_events
 from alerts.policy import Policy
@@ -60,8 +60,15 @@ class Alerter:
         self.rng = rng or random.Random()
         self.retry = retry or RetryPolicy()
         self._pruned_at = 0.0
+        self._started = False
 
     async def tick(self, now: float) -> AlertsReport:
+        if not self._started:
+            # Retry at once after a restart: the previous process's backoff helps nobody.
+            self._started = True
+            released = await release_backoff(self.store, now)
+            if released:
+                log.info("start: %d pending notification(s) retried now", released)
         processed = await process_events(self.store, self.policy, now)
         delivered = await deliver_due(self.store, self.notifiers, now, rng=self.rng, policy=self.retry)
         digests = []

@@ -317,3 +317,82 @@ def test_samples_exist_for_every_kind_and_channel_type():
             assert n.kind == kind and n.alert["payload"]
     with pytest.raises(ValueError, match="unknown kind"):
         sample_notification("nope", "slack")
+
+
+# --- recent occurrences ------------------------------------------------------------------------
+
+
+def with_samples(kind: str, phase: str, samples: list[dict[str, Any]]) -> Notification:
+    base = sample_notification(kind, "slack", phase=phase)
+    return dataclasses.replace(base, alert={**base.alert, "count": 3, "samples": samples})
+
+
+def rendered_texts(renderer: Renderer, n: Notification) -> list[str]:
+    """Every text a person reads: Slack's (both parts) and the e-mail's three."""
+    out = every_text(renderer.render_slack(n)) + every_text(renderer.render_slack(n, part="reply"))
+    return out + list(renderer.render_email(n))
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_recent_occurrences_never_show_an_empty_item(renderer: Renderer, kind: str, phase: str):
+    payload = sample_notification(kind, "slack").alert["payload"]
+    n = with_samples(kind, phase, [payload, {}, {"organization": "Acme Ops"}, payload])
+    for text in rendered_texts(renderer, n):
+        assert " : " not in text
+        assert not re.search(r"^\s*-\s*$", text, re.MULTILINE)  # an empty text list item
+        assert not re.search(r"<li>\s*</li>", text)
+        assert "· :" not in text and not re.search(r"·\s*$", text, re.MULTILINE)
+
+
+def test_incomplete_execution_samples_show_when_why_and_which(renderer: Renderer):
+    samples = [
+        {"dlq_id": "d1e2f3a4", "reason": "Connection expired", "created": "2026-09-21T14:00:00+00:00"},
+        {"dlq_id": "b5c6d7e8", "reason": "Timed out <b>", "created": "2026-09-21T14:05:00+00:00"},
+    ]
+    n = with_samples("incomplete_executions", "repeat", samples)
+    message = renderer.render_slack(n)
+    texts = "\n".join(every_text(message))
+    assert "2026-09-21T14:00:00+00:00 · Incomplete execution d1e2f3a4: Connection expired" in texts
+    assert "Incomplete execution b5c6d7e8: Timed out &lt;b&gt;" in texts  # still escaped
+    _, text, html = renderer.render_email(n)
+    assert "- 2026-09-21T14:05:00+00:00 · Incomplete execution b5c6d7e8: Timed out <b>" in text
+    assert "<li>2026-09-21T14:05:00+00:00 · Incomplete execution b5c6d7e8: Timed out &lt;b&gt;</li>" in html
+
+
+def test_execution_error_samples_keep_time_name_and_message(renderer: Renderer):
+    n = with_samples(
+        "execution_error",
+        "repeat",
+        [
+            {"timestamp": "2026-09-21T14:12:58+00:00", "error_name": "DataError", "error_message": "row 7"},
+            {"timestamp": "2026-09-21T14:13:00+00:00", "error_message": "no name"},
+        ],
+    )
+    _, text, _ = renderer.render_email(n)
+    assert "- 2026-09-21T14:12:58+00:00 · DataError: row 7" in text
+    assert "- 2026-09-21T14:13:00+00:00 · no name" in text
+
+
+def test_a_held_back_item_without_kind_or_subject_is_no_empty_line(renderer: Renderer):
+    base = sample_notification("summary", "slack")
+    n = dataclasses.replace(base, alert={**base.alert, "held_back": [{}, {"kind": "quota"}]})
+    for text in rendered_texts(renderer, n):
+        assert " : " not in text and not re.search(r"<li>\s*[•]?\s*:", text)
+        assert not re.search(r"^\s*-\s*:", text, re.MULTILINE)
+
+
+def test_a_dlq_event_payload_carries_its_creation_time_into_the_samples(renderer: Renderer):
+    from watcher.events import dlq_event
+    from watcher.make.models import Dlq, Scenario
+
+    fixtures = Path(__file__).parent / "fixtures"
+    dlq = Dlq.parse(json.loads((fixtures / "dlqs.json").read_text())["dlqs"][0])
+    scenario = Scenario.parse(json.loads((fixtures / "scenarios.json").read_text())["scenarios"][0])
+    payload = dlq_event(1001, "Acme", "https://eu1.make.com", scenario, dlq).payload
+    n = with_samples("incomplete_executions", "repeat", [payload, payload])
+    _, text, _ = renderer.render_email(n)
+    assert (
+        "- 2026-09-21T13:00:02.118000+00:00 · Incomplete execution 9a8b7c6d5e4f30211203f4e5d6c7b8a9: "
+        "Connection refused by api.xero.com"
+    ) in text

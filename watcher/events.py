@@ -183,6 +183,7 @@ def dlq_event(org_id: int, org_name: str, ui: str, sc: Scenario, dlq: Dlq) -> Ev
         {
             "dlq_id": dlq.id,
             "reason": dlq.reason,
+            "created": dlq.created.isoformat() if dlq.created else None,  # a sample's "when"
             "attempts": dlq.attempts,
             "size": dlq.size,
             "dlq_count": sc.dlq_count,

@@ -15,12 +15,66 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _channel_lines(db: Database, now: float) -> list[str]:
+    """Per channel: pending rows, the oldest one's age, the last error and when (its text
+    is what alerts.delivery stored: a status and a short code, never a URL or token)."""
+    pending = {
+        r["channel"]: (r["n"], r["oldest"])
+        for r in db.query(
+            "SELECT channel, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox "
+            "WHERE status = 'pending' GROUP BY channel"
+        )
+    }
+    # SQLite: a bare column beside MAX() comes from the row holding the maximum.
+    errors = {
+        r["channel"]: (r["error"], r["at"])
+        for r in db.query(
+            "SELECT o.channel AS channel, d.error AS error, MAX(d.attempted_at) AS at "
+            "FROM deliveries d JOIN outbox o ON o.id = d.outbox_id WHERE d.ok = 0 GROUP BY o.channel"
+        )
+    }
+    states: dict[str, dict[str, Any]] = {}
+    if db["watch_state"].exists():
+        for r in db.query("SELECT key, value_json FROM watch_state WHERE key LIKE 'delivery:channel:%'"):
+            states[r["key"][len("delivery:channel:") :]] = json.loads(r["value_json"])
+    names = sorted(set(pending) | set(errors) | set(states))
+    if not names:
+        return []
+    lines = ["channels:"]
+    for name in names:
+        n, oldest = pending.get(name, (0, None))
+        state = states.get(name, {})
+        error, at = errors.get(name, (None, None))
+        if state.get("last_error_at") and (at is None or state["last_error_at"] >= at):
+            error, at = state.get("last_error"), state["last_error_at"]
+        line = f"  {name}: {n} pending"
+        if oldest is not None:
+            line += f", oldest {_age(now - oldest)}"
+        if state.get("failing_since") is not None:
+            line += f"; failing since {_when(state['failing_since'])}"
+        if error:
+            line += f"; last error {_when(at)}: {error}"
+        lines.append(line)
+    return lines
+
+
 def status_report(db: Database, now: float) -> str:
     """Organizations (last cycle, failures, budget), open alerts, the outbox, silences."""
     lines: list[str] = []
     orgs = list(db["organizations"].rows_where(order_by="name")) if db["organizations"].exists() else []
     if not orgs:
-        return "No organization polled yet (run `makewatch once` or `makewatch run`)."
+        if not db["outbox"].exists() or not db["outbox"].count:
+            return "No organization polled yet (run `makewatch once` or `makewatch run`)."
+        lines.append("No organization polled yet.")
     for org in orgs:
         last = next(
             iter(db.query("SELECT * FROM cycles WHERE org_id = ? ORDER BY id DESC LIMIT 1", [org["id"]])), None
@@ -63,6 +117,7 @@ def status_report(db: Database, now: float) -> str:
     lines.append(
         f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, {counts.get('parked', 0)} parked"
     )
+    lines += _channel_lines(db, now)
     silences = db.execute(
         "SELECT COUNT(*) FROM silences WHERE expired_at IS NULL AND starts_at <= ? AND ends_at > ?", [now, now]
     ).fetchone()[0]
