@@ -613,7 +613,7 @@ async def test_a_failed_cycle_is_tried_again_within_seconds_and_backs_off(rig_fa
     (poller,) = rig.watcher.pollers
     (r,) = await rig.cycle()
     assert r.ok and poller.next_interval_s(r) >= 10
-    for kind in ("error_5xx_count", "malformed_json_count"):
+    for kind in ("error_5xx_count", "html_error_count", "malformed_json_count"):
         world.set_faults(reset=True)
         world.set_faults(**{kind: 10**6}, org_id=ids["bad"].id)
         waits = []

@@ -287,7 +287,9 @@ class OrgPoller:
             await self._cycle(report)
         except MakeApiError as exc:
             report.error = str(exc)
-            report.retryable = exc.retryable and not exc.is_auth_error
+            # Any failure but a rejected token is tried again soon: even an HTML 403 may be a
+            # passing Cloudflare hiccup, and a cycle that fails costs a request or two.
+            report.retryable = not exc.is_auth_error
             log.warning("organization %s: cycle failed: %s", self.org.name, exc)
             await self._record_failure(exc, report)
         finally:

@@ -41,11 +41,16 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
         async with aiohttp.ClientSession() as session:
             watcher = Watcher(settings, store, session, clock)
             task = asyncio.create_task(watcher.run(stop))
-            await stop.wait()
-            log.info("stopping")
-            task.cancel()
+            stopper = asyncio.create_task(stop.wait())
             try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            await watcher.aclose()
+                # The service ends on a signal, or by itself (a state file it cannot use).
+                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                log.info("stopping")
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+            finally:
+                stopper.cancel()
+                await watcher.aclose()  # the notifiers are closed whichever way it ended
