@@ -488,7 +488,7 @@ def script(span_s: float) -> list[Step]:
         # API trouble on Globex: 5xx, Cloudflare HTML, truncated JSON, a 429 storm.
         Step(at(0.40), "faults", ({"error_5xx_count": 3},)),
         Step(at(0.40, 1), "error", ("api",)),
-        Step(at(0.40, 5), "faults", ({"html_error_count": 2},)),
+        Step(at(0.40, 5), "faults", ({"html_error_count": 1},)),
         Step(at(0.40, 10), "faults", ({"malformed_json_count": 2},)),
         Step(at(0.40, 12), "error", ("api",)),
         Step(at(0.40, 15), "faults", ({"storm_429_count": 3, "retry_after_s": 5},)),
