@@ -12,6 +12,7 @@ from aiohttp import ClientResponse
 
 from watcher.clock import Clock, ManualClock, ScaledClock
 from watcher.simulator import ALL_READ_SCOPES, FaultScope, RequestRecord, World, create_app, serve
+from watcher.simulator.world import iso_ms, to_ms
 
 T0 = 1_782_984_000.0  # 2026-07-02T09:20:00Z, a window boundary (divisible by 60)
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -698,6 +699,83 @@ async def test_admin_routes_inject_runs_move_the_clock_and_show_requests(sim: Si
     assert world["organizations"][0]["token"] == sim.token
     assert any(s["id"] == sc.id and s["runs"] >= 3 for s in world["scenarios"])
     assert len(sim.world.requests) == 1  # admin routes are not recorded
+
+
+# ------------------------------------------------------------------ the ground-truth ledger
+
+
+async def test_the_ledger_lists_exactly_the_errors_that_logs_serve(sim: Sim) -> None:
+    sc = first_scenario(sim)
+    sc.error_rate = 0.3  # scheduled runs fail too, not only injected ones
+    sc.max_errors = 0
+    sim.world.inject_run(sc.id, status=3, error_name="DataError", error_message="Bad date.")
+    for _ in range(40):
+        sim.tick(60)
+    sim.world.inject_run(sc.id, status=3)
+    served = (await sim.json(f"/scenarios/{sc.id}/logs", status=3, **{"pg[limit]": 100}))[
+        "scenarioLogs"
+    ]
+    assert len(served) >= 3, "the world produced too few errors to compare"
+    ledger = (await (await sim.client.get("/_sim/ledger")).json())["ledger"]
+    errors = [e for e in ledger if e["kind"] == "error"]
+    by_id = {e["executionId"]: e for e in errors}
+    assert sorted(by_id) == sorted(entry["id"] for entry in served)
+    for entry in served:
+        truth = by_id[entry["id"]]
+        assert iso_ms_of(truth["t"]) == entry["timestamp"]
+        assert (truth["errorName"], truth["errorMessage"]) == (
+            entry["error"]["name"],
+            entry["error"]["message"],
+        )
+        assert truth["scenarioId"] == sc.id and truth["organizationId"] == sim.org.id
+    assert [e["injected"] for e in errors].count(True) == 2
+    assert [e.to_json() for e in sim.world.ledger] == ledger  # the attribute and the route agree
+
+
+def iso_ms_of(t: float) -> str:
+    return iso_ms(to_ms(t))
+
+
+async def test_the_ledger_records_deactivations_dlq_items_and_recoveries(sim: Sim) -> None:
+    sc = first_scenario(sim)
+    erp = sim.world.add_scenario(
+        sim.team.id, name="ERP", interval_s=3600, store_incomplete=True, max_errors=0
+    )
+    sim.world.inject_run(sc.id, status=3)
+    sim.world.inject_run(sc.id, status=1, check=True)  # a check run is not a recovery
+    sim.world.inject_run(sc.id, status=1)
+    for _ in range(3):
+        sim.world.inject_run(sc.id, status=3)
+    sim.world.inject_run(erp.id, status=3, error_name="ConnectionError")
+    sim.world.set_active(sc.id, True)
+
+    kinds = [(e.kind, e.scenario_id) for e in sim.world.ledger]
+    assert kinds == [
+        ("error", sc.id),
+        ("recovery", sc.id),
+        ("error", sc.id),
+        ("error", sc.id),
+        ("error", sc.id),
+        ("deactivation", sc.id),
+        ("error", erp.id),
+        ("dlq", erp.id),
+        ("reactivation", sc.id),
+    ]
+    # What the API shows agrees: the deactivation, the DLQ item, the recovery's run.
+    listed = (await sim.json(f"/scenarios/{sc.id}"))["scenario"]
+    assert listed["isActive"] is True  # reactivated since
+    dlqs = (await sim.json("/dlqs", scenarioId=erp.id))["dlqs"]
+    assert [d["id"] for d in dlqs] == [e.dlq_id for e in sim.world.ledger if e.kind == "dlq"]
+    recovery = next(e for e in sim.world.ledger if e.kind == "recovery")
+    run = (await sim.json(f"/scenarios/{sc.id}/logs/{recovery.execution_id}"))["scenarioLog"]
+    assert run["status"] == 1
+    deactivation = next(e for e in sim.world.ledger if e.kind == "deactivation")
+    assert (
+        deactivation.execution_id
+        == [e for e in sim.world.ledger if e.kind == "error"][3].execution_id
+    )
+    page = await (await sim.client.get("/_sim/ledger", params={"since": 7})).json()
+    assert [e["kind"] for e in page["ledger"]] == ["dlq", "reactivation"] and page["next"] == 9
 
 
 # ------------------------------------------------------------------ determinism and the demo world

@@ -969,6 +969,14 @@ async def _admin_requests(request: web.Request) -> web.Response:
     return web.json_response({"requests": rows, "next": len(world.requests)})
 
 
+async def _admin_ledger(request: web.Request) -> web.Response:
+    """The ground truth: every error, deactivation, DLQ item and recovery (``World.ledger``)."""
+    world = request.app[WORLD_KEY]
+    world.advance()
+    since = int(request.query.get("since", "0"))
+    return web.json_response({"ledger": world.ledger_json(since), "next": len(world.ledger)})
+
+
 async def _admin_faults(request: web.Request) -> web.Response:
     world = request.app[WORLD_KEY]
     if request.method == "POST":
@@ -1033,6 +1041,7 @@ def create_app(world: World) -> web.Application:
     app[LIMITER_KEY] = RateLimiter()
     app[_CYCLE_KEY] = itertools.cycle((500, 502, 503))
     app.router.add_get("/_sim/requests", _admin_requests)
+    app.router.add_get("/_sim/ledger", _admin_ledger)
     app.router.add_get("/_sim/faults", _admin_faults)
     app.router.add_post("/_sim/faults", _admin_faults)
     app.router.add_post("/_sim/runs", _admin_runs)

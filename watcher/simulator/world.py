@@ -248,6 +248,9 @@ class Scenario:
     next_run_at: float | None = None
     run_index: int = 0
     injected: int = 0
+    # Whether the last run that counts (not a check run) failed: a success after it is a
+    # recovery in the ledger.
+    failing: bool = False
     logs: list[LogRow] = field(default_factory=list, repr=False)
     executions: dict[str, LogRow] = field(default_factory=dict, repr=False)
     dlqs: list[DlqItem] = field(default_factory=list, repr=False)
@@ -284,6 +287,45 @@ class RequestRecord:
     org_id: int | None
     status: int
     token_ok: bool
+
+
+LEDGER_KINDS = ("error", "deactivation", "dlq", "recovery", "reactivation")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One piece of trouble (or its end) the world produced: the ground truth for scorers.
+
+    ``kind``: "error" (a run with status 3, scheduled or injected), "deactivation" (Make
+    switched the scenario off after ``max_errors`` consecutive errors: ``isActive`` false,
+    ``isinvalid`` true), "dlq" (an incomplete execution stored), "recovery" (the first
+    successful run, check runs excluded, after one or more errors), "reactivation" (a user
+    started a scenario that Make had switched off). ``t`` is the run's time (epoch seconds;
+    the log entry's timestamp), not the time the entry was materialised.
+    """
+
+    kind: str
+    t: float
+    scenario_id: int
+    org_id: int
+    execution_id: str | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+    dlq_id: str | None = None
+    injected: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "t": self.t,
+            "scenarioId": self.scenario_id,
+            "organizationId": self.org_id,
+            "executionId": self.execution_id,
+            "errorName": self.error_name,
+            "errorMessage": self.error_message,
+            "dlqId": self.dlq_id,
+            "injected": self.injected,
+        }
 
 
 @dataclass
@@ -379,6 +421,9 @@ class World:
         self.dlqs: dict[str, DlqItem] = {}
         self.faults = Faults()
         self.requests: list[RequestRecord] = []
+        # Every error, deactivation, DLQ item and recovery the world produced, in the order
+        # they were materialised (see LedgerEntry); never trimmed by log retention.
+        self.ledger: list[LedgerEntry] = []
         # Headers of the last API request (case-insensitive), to check what a client sends.
         self.last_headers: Mapping[str, str] = {}
         self.user = dict(SIM_USER)
@@ -608,7 +653,12 @@ class World:
         return out
 
     def _execute(
-        self, sc: Scenario, t: float, outcome: dict[str, Any], manual: bool = False
+        self,
+        sc: Scenario,
+        t: float,
+        outcome: dict[str, Any],
+        manual: bool = False,
+        injected: bool = False,
     ) -> LogRow:
         rng: random.Random = outcome["rng"]
         status: int = outcome["status"]
@@ -666,19 +716,35 @@ class World:
 
         if status == 3:
             sc.consecutive_errors += 1
+            sc.failing = True
+            err = body["error"]
+            self._record(
+                sc, "error", t, row, injected, error_name=err["name"], error_message=err["message"]
+            )
             if sc.store_incomplete:
                 self._add_dlq(sc, row, rng)
+                self._record(sc, "dlq", t, row, injected, dlq_id=sc.dlqs[-1].id)
             if sc.is_active and 0 < sc.max_errors <= sc.consecutive_errors:
                 # Make switches the scenario off after max_errors consecutive errors.
                 sc.is_active = False
                 sc.is_invalid = True
+                self._record(sc, "deactivation", t, row, injected)
                 if not sc.webhook:
                     self._schedule(sc, None)
         else:
+            if status == 1 and not check and sc.failing:
+                sc.failing = False
+                self._record(sc, "recovery", t, row, injected)
             # Guess: a warning also breaks a streak of consecutive errors.
             sc.consecutive_errors = 0
         self._check_quota(org)
         return row
+
+    def _record(
+        self, sc: Scenario, kind: str, t: float, row: LogRow | None, injected: bool, **extra: Any
+    ) -> None:
+        eid = row.body["id"] if row is not None else None
+        self.ledger.append(LedgerEntry(kind, t, sc.id, sc.org_id, eid, injected=injected, **extra))
 
     def _add_dlq(self, sc: Scenario, row: LogRow, rng: random.Random) -> None:
         name = row.body["error"]["name"]
@@ -755,7 +821,7 @@ class World:
         else:
             full = sc.operations_per_run
             outcome["operations"] = max(1, full // 2) if status == 3 else full
-        row = self._execute(sc, t, outcome, manual=manual)
+        row = self._execute(sc, t, outcome, manual=manual, injected=True)
         return dict(row.body)
 
     def _audit(self, sc: Scenario, kind: str, author: str | None) -> LogRow:
@@ -781,6 +847,8 @@ class World:
         sc = self.scenarios[scenario_id]
         self._audit(sc, "start" if active else "stop", author)
         was_active, sc.is_active = sc.is_active, active
+        if active and sc.is_invalid:
+            self._record(sc, "reactivation", self.clock.time(), None, injected=True)
         if active:
             sc.is_invalid = False
             sc.consecutive_errors = 0
@@ -816,6 +884,10 @@ class World:
     def scenarios_of_org(self, org_id: int) -> list[Scenario]:
         org = self.organizations[org_id]
         return [self.scenarios[s] for t in org.team_ids for s in self.teams[t].scenario_ids]
+
+    def ledger_json(self, since: int = 0) -> list[dict[str, Any]]:
+        """What GET /_sim/ledger returns: ledger entries from index ``since`` on."""
+        return [e.to_json() for e in self.ledger[since:]]
 
     def logs(self, scenario_id: int, include_check_runs: bool = True) -> list[dict[str, Any]]:
         """All stored log entries of a scenario, oldest first (for tests and benchmarks)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class SlackRequest:
     body: Any  # the parsed JSON or form body (dict), or the raw text
     status: int = 0
     answer: Any = None
+    # When it arrived (epoch seconds, wall clock): what delivery-latency scorers measure.
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
