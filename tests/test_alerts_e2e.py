@@ -225,8 +225,9 @@ async def test_a_burst_of_200_failures_is_one_message_then_thread_replies_and_a_
     st.world.inject_run(st.ids["a1"].id, status=1)
     st.clock.advance(60)
     await st.once()
-    updates = st.slack.calls("chat.update")
-    assert len(updates) == 1 and updates[0].body["ts"] == first.ts
+    updates = st.slack.calls("chat.update")  # the repeat (the count now), then the resolution
+    assert len(updates) == 2 and {u.body["ts"] for u in updates} == {first.ts}
+    assert "205" in json.dumps(updates[0].body)
     assert "resolved" in st.slack.find("C0A", first.ts).all_text().lower()
 
 
@@ -458,3 +459,38 @@ async def test_a_resolved_notice_shows_the_state_at_resolution_and_when(make_sta
     resolved = st.slack.find("C0A", first.ts).all_text()
     assert "0 / 50" in resolved and "45 / 50" not in resolved
     assert "Resolved at" in resolved
+
+
+async def test_new_incomplete_executions_during_a_firing_dlq_alert_are_told(make_stack):
+    """Issue 12.4: they were folded silently until the 4-hour repeat."""
+    st = await make_stack()
+    team_a, team_b = st.ids["a1"].team_id, st.ids["b1"].team_id
+    far = st.clock.time() + 10**8
+    qa = st.world.add_scenario(team_a, name="A queue", first_run_at=far, max_errors=0, store_incomplete=True)
+    qb = st.world.add_scenario(team_b, name="B queue", first_run_at=far, max_errors=0, store_incomplete=True)
+    await st.once()
+
+    def fail_both(message: str) -> None:
+        for sc in (qa, qb):
+            st.world.inject_run(sc.id, status=3, error_name="ConnectionError", error_message=message)
+
+    st.clock.advance(60)
+    fail_both("refused once")
+    st.clock.advance(30)
+    await st.once()
+    dlq_posts = lambda ch: [m for m in st.messages(ch) if m.thread_ts is None and "incomplete_executions" in m.all_text()]  # noqa: E731
+    (bot_first,) = dlq_posts("C0A")
+    assert len(dlq_posts("C0B")) == 1
+    mails = len(st.sink.messages)
+
+    st.clock.advance(60)
+    fail_both("refused twice")  # a new incomplete execution while the DLQ alert fires
+    st.clock.advance(30)
+    await st.once()
+    st.clock.advance(300)  # at most every group_interval_s (300 s), not the 4-hour repeat
+    await st.once()
+    replies = [m for m in st.slack.replies(bot_first.ts) if "incomplete" in m.all_text().lower()]
+    assert len(replies) == 1  # bot: a reply in the thread...
+    assert any(u.body["ts"] == bot_first.ts and u.status == 200 for u in st.slack.calls("chat.update"))  # ...and the first message updated
+    assert len(dlq_posts("C0B")) == 2  # webhook: a new notice
+    assert len(st.sink.messages) > mails  # e-mail too (Client B's route)

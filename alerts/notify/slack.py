@@ -13,6 +13,7 @@ Error texts carry only an HTTP status and Slack's short error code, never the UR
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -239,7 +240,8 @@ class SlackBotNotifier(_SlackBase):
 
     - firing / summary (or any phase without a usable thread_ref): ``chat.postMessage``;
       returns ``{"channel": <id from the response>, "ts": <ts>}``.
-    - repeat: a reply in the alert's thread (``thread_ts``); returns the same thread_ref.
+    - repeat: ``chat.update`` of the original message (the alert as it is now: count, newest
+      error), then a reply in its thread saying what is new; returns the same thread_ref.
     - resolved: ``chat.update`` of the original message (now the resolved variant), then a
       short reply in its thread. chat.update is idempotent, so a retry after the reply
       failed repeats it harmlessly. If the original is gone, a new message is posted.
@@ -305,28 +307,40 @@ class SlackBotNotifier(_SlackBase):
         """Deliver ``n`` and return the alert's thread_ref. Raises DeliveryError."""
         ref = _thread_ref(n.thread_ref)
         if ref is not None and n.phase == "repeat":
+            # The first message shows the alert as it is now (the count, the newest error);
+            # the reply says what is new. Update first: it is idempotent, so a retry after a
+            # failed reply repeats it harmlessly, and the reply is posted once.
+            if not await self._update(n, ref, dataclasses.replace(n, phase="firing")):
+                return await self._first(n)
             await self._post(n, ref["channel"], ref["ts"])
             return ref
         if ref is not None and n.phase == "resolved":
-            try:
-                await self._call(
-                    "chat.update",
-                    channel=ref["channel"],
-                    ts=ref["ts"],
-                    **self._decorate(self.renderer.render_slack(n)),
-                )
-            except SlackDeliveryError as exc:
-                if exc.code not in _UPDATE_IMPOSSIBLE:
-                    raise
-                log.warning(
-                    "channel %s: cannot update the original message (%s); posting a new one",
-                    self.name,
-                    exc.code,
-                )
+            if not await self._update(n, ref, n):
                 return await self._first(n)
             await self._post(n, ref["channel"], ref["ts"], part="reply")
             return ref
         return await self._first(n)
+
+    async def _update(self, n: Notification, ref: dict[str, str], shown: Notification) -> bool:
+        """``chat.update`` of the alert's first message to show ``shown``; False when that
+        message cannot be updated any more (deleted, too old): then a new one is posted."""
+        try:
+            await self._call(
+                "chat.update",
+                channel=ref["channel"],
+                ts=ref["ts"],
+                **self._decorate(self.renderer.render_slack(shown)),
+            )
+        except SlackDeliveryError as exc:
+            if exc.code not in _UPDATE_IMPOSSIBLE:
+                raise
+            log.warning(
+                "channel %s: cannot update the original message (%s); posting a new one",
+                self.name,
+                exc.code,
+            )
+            return False
+        return True
 
     async def _first(self, n: Notification) -> dict[str, Any]:
         data = await self._post(n, self.settings.channel)
