@@ -23,6 +23,13 @@ A resolving event that comes before any channel was told:
 * every other kind (a state: quota, backlog, health, deactivation) resolves silently; so does
   an execution alert that is silenced, inhibited or has no route.
 
+Flapping: an execution alert re-opened within ``group_interval_s`` of its resolution (a
+scenario failing on and off) is told again after its group wait like a new one (a new
+failure is news), but then a success does not resolve it at once: it resolves, with one
+"resolved" notice, once ``group_interval_s`` passed without a new failure; meanwhile new
+failures are repeats at most every ``group_interval_s``. So a scenario that fails every other
+run costs a notice per group interval, not one per failure and none silently.
+
 Notifications are per (alert, channel). Per channel:
 
 * first notice ("firing", reason "first", or "reopened") once ``group_wait_s`` has passed since
@@ -124,6 +131,7 @@ REASONS = (
     "resolved",
     "resolved before any notice",
     "recovered before notice",
+    "flapping",
     "grouped",
     "waiting for group",
     "within group interval",
@@ -206,8 +214,11 @@ class AlertState:
     episode: int = 1
     resolved_at: float | None = None
     suppressed_count: int = 0
-    # An execution alert whose scenario ran fine again before anyone was told (see module doc).
+    # An execution alert whose scenario ran fine again before anyone was told, or while it
+    # flaps (see module doc).
     recovered_at: float | None = None
+    # An execution alert that failed again within group_interval_s of its resolution.
+    flapping: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -522,14 +533,21 @@ class _Run:
         return False
 
     def _resolve(self, alert: AlertState, occurred: float | None = None) -> None:
-        if self._untold_execution_alert(alert):
-            # An error is an event: it is still told, with the news that it ran fine again.
+        untold = self._untold_execution_alert(alert)
+        if untold or (alert.flapping and alert.kind in EXECUTION_KINDS):
+            # An error is an event: it is still told, with the news that it ran fine again;
+            # a flapping alert waits for a quiet group interval before it resolves.
             if alert.recovered_at is None:  # the first run that went fine again
                 alert.recovered_at = self.now if occurred is None else occurred
             alert.payload = {**alert.payload, "recovered_at": alert.recovered_at}
-            alert.reason = "recovered before notice"
+            alert.reason = "recovered before notice" if untold else "flapping"
             return
+        self._close(alert)
+
+    def _close(self, alert: AlertState) -> None:
+        """Resolve ``alert`` now: one "resolved" notice to each channel that heard of it."""
         alert.state = RESOLVED
+        alert.flapping = False
         alert.recovered_at = None
         alert.resolved_at = self.now
         told = sorted(
@@ -578,6 +596,13 @@ class _Run:
         elif alert.is_open:
             alert.recovered_at = None  # failing again before anyone was told it recovered
         else:
+            # Failing again soon after it resolved: it flaps (see the module doc).
+            gap = self.policy.alerts.group_interval_s
+            alert.flapping = (
+                kind in EXECUTION_KINDS
+                and alert.resolved_at is not None
+                and self.now - alert.resolved_at < gap
+            )
             alert.episode += 1
             alert.state = PENDING
             alert.kind, alert.severity = kind, severity
@@ -650,7 +675,11 @@ class _Run:
                 if self.now < alert.opened_at + wait(r):
                     blocked.append("waiting for group")
                     continue
-                if mark is not None and self.now < mark.last_notified + r.group_interval_s:
+                if (
+                    mark is not None
+                    and alert.kind not in EXECUTION_KINDS  # a new failure is news (flapping)
+                    and self.now < mark.last_notified + r.group_interval_s
+                ):
                     blocked.append("within group interval")
                     continue
                 phase, reason = "firing", "reopened" if alert.episode > 1 else "first"
@@ -679,15 +708,20 @@ class _Run:
             alert.reason = result.sent[0]
         elif result.blocked:
             alert.reason = result.blocked
-        if alert.recovered_at is not None and all(
+        all_told = all(
             (m := alert.channels.get(r.channel)) is not None and m.episode == alert.episode
             for r in routes
-        ):
-            # Every channel heard "failed, ran fine again": that notice was the resolution.
-            for r in routes:
-                alert.channels[r.channel].phase = "resolved"
-            alert.state = RESOLVED
-            alert.resolved_at = self.now
+        )
+        if alert.recovered_at is not None and all_told:
+            if not alert.flapping:
+                # Every channel heard "failed, ran fine again": that notice was the resolution.
+                for r in routes:
+                    alert.channels[r.channel].phase = "resolved"
+                alert.state = RESOLVED
+                alert.resolved_at = self.now
+            elif self.now >= alert.recovered_at + min(r.group_interval_s for r in routes):
+                self._close(alert)  # quiet for a group interval: the flapping is over
+                return result
         _refresh(alert)
         return result
 
@@ -699,7 +733,7 @@ class _Run:
         they are told at most every ``group_interval_s``; other alerts repeat at most every
         ``repeat_interval_s``.
         """
-        if alert.kind == "incomplete_executions":
+        if alert.kind == "incomplete_executions" or alert.flapping:
             return r.group_interval_s
         return max(r.repeat_interval_s, r.group_interval_s)
 

@@ -493,14 +493,40 @@ def test_a_new_failure_after_resolution_reopens_the_alert() -> None:
     assert [(n.phase, n.reason, n.count) for n in fired] == [("firing", "reopened", 1)]
 
 
-def test_a_flapping_alert_waits_group_interval_after_its_resolved_notice() -> None:
+def test_a_flapping_alert_is_told_again_then_resolves_after_a_quiet_group_interval() -> None:
     caller = Caller()
     _fired(caller)
     caller.feed([event("ok", "execution_recovered", t=T0 + 40)], now=T0 + 40)
+    assert [n.phase for n in caller.sent] == ["firing", "resolved"]
     caller.feed([event("again", t=T0 + 50)], now=T0 + 50)
-    assert caller.tick(T0 + 80).notifications == []  # group_wait over, group_interval not
-    assert caller.only().reason == "within group interval"
-    assert [n.reason for n in caller.tick(T0 + 340).notifications] == ["reopened"]
+    # A new failure is news, even right after the resolution: told after its group wait.
+    assert [(n.phase, n.reason) for n in caller.tick(T0 + 80).notifications] == [("firing", "reopened")]
+    assert caller.only().flapping
+    caller.feed([event("ok2", "execution_recovered", t=T0 + 90)], now=T0 + 90)
+    assert caller.only().state == FIRING and caller.only().reason == "flapping"  # held
+    caller.feed([event("again2", t=T0 + 100)], now=T0 + 100)
+    assert caller.tick(T0 + 200).notifications == []  # a repeat waits a group interval...
+    repeat = caller.tick(T0 + 380).notifications
+    assert [(n.phase, n.count_since_notice) for n in repeat] == [("repeat", 1)]  # ...not 4 h
+    caller.feed([event("ok3", "execution_recovered", t=T0 + 400)], now=T0 + 400)
+    assert caller.tick(T0 + 650).notifications == []  # not quiet for a group interval yet
+    done = caller.tick(T0 + 701).notifications
+    assert [n.phase for n in done] == ["resolved"]
+    alert = caller.only()
+    assert alert.state == RESOLVED and not alert.flapping
+    assert caller.tick(T0 + 10 * HOUR).notifications == []
+
+
+def test_a_failure_long_after_the_resolution_is_not_flapping() -> None:
+    caller = Caller()
+    _fired(caller)
+    caller.feed([event("ok", "execution_recovered", t=T0 + 40)], now=T0 + 40)
+    caller.feed([event("again", t=T0 + 1000)], now=T0 + 1000)
+    assert not caller.only().flapping
+    caller.tick(T0 + 1030)
+    caller.feed([event("ok2", "execution_recovered", t=T0 + 1040)], now=T0 + 1040)
+    assert caller.only().state == RESOLVED
+
 
 
 @pytest.mark.parametrize(

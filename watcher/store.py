@@ -343,8 +343,10 @@ def m005_error_rate_stats(db: Database) -> None:
 
 def m006_recovered_before_notice(db: Database) -> None:
     """Schema v6: ``alerts.recovered_at``: an execution alert whose scenario ran fine again
-    before anyone was told; it is still notified once (errors are events, not states)."""
+    before anyone was told; it is still notified once (errors are events, not states).
+    ``alerts.flapping``: it failed again soon after it resolved (resolution held back)."""
     db["alerts"].add_column("recovered_at", float)
+    db["alerts"].add_column("flapping", int)
 
 
 def m007_cursor_floor(db: Database) -> None:
