@@ -69,6 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.stats import max_in_window, percentile  # noqa: E402
 from watcher.clock import ManualClock  # noqa: E402
 from watcher.config import Settings, load_config  # noqa: E402
 from watcher.make import MakeClient  # noqa: E402
@@ -81,7 +82,6 @@ from watcher.store import Store  # noqa: E402
 T = TypeVar("T")
 
 START = 1_790_000_000.0  # 2026-09-21T14:13:20Z, the tests' epoch
-WINDOW_S = 60.0
 LOGS_PATH = re.compile(r"^/api/v2/scenarios/(\d+)/logs$")
 TOKEN_ENV = "MAKEWATCH_BENCH_TOKEN"
 
@@ -307,23 +307,6 @@ class MakewatchPoller:
 # Results
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation); ``inf`` values sort last."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def max_in_window(times: Sequence[float], window_s: float = WINDOW_S) -> int:
-    """Most requests in any half-open window [t, t + window_s)."""
-    ordered = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while ordered[lo] <= t - window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @dataclass

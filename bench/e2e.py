@@ -93,6 +93,7 @@ if str(ROOT) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
+from bench.stats import max_in_window, percentile  # noqa: E402
 from watcher.clock import ScaledClock  # noqa: E402
 from watcher.config import load_config  # noqa: E402
 from watcher.simulator import LedgerEntry, World, create_app  # noqa: E402
@@ -100,7 +101,6 @@ from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app  # noqa:
 from watcher.testing.slack_standin import SlackRequest  # noqa: E402
 
 LATE_S = 120.0
-WINDOW_S = 60.0
 BUDGET_SHARE = 0.5  # makewatch's default budget_share; the config leaves it unset
 WEBHOOK_PATH = "T0E2EBENCH/B0E2EBENCH/e2eWebhookSecret0123456789"
 SCENARIO_LINK = re.compile(r"/scenarios/(\d+)/")
@@ -247,13 +247,6 @@ def score_one(tr: Trouble, notices: Sequence[Notice]) -> Outcome:
     return Outcome(tr, False, math.inf)
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation); ``inf`` values sort last."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
 
 @dataclass
 class KindScore:
@@ -364,16 +357,6 @@ def score(troubles: Sequence[Trouble], notices: Sequence[Notice], since: float, 
     history, standing = unexplained(ordered, troubles, since)
     return Score(kinds, len(recoveries), resolved, duplicates(ordered), history, standing, list(ordered))
 
-
-def max_in_window(times: Sequence[float], window_s: float = WINDOW_S) -> int:
-    """Most events in any half-open window [t, t + window_s)."""
-    ordered = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while ordered[lo] <= t - window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def secrets_found(text: str, secrets: dict[str, str]) -> list[str]:

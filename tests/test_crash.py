@@ -2,71 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from conftest import SimThread, makewatch
 
 from watcher.clock import SystemClock
-from watcher.simulator import World, create_app
+from watcher.simulator import World
 from watcher.store import Store
 
 KILLS = 20
-
-
-class SimThread:
-    """The simulator in a thread of its own, so it outlives every killed poller."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(create_app(self.world), access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
-        self.runner = runner
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-        self.loop.close()
-
-    def __enter__(self) -> SimThread:
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def inject_error(self, scenario_id: int, n: int) -> str:
-        body = json.dumps({"scenarioId": scenario_id, "status": 3, "errorName": "DataError", "errorMessage": f"row {n}"}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/_sim/runs", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.load(resp)["scenarioLog"]["id"]
-
-
-def makewatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "watcher.cli", *args]
 
 
 @pytest.mark.timeout(180)
@@ -118,32 +69,20 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path):
     assert sorted(seen) == sorted(injected)  # every injected error, each exactly once
 
 
-def test_run_stops_cleanly_on_sigterm(tmp_path: Path):
-    world = World(seed=10, clock=SystemClock())
-    org = world.add_organization(name="Calm", plan="pro")
-    team = world.add_team(org.id, name="T")
-    token = world.add_token(org_ids=[org.id])
-    world.add_scenario(team.id, name="s", first_run_at=time.time() + 10**8)
-    db = tmp_path / "state.db"
-    with SimThread(world) as sim:
-        cfg = tmp_path / "makewatch.toml"
-        cfg.write_text(
-            f'[[organizations]]\nname = "Calm"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
-            f'organization_id = {org.id}\ntoken_env = "TOK"\n'
-            f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
-        )
-        proc = subprocess.Popen(
-            makewatch("run", "--config", str(cfg)), env={**os.environ, "TOK": token},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # wait until it has polled at least twice
-            if db.exists():
-                with Store.open(db) as store:
-                    if store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0) >= 2:
-                        break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=10)
+def test_run_stops_cleanly_on_sigterm(service):
+    cfg, db, env = service  # the simulator runs in the fixture's thread
+    proc = subprocess.Popen(
+        makewatch("run", "--config", str(cfg)), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # wait until it has polled at least twice
+        if db.exists():
+            with Store.open(db) as store:
+                if store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0) >= 2:
+                    break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 0, stderr
     assert "stopping" in stderr and "Traceback" not in stderr

@@ -9,31 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_crash import SimThread, makewatch
+from conftest import makewatch
 
-from watcher.clock import SystemClock
 from watcher.lock import AlreadyRunningError, StateLock, lock_path_for
-from watcher.simulator import World
 from watcher.store import Store
-
-
-@pytest.fixture
-def service(tmp_path: Path):
-    """A simulated organization and a config polling it every second: (cfg, db, env)."""
-    world = World(seed=11, clock=SystemClock())
-    org = world.add_organization(name="Solo", plan="pro")
-    team = world.add_team(org.id, name="T")
-    token = world.add_token(org_ids=[org.id])
-    world.add_scenario(team.id, name="s", first_run_at=time.time() + 10**8)
-    db = tmp_path / "state.db"
-    with SimThread(world) as sim:
-        cfg = tmp_path / "makewatch.toml"
-        cfg.write_text(
-            f'[[organizations]]\nname = "Solo"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
-            f'organization_id = {org.id}\ntoken_env = "TOK"\n'
-            f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
-        )
-        yield cfg, db, {**os.environ, "TOK": token}
 
 
 def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_crash import makewatch
-from test_lock import cycles, service, start_run  # noqa: F401 - service is a fixture
+from conftest import makewatch
+from test_lock import cycles, start_run
 
 from watcher.store import StateFileError, Store
 
