@@ -6,6 +6,7 @@ Attempts and timing are asserted from the simulator's own request log.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import aiohttp
@@ -13,8 +14,8 @@ import pytest
 from conftest import START, limiter
 
 from watcher.clock import ScaledClock
-from watcher.make import MakeApiError
-from watcher.simulator import World
+from watcher.make import MakeApiError, MakeClient
+from watcher.simulator import World, create_app
 
 
 def small_world(clock, plan: str = "core") -> tuple[World, dict]:
@@ -330,6 +331,36 @@ async def test_budget_holds_in_every_window_with_20_concurrent_callers(start_sim
     assert worst <= budget
     assert all(r.status == 200 for r in sim.requests(org_id=ids["org"].id))
     assert times[-1] - times[0] >= 120  # 40 requests at 15/min need two full windows
+
+
+async def test_budget_holds_as_the_server_sees_it_when_requests_reach_it_late(aiohttp_server):
+    """The first burst reaches Make late (a busy machine, fifteen connections to open): it
+    must not bunch up with the next window's requests in Make's count."""
+    clock = ScaledClock(speed=30.0, start=START)
+    world, ids = small_world(clock, plan="free")
+    server = await aiohttp_server(create_app(world))
+    sent = itertools.count()
+    budget = 15
+
+    async def late(session, ctx, params) -> None:  # noqa: ANN001 - aiohttp's trace signature
+        if next(sent) < budget:
+            await clock.sleep(10.0)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(late)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        client = MakeClient(session, str(server.make_url("/api/v2")), ids["token"], clock=clock,
+                            limiter=limiter(budget, clock), budget_share=0.5)
+
+        async def caller() -> None:
+            for _ in range(2):
+                await client.get_organization(ids["org"].id)
+
+        await asyncio.gather(*(caller() for _ in range(20)))
+    times = sorted(r.t for r in world.requests if r.org_id == ids["org"].id)
+    assert len(times) == 40
+    assert max(sum(1 for u in times if t <= u < t + 60) for t in times) <= budget
+    assert all(r.status == 200 for r in world.requests if r.org_id == ids["org"].id)
 
 
 # --- secrets --------------------------------------------------------------------------

@@ -62,21 +62,3 @@ def test_the_readme_starts_with_the_two_setup_commands():
     assert blocks[0].endswith("makewatch demo")
     assert "pytest" in blocks[1]
     assert readme.index(blocks[1]) < readme.index("## ")
-
-
-def test_demo_runs_on_embedded_defaults():
-    result = CliRunner().invoke(main, ["demo", "--seed", "1", "--minutes", "30"])
-    assert result.exit_code == 0, result.output
-    baseline, later = result.output.split("simulated minutes later:")
-    detected, delivered = later.split("Slack (the local stand-in")
-    # The demo world's standing problems are reported once, at the baseline...
-    assert "scenario_deactivated · Acme Agency · Invoice export to Xero" in baseline
-    assert "quota · Globex Ops" in baseline and "quota ·" not in detected
-    # ...and the runs of the next half hour are read within each organization's budget.
-    assert "Acme Agency: ok; requests" in detected and "(budget 30/min)" in detected
-    assert "execution_error" not in baseline
-    # Alerts reached the Slack stand-in and the mail sink, and the digest was sent.
-    assert "Scenario deactivated: Invoice export to Xero (Acme Agency)" in delivered
-    mailbox, digest_line = delivered.split("Daily digest for the team lead")
-    assert mailbox.count("[makewatch] Daily digest") == 1  # the demo's own; none on schedule yet
-    assert "[makewatch] Daily digest" in digest_line

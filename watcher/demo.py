@@ -5,6 +5,10 @@ stand-in and a local SMTP sink; points a watcher at every simulated organization
 temporary SQLite file; runs the first cycle (the baseline: problems that already stand), lets
 simulated time pass, runs another cycle, and shows what was detected and what Slack and the
 mailbox received, plus the daily digest.
+
+The demo sends one digest, its own, covering exactly the simulated time it ran: the watcher
+runs without the digest schedule, so what the demo shows never depends on the hour it is
+started at (a run across 08:00 Europe/Paris used to send the scheduled digest too).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
-from watcher.clock import ScaledClock
+from alerts.digest_send import compose, email_channel_for, render_for
+from alerts.notify.email import EmailNotifier
+from watcher.clock import Clock, ScaledClock
 from watcher.config import Settings, load_config
 from watcher.resources import templates_dir
 from watcher.service import Watcher, format_reports
@@ -85,11 +91,15 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
-async def run_demo(*, seed: int = 1, minutes: float = 60.0, db_path: Path | None = None) -> str:
-    """Run the demo and return its report (text)."""
-    from alerts.digest_send import digest_now
+async def run_demo(
+    *, seed: int = 1, minutes: float = 60.0, db_path: Path | None = None, clock: Clock | None = None
+) -> str:
+    """Run the demo and return its report (text).
 
-    clock = ScaledClock(speed=DEMO_SPEED)
+    ``clock`` drives the simulator and the watcher alike; by default it starts now and runs
+    ``DEMO_SPEED`` times faster than real time.
+    """
+    clock = clock or ScaledClock(speed=DEMO_SPEED)
     world = World.generate(seed=seed, clock=clock)
     slack = SlackState()
     sink = MailSink()
@@ -103,22 +113,16 @@ async def run_demo(*, seed: int = 1, minutes: float = 60.0, db_path: Path | None
             settings = demo_settings(world, base_url, f"http://127.0.0.1:{slack_port}", smtp.port, db, Path(tmp))
             with Store.open(db) as store:
                 async with aiohttp.ClientSession() as session:
-                    watcher = Watcher(settings, store, session, clock)
+                    # No digest schedule in the watcher: the demo sends its own digest below.
+                    watching = settings.model_copy(update={"digests": ()})
+                    watcher = Watcher(watching, store, session, clock)
                     try:
+                        started = clock.time()
                         first, first_alerts = await watcher.cycle()
                         after_first = await store.read(lambda d: d["events"].count)
                         await clock.sleep(minutes * 60)
                         second, second_alerts = await watcher.cycle()
-                        (subject, _, _), _ = await digest_now(
-                            settings,
-                            store,
-                            watcher.alerter.notifiers,
-                            watcher.alerter.renderer,
-                            DEMO_RECIPIENT,
-                            clock.time() + 86400,
-                            send=True,
-                            record=False,
-                        )
+                        subject = await _send_digest(settings, store, watcher, started, clock.time())
                     finally:
                         await watcher.aclose()
                 events = await store.read(lambda d: [dict(r) for r in d["events"].rows_where(order_by="id")])
@@ -143,6 +147,17 @@ async def run_demo(*, seed: int = 1, minutes: float = 60.0, db_path: Path | None
         mails=sink.subjects(),
         digest_subject=subject,
     )
+
+
+async def _send_digest(settings: Settings, store: Store, watcher: Watcher, start: float, end: float) -> str:
+    """The team lead's digest of the demo's own run, ``[start, end)``; returns its subject."""
+    (digest,) = settings.digests
+    notifier = watcher.alerter.notifiers[email_channel_for(settings, digest)]
+    if not isinstance(notifier, EmailNotifier):
+        raise TypeError(f"the demo's digest channel is not an e-mail channel: {type(notifier).__name__}")
+    _, parts = await render_for(store, watcher.alerter.renderer, digest, start, end, end)
+    await notifier.send_message(compose(notifier.settings, DEMO_RECIPIENT, parts, start), [DEMO_RECIPIENT])
+    return parts[0]
 
 
 def _slack_line(message: Any) -> str:

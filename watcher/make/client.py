@@ -66,8 +66,9 @@ def _is_retryable(exc: BaseException) -> bool:
 class MakeClient:
     """Typed access to the Make API for one organization's token.
 
-    Every request (retries included) first takes a slot from ``limiter``, so the
-    organization's budget holds across retries and concurrent tasks. A 429 pauses the limiter
+    Every request (retries included) holds a slot of ``limiter`` from before it is sent until
+    its response is in, so the organization's budget holds across retries and concurrent
+    tasks, as Make counts it. A 429 pauses the limiter
     until Make's ``x-ratelimit-reset`` (or ``Retry-After``, or 60 s), then the call retries.
     """
 
@@ -141,8 +142,6 @@ class MakeClient:
         return getattr(exc, "path", None) or "request"
 
     async def _get_once(self, path: str, params: Params) -> Any:
-        await self.limiter.acquire()
-        self.requests_sent += 1
         headers = {
             "Authorization": self._auth.reveal(),
             "User-Agent": self.user_agent,
@@ -150,12 +149,16 @@ class MakeClient:
         }
         url = self.base_url + path
         try:
-            async with self._session.get(
-                url, params=list(params), headers=headers, timeout=self.timeout
-            ) as resp:
-                body = await resp.text(errors="replace")
-                self._note_ratelimit(resp)
-                status = resp.status
+            # The slot is held until the response is in: Make counts the request when it
+            # arrives, which can be long after we start sending it (see watcher.make.ratelimit).
+            async with self.limiter.slot():
+                self.requests_sent += 1
+                async with self._session.get(
+                    url, params=list(params), headers=headers, timeout=self.timeout
+                ) as resp:
+                    body = await resp.text(errors="replace")
+                    self._note_ratelimit(resp)
+                    status = resp.status
         except TimeoutError as exc:
             raise MakeApiError(None, "TIMEOUT", "request timed out", path=path) from exc
         except aiohttp.ClientError as exc:
