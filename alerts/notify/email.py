@@ -15,6 +15,7 @@ connections, timeouts and disconnections are retryable. Error texts go through
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import email.utils
@@ -52,6 +53,22 @@ def _root_id(n: Notification) -> str | None:
     if isinstance(root, str) and root.startswith("<") and root.endswith(">") and "\n" not in root:
         return root
     return None
+
+
+async def _closed(protocol: Any, timeout_s: float) -> None:
+    """Wait until the socket under an aiosmtplib connection is closed.
+
+    aiosmtplib's close() only *starts* closing a TLS connection (close_notify, then the
+    server's answer); returning at once leaves the socket to a loop that may stop first
+    (``makewatch once``; a test's loop), and it is then collected unclosed (ResourceWarning).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while protocol is not None and protocol.transport is not None:
+        if loop.time() >= deadline:
+            protocol.transport.abort()
+            return
+        await asyncio.sleep(0.005)
 
 
 @register("email")
@@ -120,20 +137,28 @@ class EmailNotifier:
     async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
         """Send any prepared message (an alert, a digest) through this channel's server."""
         s = self.settings
-        with self._smtp_errors():
-            errors, _ = await aiosmtplib.send(
-                msg,
-                sender=email.utils.parseaddr(s.from_addr)[1],
-                recipients=[email.utils.parseaddr(a)[1] for a in to],
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.username,
-                password=s.password.reveal() if s.password else None,
-                use_tls=s.security == "tls",
-                start_tls=s.security == "starttls",
-                tls_context=self._tls_context(),
-                timeout=s.timeout_s,
-            )
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.username,
+            password=s.password.reveal() if s.password else None,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            tls_context=self._tls_context(),
+            timeout=s.timeout_s,
+        )
+        protocol: Any = None
+        try:
+            with self._smtp_errors():
+                async with client:  # connect (TLS, login), then QUIT and close
+                    protocol = client.protocol
+                    errors, _ = await client.send_message(
+                        msg,
+                        sender=email.utils.parseaddr(s.from_addr)[1],
+                        recipients=[email.utils.parseaddr(a)[1] for a in to],
+                    )
+        finally:
+            await _closed(protocol, s.timeout_s)
         if errors:
             # Some (not all) recipients refused: the others got it; a retry would resend to them.
             log.warning(
@@ -154,15 +179,18 @@ class EmailNotifier:
             tls_context=self._tls_context(),
             timeout=s.timeout_s,
         )
+        protocol: Any = None
         try:
             with self._smtp_errors():
                 await client.connect()
+                protocol = client.protocol
                 if s.username and s.password:
                     await client.login(s.username, s.password.reveal())
                 await client.quit()
         finally:
             if client.is_connected:
                 client.close()
+            await _closed(protocol, s.timeout_s)
         return {"server": f"{s.smtp_host}:{s.smtp_port}", "security": s.security, "login": bool(s.username)}
 
     @contextlib.contextmanager
