@@ -98,14 +98,35 @@ def cut(text: str, limit: int) -> str:
     return head + ELLIPSIS
 
 
-def mrkdwn_escape(text: Any, limit: int | None = None) -> str:
-    """Escape untrusted text for Slack mrkdwn: ``&``, ``<``, ``>`` (Slack's three).
+# Slack mrkdwn has no escape for its formatting characters (no backslash, no entities:
+# https://api.slack.com/reference/surfaces/formatting#escaping lists only &, <, >), so in
+# untrusted text they become look-alikes a reader takes for the same character: a scenario
+# called "*bold*" shows as written, not in bold. "_" only at a word's edge: Slack formats
+# "_it_" but leaves snake_case alone, so "sync_orders_v2" keeps its real underscores.
+_LOOKALIKES = str.maketrans({"*": "\u2217", "~": "\u223c", "`": "\u02cb"})
+_EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_FULLWIDTH_LOW_LINE = "\uff3f"
 
-    With ``limit``, the *escaped* text is cut to that many characters.
+
+def mrkdwn_escape(text: Any, limit: int | None = None, *, formatting: bool = True) -> str:
+    """Make untrusted text inert in Slack mrkdwn.
+
+    ``&``, ``<``, ``>`` are escaped (Slack's three: no mention, no link), and, unless
+    ``formatting=False`` (text inside a code block, where Slack formats nothing), ``*``,
+    ``~``, backticks and word-edge ``_`` become look-alikes (∗ ∼ ˋ ＿) so the text shows as
+    written, without bold, strike-through or code. With ``limit``, the *escaped* text is
+    cut to that many characters.
     https://api.slack.com/reference/surfaces/formatting#escaping
     """
     out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if formatting:
+        out = _EDGE_UNDERSCORE.sub(_FULLWIDTH_LOW_LINE, out.translate(_LOOKALIKES))
     return cut(out, limit) if limit is not None else out
+
+
+def _mrkdwn_code(text: Any, limit: int | None = None) -> str:
+    """:func:`mrkdwn_escape` for text inside a code block: ``&<>`` only."""
+    return mrkdwn_escape(text, limit, formatting=False)
 
 
 def _codeblock(text: Any) -> str:
@@ -296,6 +317,219 @@ def _sample(kind: str, s: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# --- what Slack says first ---------------------------------------------------------------
+# Slack gets a sentence, not a grid: "In 10 seconds a reader must know what broke, where,
+# how bad, since when, what to do" (issue 13). These keys are Slack's; e-mail keeps `facts`.
+
+
+def _clock(epoch: Any, ref: Any = None) -> str:
+    """``07:02 UTC``, with the date in front unless it is the day of ``ref``."""
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        return ""
+    t = datetime.fromtimestamp(epoch, UTC)
+    if isinstance(ref, int | float) and not isinstance(ref, bool):
+        if datetime.fromtimestamp(ref, UTC).date() == t.date():
+            return t.strftime("%H:%M UTC")
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _span(first: Any, last: Any) -> str:
+    """When an alert happened, compactly: one time, or first–last."""
+    one, two = _clock(first), _clock(last)
+    if not one or not two or one == two:
+        return one or two
+    if one[:10] == two[:10]:
+        return f"{one[:10]} {one[11:16]}–{two[11:]}"
+    return f"{one} – {two}"
+
+
+def _times(count: Any) -> str:
+    return "once" if count == 1 else f"{_fmt_number(count)} times"
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.0f} %" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+_HEALTH_HEADLINES = {
+    "token_rejected": "Make rejected the API token (401)",
+    "access_denied": "Make denied access (403)",
+    "scope_missing": "the API token lacks a read scope",
+    "unreachable": "Make is unreachable",
+    "channel_failed": "a notification channel refused a message for good",
+    "channel_failing": "a notification channel keeps failing",
+}
+
+
+def _headline(kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], subject: str) -> str:
+    """What happened, in words, without the emoji and the phase label."""
+    count = alert.get("count") or 1
+    since = alert.get("count_since_notice")
+    first, last = alert.get("first_seen"), alert.get("last_seen")
+    name = str(p.get("error_name") or "")
+    tail = f": {name}" if name else ""
+    s = subject or "A scenario"
+    if kind in ("execution_error", "execution_warning"):
+        failed, fine = (
+            ("failed", "ran fine again")
+            if kind == "execution_error"
+            else ("ran with warnings", "ran without warnings again")
+        )
+        if phase == "resolved":
+            at = _clock(p.get("resolved_at"), last)
+            return f"{s} {fine}" + (f" at {at}" if at else "") + (
+                f" after failing {_times(count)}" if count > 1 and kind == "execution_error" else ""
+            )
+        if p.get("recovered_at") is not None:  # failed, then ran fine before the first notice
+            return f"{s} {failed} {_times(count)}, {fine} at {_clock(p['recovered_at'], last)}{tail}"
+        if phase == "repeat":
+            more = f", {_fmt_number(since)} more" if since else ""
+            return f"{s} {failed} again{more} ({_times(count)} since {_clock(first, last)}){tail}"
+        if count > 1:
+            return f"{s} {failed} {_times(count)} since {_clock(first, last)}{tail}"
+        return f"{s} {failed} at {_clock(last or first)}{tail}" if (last or first) else f"{s} {failed}{tail}"
+    if kind == "scenario_deactivated":
+        if phase == "resolved":
+            return f"{s} is switched on again"
+        if phase == "repeat":
+            return f"{s} is still switched off"
+        causes = [e for e in p.get("errors") or () if isinstance(e, dict)]
+        n_err = f" after {len(causes)} errors" if len(causes) > 1 else ""
+        return f"Make switched off {s}{n_err}{tail}"
+    if kind == "scenario_paused":
+        return {"resolved": f"{s} runs again", "repeat": f"{s} is still paused"}.get(phase, f"{s} was paused")
+    if kind == "incomplete_executions":
+        if phase == "resolved":
+            return f"{s} has no incomplete executions waiting"
+        waiting = p.get("dlq_count")
+        what = (
+            f"{_fmt_number(waiting)} incomplete executions"
+            if isinstance(waiting, int) and waiting != 1
+            else "an incomplete execution"
+        )
+        reason = _one_line(p.get("reason") or "")
+        new = ", new ones since the last notice" if phase == "repeat" else ""
+        return f"{s} has {what} waiting{new}" + (f": {reason}" if reason else "")
+    if kind == "quota":
+        org = subject or "The organization"
+        if phase == "resolved":
+            used = _pct(p.get("used_pct"))
+            return f"{org} is back under {_pct(p.get('threshold_pct')) or 'the threshold'} of its operations" + (
+                f" ({used} used)" if used else ""
+            )
+        line = f"{org} has used {_pct(p.get('used_pct')) or 'most'} of its Make operations"
+        if p.get("forecast_exhausted_at") and p.get("exhausts_before_reset"):
+            return line + (
+                f": at this rate they run out on {_clock(p['forecast_exhausted_at'])[:10]}, "
+                f"before the reset on {_clock(p.get('next_reset'))[:10] or '?'}"
+            )
+        if p.get("next_reset"):
+            return line + f"; the quota resets on {_clock(p['next_reset'])[:10]}"
+        return line
+    if kind == "hook_backlog":
+        queue = ""
+        if p.get("queue_count") is not None:
+            queue = f"{_fmt_number(p['queue_count'])} / {_fmt_number(p.get('queue_limit', '?'))}"
+            ratio = p.get("ratio")
+            if isinstance(ratio, int | float) and phase != "resolved":
+                queue += f" ({ratio:.0%})"
+        scenario = f" for {p['scenario_name']}" if p.get("scenario_name") else ""
+        if phase == "resolved":
+            return f"Webhook queue of {s}{scenario} is down" + (f" to {queue}" if queue else "")
+        still = "still " if phase == "repeat" else ""
+        return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long")
+    if kind == "watcher_health":
+        where = f" for {subject}" if subject else ""
+        if phase == "resolved":
+            return f"makewatch health: back to normal{where}"
+        problem = _HEALTH_HEADLINES.get(str(p.get("problem") or ""), str(p.get("problem") or "a problem"))
+        return f"makewatch health: {problem}{where}"
+    return ""
+
+
+def _key_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+    """The few label/value lines a kind needs beyond its headline (Slack)."""
+    if kind == "quota":
+        facts = []
+        if p.get("used") is not None:
+            used = f"{_fmt_number(p['used'])} of {_fmt_number(p.get('limit', '?'))} operations"
+            if p.get("daily_rate") is not None:
+                used += f", about {_fmt_number(round(p['daily_rate']))} a day"
+            facts.append(("Used", used))
+        if p.get("forecast_exhausted_at"):
+            when = f"runs out around {_fmt_epoch(p['forecast_exhausted_at'])}"
+            if p.get("exhausts_before_reset"):
+                when += ", before the reset: scenarios will stop"
+            facts.append(("Forecast", when))
+        if p.get("next_reset"):
+            facts.append(("Quota resets", _fmt_epoch(p["next_reset"])))
+        return facts
+    if kind == "hook_backlog":
+        return [f for f in _kind_facts(kind, p)] + (
+            [("Scenario", str(p["scenario_name"]))] if p.get("scenario_name") else []
+        )
+    if kind in ("watcher_health", "incomplete_executions", "scenario_paused"):
+        return _kind_facts(kind, p)
+    return []
+
+
+def _slack_context(n: Notification, p: dict[str, Any], subject: str) -> dict[str, Any]:
+    alert = n.alert
+    headline = _headline(n.kind, n.phase, p, alert, subject)
+    causes = []
+    if n.kind == "scenario_deactivated" and n.phase != "resolved":
+        for e in p.get("errors") or ():
+            if isinstance(e, dict):
+                line = ": ".join(
+                    x
+                    for x in (
+                        _one_line(e.get("error_name") or ""),
+                        cut(_one_line(e.get("error_message") or ""), 300),
+                    )
+                    if x
+                )
+                if line:
+                    when = _clock(_epoch_of(e.get("timestamp")), alert.get("last_seen"))
+                    causes.append(f"{when} · {line}" if when else line)
+    todo = ""
+    if n.kind == "scenario_deactivated" and n.phase != "resolved":
+        dlq = p.get("dlq_count")
+        todo = "Fix the cause of the error, then turn the scenario back on in Make (open it, switch scheduling ON)" + (
+            f"; its {_fmt_number(dlq)} stored incomplete executions can then be retried." if dlq else "."
+        )
+    parts = []
+    if p.get("organization") and n.kind != "quota":
+        parts.append(str(p["organization"]))
+    if alert.get("team_id") is not None:
+        parts.append(f"{p['team_name']} ({alert['team_id']})" if p.get("team_name") else f"Team {alert['team_id']}")
+    if n.kind != "summary":
+        span = _span(alert.get("first_seen"), alert.get("last_seen"))
+        if span:
+            parts.append(span)
+        count = alert.get("count")
+        if isinstance(count, int) and count > 1:
+            parts.append(f"{_fmt_number(count)} occurrences")
+    if n.phase == "resolved" and p.get("resolved_at") is not None:
+        parts.append(f"Resolved at {_fmt_epoch(p['resolved_at'])}")
+    return {
+        "headline": headline,
+        "key_facts": _key_facts(n.kind, p),
+        "causes": causes,
+        "todo": todo,
+        "context_parts": [x for x in parts if x.strip()],
+    }
+
+
+def _epoch_of(value: Any) -> float | None:
+    """An ISO 8601 timestamp (as Make's payloads carry them) as epoch seconds, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
 def describe(n: Notification) -> dict[str, Any]:
     """The template context for ``n``: raw (unescaped) text, picked per kind.
 
@@ -355,7 +589,7 @@ def describe(n: Notification) -> dict[str, Any]:
     ):
         url = safe_url(p.get(key))
         if url:
-            links.append({"label": label, "url": url})
+            links.append({"label": label, "url": url, "primary": key == "run_url"})
 
     samples = []
     if (count or 0) > 1:
@@ -381,7 +615,7 @@ def describe(n: Notification) -> dict[str, Any]:
                 }
             )
 
-    return {
+    return _slack_context(n, p, subject) | {
         "n": n,
         "alert": alert,
         "p": p,
@@ -491,6 +725,7 @@ class Renderer:
             keep_trailing_newline=False,
         )
         self.env.filters["mrkdwn"] = mrkdwn_escape
+        self.env.filters["mrkdwn_code"] = _mrkdwn_code
         self.env.filters["tojson"] = _tojson
         self.env.filters["cut"] = cut
         self.env.filters["codeblock"] = _codeblock
@@ -587,7 +822,22 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "is_paused": kind == "scenario_paused",
             "dlq_count": 2,
             "standing": False,
-        }
+        } | (
+            {
+                "error_name": "ConnectionError",
+                "error_message": "Connection refused by api.hubapi.com",
+                "errors": [
+                    {
+                        "error_name": "ConnectionError",
+                        "error_message": "Connection refused by api.hubapi.com",
+                        "timestamp": f"2026-09-21T14:1{i}:00+00:00",
+                    }
+                    for i in (0, 2)
+                ],
+            }
+            if kind == "scenario_deactivated"
+            else {}
+        )
     if kind == "incomplete_executions":
         return scenario | {
             "dlq_id": "d1e2f3a4",

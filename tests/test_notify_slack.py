@@ -115,7 +115,7 @@ async def test_the_bot_posts_a_first_notice_as_a_new_message(bot: Notifier, slac
     [message] = slack.state.messages
     assert ref == {"channel": "C0ALERTS", "ts": message.ts}  # the id, not "#alerts"
     assert message.thread_ts is None
-    assert message.text.startswith("🔴 Execution error: Sync HubSpot contacts")
+    assert message.text.startswith("🔴 Sync HubSpot contacts → Google Sheets failed")
     assert message.metadata["event_payload"]["outbox_id"] == 42
     assert slack.state.requests[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
 
@@ -128,7 +128,7 @@ async def test_the_bot_replies_in_the_thread_for_a_repeat(bot: Notifier, slack: 
     assert again == ref
     [reply] = slack.state.replies(ref["ts"])
     assert reply.channel == "C0ALERTS"
-    assert "Still happening" in reply.text and "*Since last notice*\n3" in reply.all_text()
+    assert reply.text.startswith("🔴 Still happening: Sync HubSpot") and "failed again, 3 more" in reply.text
 
 
 async def test_the_bot_marks_the_original_resolved_and_replies_in_its_thread(
@@ -140,7 +140,7 @@ async def test_the_bot_marks_the_original_resolved_and_replies_in_its_thread(
 
     assert after == ref
     original = slack.state.find("C0ALERTS", ref["ts"])
-    assert original.edits and original.text.startswith("✅ Resolved: Execution error")
+    assert original.edits and original.text.startswith("✅ Resolved: Sync HubSpot contacts → Google Sheets ran fine again")
     [reply] = slack.state.replies(ref["ts"])
     assert "is resolved" in reply.all_text()
     assert [r.method for r in slack.state.requests] == [

@@ -77,7 +77,6 @@ def test_every_kind_renders_for_slack_within_limits(renderer: Renderer, kind: st
 
     assert message["text"].strip()
     assert message["blocks"][0]["type"] == "header"
-    assert KIND_TITLES[kind] in message["blocks"][0]["text"]["text"]
     assert len(message["blocks"]) <= 50
     json.dumps(message)  # plain JSON all the way down
 
@@ -110,7 +109,7 @@ def test_a_repeat_shows_the_count_since_the_last_notice(renderer: Renderer):
     texts = "\n".join(every_text(renderer.render_slack(n)))
     _, text, _ = renderer.render_email(n)
 
-    assert "*Occurrences*\n40" in texts and "*Since last notice*\n12" in texts
+    assert "failed again, 12 more (40 times since" in texts and "40 occurrences" in texts
     assert re.search(r"Since last notice:\s+12", text)
 
 
@@ -119,7 +118,7 @@ def test_first_and_last_seen_are_shown_in_utc(renderer: Renderer):
 
     texts = "\n".join(every_text(renderer.render_slack(n)))
 
-    assert "2026-09-21 14:13:20 UTC" in texts and "2026-09-21 15:13:20 UTC" in texts
+    assert "2026-09-21 14:13–15:13 UTC" in texts
 
 
 def test_buttons_link_to_the_run_and_to_incomplete_executions(renderer: Renderer):
@@ -179,16 +178,20 @@ def test_untrusted_text_cannot_ping_or_link_in_slack(renderer: Renderer, kind: s
     for text in mrkdwn_texts(message):
         assert "<!" not in text and "<http" not in text and "<@" not in text
         assert re.search(r"&(?!amp;|lt;|gt;)", text) is None, text
-    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;" in "\n".join(
-        mrkdwn_texts(message)
+    # Quota and health notices are about an organization, not a scenario: it is the name shown.
+    shown = (
+        "Acme &lt;!everyone&gt;"
+        if kind in ("quota", "watcher_health")
+        else "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"
     )
+    assert shown in "\n".join(mrkdwn_texts(message))
 
 
 def test_the_header_keeps_the_name_as_plain_text(renderer: Renderer):
     # plain_text objects are not parsed by Slack: escaping there would show "&lt;".
     message = renderer.render_slack(notification(payload={"scenario_name": "A <b> & C"}))
 
-    assert message["blocks"][0]["text"]["text"].endswith("Execution error: A <b> & C")
+    assert message["blocks"][0]["text"]["text"].startswith("🔴 A <b> & C failed 4 times")
 
 
 def test_untrusted_text_is_escaped_in_html_but_not_in_text(renderer: Renderer):
@@ -214,9 +217,9 @@ def test_a_scenario_name_with_newlines_cannot_add_email_headers(renderer: Render
 def test_backticks_cannot_close_the_error_code_block(renderer: Renderer):
     n = notification(payload={"error_message": "a ``` b"})
 
-    section = renderer.render_slack(n)["blocks"][2]["text"]["text"]
+    [section] = [t for t in every_text(renderer.render_slack(n)) if "```" in t]
 
-    assert section.count("```") == 2
+    assert section.count("```") == 2 and "a `\u200b`\u200b` b" in section
 
 
 # --- limits -------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def test_a_10_kb_error_message_is_cut_to_slacks_limits(renderer: Renderer):
 
     message = renderer.render_slack(n)
 
-    error = message["blocks"][2]["text"]["text"]
+    [error] = [t for t in every_text(message) if "```" in t]
     assert len(error) <= 3000 and "…" in error and error.endswith("```")
     assert re.search(r"&[a-z]{0,3}…", error) is None  # no half entity before the cut
     assert len(message["blocks"][0]["text"]["text"]) <= 150
@@ -396,3 +399,228 @@ def test_a_dlq_event_payload_carries_its_creation_time_into_the_samples(renderer
         "- 2026-09-21T13:00:02.118000+00:00 · Incomplete execution 9a8b7c6d5e4f30211203f4e5d6c7b8a9: "
         "Connection refused by api.xero.com"
     ) in text
+
+
+# --- the Slack layout (issue 13.2): what happened first, compact, no red buttons --------------
+
+#: The kinds makewatch sends (issue 13); the others render through the shared fallback.
+SENT_KINDS = [
+    "execution_error",
+    "execution_warning",
+    "scenario_deactivated",
+    "scenario_paused",
+    "incomplete_executions",
+    "quota",
+    "hook_backlog",
+    "watcher_health",
+]
+EVERY_PHASE = [(k, p) for k in SENT_KINDS for p in PHASES] + [("summary", "summary")]
+FORMATTING_NAME = "*bold* _it_ ~x~ `code`"
+#: Slack's formatting: a bare pair of *, _ or ~ (or backticks) around text, at word edges.
+FORMATTED = re.compile(r"(?:^|[\s(])([*_~`])[^\s*_~`](?:[^\n]*?[^\s])?\1(?=$|[\s.,:;)!?])", re.M)
+
+#: (kind, phase) -> what the header must say: what happened, in words.
+HEADLINES = {
+    ("execution_error", "firing"): "🔴 Sync HubSpot contacts → Google Sheets failed 4 times since 13:13 UTC: RuntimeError",
+    ("execution_error", "repeat"): "Still happening: Sync HubSpot contacts → Google Sheets failed again, 3 more",
+    ("execution_error", "resolved"): "✅ Resolved: Sync HubSpot contacts → Google Sheets ran fine again",
+    ("execution_warning", "firing"): "Sync HubSpot contacts → Google Sheets ran with warnings 4 times since 13:13 UTC",
+    ("execution_warning", "repeat"): "Still happening: Sync HubSpot contacts → Google Sheets ran with warnings again",
+    ("execution_warning", "resolved"): "Resolved: Sync HubSpot contacts → Google Sheets ran without warnings again",
+    ("scenario_deactivated", "firing"): "Make switched off Sync HubSpot contacts → Google Sheets after 2 errors: ConnectionError",
+    ("scenario_deactivated", "repeat"): "Still happening: Sync HubSpot contacts → Google Sheets is still switched off",
+    ("scenario_deactivated", "resolved"): "Resolved: Sync HubSpot contacts → Google Sheets is switched on again",
+    ("scenario_paused", "firing"): "Sync HubSpot contacts → Google Sheets was paused",
+    ("scenario_paused", "repeat"): "Sync HubSpot contacts → Google Sheets is still paused",
+    ("scenario_paused", "resolved"): "Resolved: Sync HubSpot contacts → Google Sheets runs again",
+    ("incomplete_executions", "firing"): "Google Sheets has 7 incomplete executions waiting: Connection to Google",
+    ("incomplete_executions", "repeat"): "has 7 incomplete executions waiting, new ones since the last notice",
+    ("incomplete_executions", "resolved"): "Resolved: Sync HubSpot contacts → Google Sheets has no incomplete",
+    ("quota", "firing"): "Acme Ops has used 91 % of its Make operations: at this rate they run out on 2026-09-24, "
+    "before the reset on 2026-09-30",
+    ("quota", "repeat"): "Still happening: Acme Ops has used 91 % of its Make operations",
+    ("quota", "resolved"): "Resolved: Acme Ops is back under 90 % of its operations",
+    ("hook_backlog", "firing"): "Webhook queue of Shopify orders is at 8,600 / 10,000 (86%)",
+    ("hook_backlog", "repeat"): "Still happening: Webhook queue of Shopify orders is still at 8,600 / 10,000",
+    ("hook_backlog", "resolved"): "Resolved: Webhook queue of Shopify orders is down to 8,600 / 10,000",
+    ("watcher_health", "firing"): "makewatch health: Make rejected the API token (401) for Acme Ops",
+    ("watcher_health", "repeat"): "Still happening: makewatch health: Make rejected the API token",
+    ("watcher_health", "resolved"): "Resolved: makewatch health: back to normal for Acme Ops",
+    ("summary", "summary"): "7 alerts held back by the flood cap",
+}
+
+
+def slack(renderer: Renderer, kind: str, phase: str, **payload: Any) -> dict[str, Any]:
+    base = sample_notification(kind, "slack", phase=phase)
+    alert = {**base.alert, "payload": {**base.alert["payload"], **payload}}
+    return renderer.render_slack(dataclasses.replace(base, alert=alert))
+
+
+def header(message: dict[str, Any]) -> str:
+    assert message["blocks"][0]["type"] == "header"
+    return message["blocks"][0]["text"]["text"]
+
+
+@pytest.mark.parametrize(("kind", "phase"), EVERY_PHASE)
+def test_the_header_says_what_happened_in_words(renderer: Renderer, kind: str, phase: str):
+    message = slack(renderer, kind, phase)
+
+    assert HEADLINES[kind, phase] in header(message)
+    assert message["text"].startswith(header(message).removesuffix("…"))  # the notification too
+
+
+@pytest.mark.parametrize(("kind", "phase"), EVERY_PHASE)
+def test_a_slack_message_is_compact_and_has_no_red_button(renderer: Renderer, kind: str, phase: str):
+    message = slack(renderer, kind, phase)
+    blocks = message["blocks"]
+
+    assert all(len(b.get("fields") or []) <= 3 for b in blocks)  # no grid of ten fields
+    contexts = [b for b in blocks if b["type"] == "context"]
+    assert len(contexts) == 1 and len(contexts[0]["elements"]) == 1  # one line, one item
+    assert re.search(r"makewatch · [a-z_]+ · \S", contexts[0]["elements"][0]["text"])  # bench/e2e.py
+    buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert all(e.get("style") != "danger" for e in buttons)
+    assert all(e.get("style") in (None, "primary") for e in buttons)
+    assert [e["text"]["text"] for e in buttons if e.get("style")] in ([], ["Open run in Make"])
+
+
+@pytest.mark.parametrize(("kind", "phase"), EVERY_PHASE)
+def test_a_slack_message_has_no_empty_item(renderer: Renderer, kind: str, phase: str):
+    # Samples with nothing to say, and a payload without the optional parts.
+    base = sample_notification(kind, "slack", phase=phase)
+    thin = {k: v for k, v in base.alert["payload"].items() if k not in ("error_message", "reason")}
+    alert = {**base.alert, "count": 3, "payload": thin, "samples": [thin, {}, {"organization": "Acme"}]}
+    message = renderer.render_slack(dataclasses.replace(base, alert=alert))
+
+    for text in every_text(message):
+        assert " · : " not in text and ": ·" not in text and "·  ·" not in text and " ·  " not in text
+        assert not re.search(r"(^|·)\s*(·|$)", text, re.M), text  # an empty context item
+        assert not re.search(r"^\s*•\s*$", text, re.M), text  # an empty list item
+        assert not text.rstrip().endswith((":", "·")), text
+
+
+@pytest.mark.parametrize(("kind", "phase"), EVERY_PHASE)
+def test_a_name_full_of_formatting_characters_shows_as_written(renderer: Renderer, kind: str, phase: str):
+    untrusted = {
+        "scenario_name": FORMATTING_NAME,
+        "hook_name": FORMATTING_NAME,
+        "organization": FORMATTING_NAME,
+        "team_name": FORMATTING_NAME,
+        "error_name": FORMATTING_NAME,
+        "reason": FORMATTING_NAME,
+        "error": FORMATTING_NAME,
+    }
+    base = sample_notification(kind, "slack", phase=phase)
+    samples = [{"timestamp": "2026-09-21T14:00:00+00:00", "error_name": FORMATTING_NAME, "reason": FORMATTING_NAME}]
+    held = [{"kind": "quota", "severity": "warning", "organization": FORMATTING_NAME, "count": 2}]
+    alert = {
+        **base.alert,
+        "count": 3,
+        "payload": {**base.alert["payload"], **untrusted},
+        "samples": samples * 2,
+        **({"held_back": held} if kind == "summary" else {}),
+    }
+    message = renderer.render_slack(dataclasses.replace(base, alert=alert))
+
+    texts = mrkdwn_texts(message)
+    for text in texts:
+        for pair in ("*bold*", "_it_", "~x~", "`code`"):
+            assert pair not in text, text
+    # What Slack parses still reads as the name: look-alikes, in the same places.
+    assert "\u2217bold\u2217 \uff3fit\uff3f \u223cx\u223c \u02cbcode\u02cb" in "\n".join(texts)
+    assert not any(FORMATTING_NAME in t for t in texts)
+
+
+def test_formatting_neutralisation_keeps_snake_case_and_code_blocks(renderer: Renderer):
+    assert mrkdwn_escape("sync_orders_v2") == "sync_orders_v2"  # Slack formats no inner _
+    assert mrkdwn_escape("_x_ a*b") == "\uff3fx\uff3f a\u2217b"
+    assert mrkdwn_escape("<*>", formatting=False) == "&lt;*&gt;"
+
+    message = slack(renderer, "execution_error", "firing", error_message="SELECT * FROM t WHERE a_b = '_'")
+    [code] = [t for t in every_text(message) if "```" in t]
+
+    assert "SELECT * FROM t WHERE a_b = '_'" in code  # inside ``` Slack formats nothing
+
+
+def test_the_formatting_check_would_see_slack_formatting():
+    # The check above is only worth something if it catches what Slack would format.
+    assert FORMATTED.search("x *bold* y") and FORMATTED.search("_it_") and FORMATTED.search("a ~x~.")
+    assert not FORMATTED.search("snake_case_name") and not FORMATTED.search("2 * 3 * 4")
+
+
+@pytest.mark.parametrize(("kind", "phase"), EVERY_PHASE)
+def test_untrusted_names_trigger_no_slack_formatting(renderer: Renderer, kind: str, phase: str):
+    message = slack(renderer, kind, phase, scenario_name=FORMATTING_NAME, organization=FORMATTING_NAME)
+
+    for text in mrkdwn_texts(message):
+        bare = re.sub(r"\*[A-Z][A-Za-z ]*:?\*", "", text)  # our own bold labels, e.g. *What to do:*
+        assert not FORMATTED.search(bare), text
+
+
+def test_a_notice_that_already_recovered_says_so_first(renderer: Renderer):
+    base = sample_notification("execution_error", "slack")
+    alert = {**base.alert, "count": 2, "payload": {**base.alert["payload"], "recovered_at": 1_790_000_300}}
+    message = renderer.render_slack(dataclasses.replace(base, alert=alert))
+
+    assert "Google Sheets failed 2 times, ran fine again at 14:18 UTC: RuntimeError" in header(message)
+
+
+def test_a_resolved_execution_alert_says_when(renderer: Renderer):
+    message = slack(renderer, "execution_error", "resolved", resolved_at=1_790_000_300)
+
+    assert "ran fine again at 14:18 UTC after failing 4 times" in header(message)
+    assert "Resolved at 2026-09-21 14:18 UTC" in message["blocks"][-1]["elements"][0]["text"]
+
+
+def test_a_deactivation_shows_the_errors_that_caused_it_and_what_to_do(renderer: Renderer):
+    message = slack(renderer, "scenario_deactivated", "firing")
+    texts = "\n".join(every_text(message))
+
+    assert "*Why Make switched it off*\n• 14:10 UTC · ConnectionError: Connection refused by api.hubapi.com\n• 14:12 UTC" in texts
+    assert "*What to do:* Fix the cause" in texts and "turn the scenario back on" in texts
+    assert "2 stored incomplete executions can then be retried" in texts
+
+
+def test_a_backlog_shows_the_queue_and_the_scenario(renderer: Renderer):
+    message = slack(renderer, "hook_backlog", "firing", queue_count=45, queue_limit=50, ratio=0.9, scenario_name="Orders")
+    texts = "\n".join(every_text(message))
+
+    assert "Webhook queue of Shopify orders for Orders is at 45 / 50 (90%)" in header(message)
+    assert "*Queue:* 45 / 50 (90%)" in texts and "*Scenario:* Orders" in texts
+
+
+def test_quota_facts_are_a_short_section_not_a_grid(renderer: Renderer):
+    message = slack(renderer, "quota", "firing")
+    [facts] = [b["text"]["text"] for b in message["blocks"] if "*Used:*" in b.get("text", {}).get("text", "")]
+
+    assert facts.splitlines() == [
+        "*Used:* 9,140 of 10,000 operations, about 310 a day",
+        "*Forecast:* runs out around 2026-09-24 09:25 UTC, before the reset: scenarios will stop",
+        "*Quota resets:* 2026-09-30 14:13 UTC",
+    ]
+
+
+def test_recent_occurrences_are_one_list_not_side_by_side_items(renderer: Renderer):
+    n = with_samples(
+        "execution_error",
+        "repeat",
+        [
+            {"timestamp": "2026-09-21T14:12:58+00:00", "error_name": "DataError", "error_message": "row 7"},
+            {"timestamp": "2026-09-21T14:13:00+00:00", "error_message": "no name"},
+        ],
+    )
+    message = renderer.render_slack(n)
+    [listing] = [b for b in message["blocks"] if "Recent occurrences" in json.dumps(b)]
+
+    assert listing["type"] == "section"
+    assert listing["text"]["text"] == (
+        "*Recent occurrences*\n• 2026-09-21T14:12:58+00:00 · DataError: row 7\n• 2026-09-21T14:13:00+00:00 · no name"
+    )
+
+
+def test_the_team_and_organization_are_on_the_context_line(renderer: Renderer):
+    message = slack(renderer, "execution_error", "firing", team_name="Ops")
+
+    assert message["blocks"][-1]["elements"][0]["text"] == (
+        "Acme Ops · Ops (812) · 2026-09-21 13:13–14:13 UTC · 4 occurrences · makewatch · execution_error · first"
+    )
