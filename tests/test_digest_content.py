@@ -8,8 +8,12 @@ kind of fact the digest reports, inside and outside the period.
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import html
 import json
+import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from html.parser import HTMLParser
@@ -625,3 +629,86 @@ def test_long_lists_are_cut_in_both_parts_but_the_counts_stay_whole(store: Store
         assert fact in flat(text), fact
         assert fact.replace("...", "…") in visible, fact
     assert "Sync HubSpot" in text and EVIL not in text.split("Errors per day")[0].split("New error kinds")[0]
+
+
+# --- summary, parity, layout --------------------------------------------------------------
+
+NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+URL = re.compile(r"https?://\S+")
+
+
+class Body(Page):
+    """Visible text of the body only (the <title> is not read by anyone)."""
+
+    def handle_data(self, data: str) -> None:
+        if "title" not in self.stack:
+            super().handle_data(data)
+
+
+def numbers(text: str) -> Counter[str]:
+    return Counter(NUMBER.findall(URL.sub(" ", text)))
+
+
+def test_the_summary_comes_first_in_both_parts_with_three_numbers_and_the_worst_problem(
+    store: Store, renderer: Renderer
+) -> None:
+    d = digest_of(store)
+    assert (d.errors_total, d.scenarios_off, d.dlq_total) == (6, 1, 7)
+    assert d.worst_problem is not None and d.worst_problem.org == "Acme Ops"
+    worst = (
+        "Acme Ops: quota runs out around 2026-10-27 08:02 CET, before the reset 2026-11-03 08:02 CET (92 % used)"
+    )
+    _, text, source = renderer.render_digest(d)
+    visible = parse(source).visible
+    for part in (flat(text), visible):
+        head = part.split("Acme Ops ==")[0] if "==" in part else part.split("Errors: 5 errors")[0]
+        for fact in ("6 errors", "1 scenario off", "7 incomplete executions waiting", f"Worst: {worst}"):
+            assert fact in head, (fact, head)
+    assert flat(text).index("Worst:") < flat(text).index("== Acme Ops ==")
+    assert visible.index("Worst:") < visible.index("Errors: 5 errors")
+
+
+def test_the_text_and_html_parts_state_the_same_figures(store: Store, renderer: Renderer) -> None:
+    _, text, source = renderer.render_digest(digest_of(store))
+    page = Body()
+    page.feed(source)
+    # Every figure, date and count, as many times in each part (links are hrefs in HTML).
+    assert numbers(text) == numbers(page.visible)
+    assert numbers(text)["46,800"] == 1 and numbers(text)["5"] >= 1
+    # The comparison sees one figure off by one.
+    assert numbers(text.replace("46,800", "46,801")) != numbers(page.visible)
+
+
+def fixed_widths(source: str) -> list[int]:
+    page = Page()
+    page.feed(source)
+    found = []
+    for _tag, key, value in page.attrs:
+        if key == "width" and value and value.isdigit():
+            found.append(int(value))
+        if key == "style" and value:
+            found += [int(px) for px in re.findall(r"(?<![-\w])(?:min-)?width:\s*(\d+)px", value)]
+    return found
+
+
+def test_the_html_fits_a_390_px_phone(store: Store, renderer: Renderer) -> None:
+    _, _, source = renderer.render_digest(digest_of(store))
+    assert [w for w in fixed_widths(source) if w > 390 - 2 * 12] == []
+    assert 'name="viewport" content="width=device-width, initial-scale=1"' in source
+    assert "width: 100%; max-width: 640px" in source
+    # The chart's columns share the width: seven cells of 14 %, not seven of 64 px.
+    assert source.count('width="14%"') == 2 * 7 * 2
+
+
+def test_the_subject_never_starts_with_a_folded_space(store: Store, renderer: Renderer) -> None:
+    from alerts.channels import EmailChannel
+    from alerts.digest_send import compose
+
+    subject, text, source = renderer.render_digest(digest_of(store))
+    channel = EmailChannel.model_validate({"type": "email", "smtp_host": "127.0.0.1", "from_addr": "mw@example.com", "to": ["a@example.com"]})
+    raw = compose(channel, "a@example.com", (subject, text, source), START).as_bytes()
+    header = raw.split(b"\n\n", 1)[0].decode()
+    line = next(x for x in header.splitlines() if x.startswith("Subject:"))
+    assert line.startswith("Subject: [makewatch] Daily digest")
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == subject and not subject[:1].isspace()
