@@ -10,8 +10,13 @@ Contracts
 * **Pure.** No clock is read (``now`` is passed in), nothing is written, nothing is fetched.
   ``db`` is a sqlite-utils Database inside the caller's read transaction
   (``store.read(lambda db: build_digest(db, ...))``), so every figure comes from one snapshot.
-* **Every count comes from the store.** Nothing is estimated except what the poller already
-  stored as a forecast (``organizations.usage_json``).
+* **Every count comes from the store.** Nothing is estimated except the quota forecast,
+  drawn from the usage days the poller stored (``organizations.usage_json``), complete days
+  only (:func:`alerts.digest_charts.complete_day_rate`); the poller's own rate and forecast
+  are used only when no days are stored.
+* **Order.** Organizations come worst first (:mod:`alerts.digest_severity`); the content
+  model lives in :mod:`alerts.digest_model`, the per-period error bars (one scale across
+  organizations) in :mod:`alerts.digest_charts`.
 * **The period** is ``[period_start, period_end)`` in epoch seconds, applied to each event's
   ``occurred_at`` (when it happened in Make; state changes and quota crossings carry the time
   makewatch saw them). Notifications count by ``outbox.sent_at``, polling cycles by
@@ -27,34 +32,61 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
+from alerts.digest_charts import CHART_PERIODS, complete_day_rate, error_bars, scale
+from alerts.digest_model import (
+    ChannelCount,
+    Digest,
+    DlqBacklog,
+    DlqScenario,
+    ErrorKind,
+    Health,
+    HealthEvent,
+    HookQueue,
+    Links,
+    Moment,
+    Notifications,
+    OffScenario,
+    OrgDigest,
+    PeriodCount,
+    Problem,
+    Quota,
+    QuotaEvent,
+    ScenarioErrors,
+    SilenceInForce,
+    StateChange,
+)
+from alerts.digest_severity import RANKS, problems_of, severity_key
 from alerts.render import safe_url
 from alerts.silences import Silence
 from watcher import events as ev
 
 __all__ = [
-    "CHART_DAYS",
+    "CHART_PERIODS",
     "GROUPED_REASONS",
     "QUOTA_WARN_PCT",
+    "RANKS",
     "ChannelCount",
-    "DayCount",
     "Digest",
     "DlqBacklog",
     "DlqScenario",
     "ErrorKind",
     "Health",
     "HealthEvent",
+    "HookQueue",
     "Links",
     "Moment",
     "Notifications",
     "OffScenario",
     "OrgDigest",
+    "PeriodCount",
+    "Problem",
     "Quota",
     "QuotaEvent",
     "ScenarioErrors",
@@ -63,8 +95,6 @@ __all__ = [
     "build_digest",
 ]
 
-#: Local days in the error chart, ending with the period's last day.
-CHART_DAYS = 7
 #: A quota at or past this share of the plan makes the digest not quiet.
 QUOTA_WARN_PCT = 75.0
 QUOTA_CRITICAL_PCT = 90.0
@@ -87,272 +117,6 @@ HEALTH_PROBLEMS = {
 }
 
 
-# --- the tree ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Moment:
-    """An instant: ``epoch`` seconds and ``local`` text in the digest's time zone."""
-
-    epoch: float
-    local: str
-
-
-@dataclass(frozen=True)
-class Links:
-    """Links into Make's web app (http(s) only; None when unknown)."""
-
-    scenario_url: str | None = None
-    history_url: str | None = None
-    run_url: str | None = None
-    dlq_url: str | None = None
-
-
-@dataclass(frozen=True)
-class ScenarioErrors:
-    """The ``execution_error`` events of one scenario in the period.
-
-    ``recurring``: the scenario already had an execution error before the period (else it
-    is failing for the first time as far as makewatch knows). ``links.run_url`` is the last
-    failed run.
-    """
-
-    scenario_id: int | None
-    scenario_name: str
-    team_id: int | None
-    count: int
-    recurring: bool
-    first_at: Moment
-    last_at: Moment
-    last_error_name: str
-    last_error_message: str
-    error_names: tuple[str, ...]
-    links: Links
-
-
-@dataclass(frozen=True)
-class ErrorKind:
-    """An error name seen in the period and never before in that organization."""
-
-    error_name: str
-    count: int
-    scenarios: tuple[str, ...]
-    first_at: Moment
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """A ``scenario_deactivated`` / ``scenario_reactivated`` event of the period.
-
-    ``standing``: already off when makewatch first saw it (reported once at first start).
-    ``still_off``: the scenario is off now (scenarios table).
-    """
-
-    scenario_id: int | None
-    scenario_name: str
-    at: Moment
-    standing: bool
-    still_off: bool
-    links: Links
-
-
-@dataclass(frozen=True)
-class OffScenario:
-    """A scenario Make switched off that is still off now (``is_active`` 0, ``is_invalid`` 1).
-
-    ``since``: its latest deactivation event, if makewatch recorded one.
-    """
-
-    scenario_id: int
-    scenario_name: str
-    since: Moment | None
-    dlq_count: int
-    links: Links
-
-
-@dataclass(frozen=True)
-class DlqScenario:
-    """Incomplete executions of one scenario: ``dlq_count`` now, ``new_items`` and ``cleared``
-    (its backlog emptied) in the period."""
-
-    scenario_id: int
-    scenario_name: str
-    dlq_count: int
-    new_items: int
-    cleared: int
-    last_reason: str
-    links: Links
-
-
-@dataclass(frozen=True)
-class DlqBacklog:
-    """``total_now``: sum of ``dlq_count`` now; ``new_items``: ``incomplete_executions`` events
-    of the period (baseline and cleared ones excluded); ``cleared``: backlogs emptied in the
-    period (events with ``cleared`` true)."""
-
-    scenarios: tuple[DlqScenario, ...]
-    total_now: int
-    scenarios_now: int
-    new_items: int
-    cleared: int
-
-
-@dataclass(frozen=True)
-class QuotaEvent:
-    at: Moment
-    threshold_pct: float | None
-    used_pct: float | None
-
-
-@dataclass(frozen=True)
-class Quota:
-    """The organization's quota summary (``organizations.usage_json``, written by the poller).
-
-    ``bar_pct``: ``used_pct`` clamped to 0..100 for drawing; ``level``: ok | warning (≥ 75 %)
-    | critical (≥ 90 %); ``exhausts_before_reset``: the forecast comes before ``next_reset``;
-    ``days_left``: from ``now`` to the forecast.
-    """
-
-    operations_used: int | None
-    operations_limit: int | None
-    used_pct: float | None
-    bar_pct: int
-    level: str
-    daily_rate: float | None
-    forecast_exhausted_at: Moment | None
-    next_reset: Moment | None
-    exhausts_before_reset: bool
-    days_left: float | None
-    updated_at: Moment | None
-    events: tuple[QuotaEvent, ...]
-
-
-@dataclass(frozen=True)
-class ChannelCount:
-    channel: str
-    count: int
-
-
-@dataclass(frozen=True)
-class Notifications:
-    """Outbox rows sent in the period (by channel), and how the period's events were decided
-    (``events.reason``): ``grouped`` into another notice, ``held_back`` by the flood cap,
-    ``silenced``, ``inhibited`` (the scenario's deactivation said it), ``no_route``."""
-
-    sent: int
-    by_channel: tuple[ChannelCount, ...]
-    grouped: int
-    held_back: int
-    silenced: int
-    inhibited: int
-    no_route: int
-    parked: int
-
-
-@dataclass(frozen=True)
-class SilenceInForce:
-    """A silence in force at ``period_end``; ``matchers_text`` is ``matchers`` for humans."""
-
-    id: int
-    matchers: dict[str, Any]
-    matchers_text: str
-    reason: str
-    created_by: str
-    ends_at: Moment
-
-
-@dataclass(frozen=True)
-class HealthEvent:
-    at: Moment
-    problem: str
-    text: str
-    recovered: bool
-
-
-@dataclass(frozen=True)
-class Health:
-    """makewatch's own polling of the organization in the period (``cycles`` table).
-
-    ``requests``: sum of ``cycles.requests``. ``budget``: each cycle's ``budget_per_minute``
-    held until the next cycle starts (the last one before the period covers its start),
-    multiplied by the minutes it held within the period and summed; time before the first
-    recorded cycle counts nothing. None when no cycle is recorded. ``failed_polls``: cycles
-    with ``ok`` = 0, the last one's error in ``last_error``. ``last_poll_ok``: the newest
-    cycle before ``period_end`` succeeded.
-    """
-
-    cycles: int
-    requests: int
-    budget: int | None
-    budget_used_pct: float | None
-    failed_polls: int
-    last_error: str
-    last_error_at: Moment | None
-    last_poll_ok: bool | None
-    events: tuple[HealthEvent, ...]
-    note: str | None
-
-
-@dataclass(frozen=True)
-class DayCount:
-    """``execution_error`` events of one local day; ``ratio`` to the busiest day (0..1);
-    ``partial``: the day extends past ``period_end`` (counted up to it)."""
-
-    date: str
-    label: str
-    count: int
-    ratio: float
-    partial: bool
-
-
-@dataclass(frozen=True)
-class OrgDigest:
-    """Everything the digest says about one organization."""
-
-    org_id: int
-    name: str
-    errors_total: int
-    errors: tuple[ScenarioErrors, ...]
-    new_error_kinds: tuple[ErrorKind, ...]
-    deactivated: tuple[StateChange, ...]
-    reactivated: tuple[StateChange, ...]
-    still_off: tuple[OffScenario, ...]
-    dlq: DlqBacklog
-    quota: Quota | None
-    notifications: Notifications
-    health: Health
-    chart: tuple[DayCount, ...]
-    quiet: bool
-
-
-@dataclass(frozen=True)
-class Digest:
-    """The digest of ``[period_start, period_end)`` for recipients in ``timezone``.
-
-    ``title_date``: the local date(s) the period covers ("2026-09-21", or "2026-09-19 to
-    2026-09-21" after skipped days). ``missing_organizations``: names asked for that the store
-    does not know (never polled). ``silences``: in force at ``period_end`` and relevant to the
-    organizations shown. ``flood_summaries_sent``: flood-cap summary notices sent in the period
-    (they belong to no single organization). ``quiet``: nothing happened and nothing is broken.
-    """
-
-    period_start: Moment
-    period_end: Moment
-    generated_at: Moment
-    timezone: str
-    title_date: str
-    organizations: tuple[OrgDigest, ...]
-    missing_organizations: tuple[str, ...]
-    silences: tuple[SilenceInForce, ...]
-    flood_summaries_sent: int
-    errors_total: int
-    scenarios_with_errors: int
-    scenarios_off: int
-    dlq_total: int
-    quota_alerts: tuple[str, ...] = field(default=())
-    quiet: bool = False
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -360,6 +124,7 @@ class _Clock:
     """Formats instants in one zone (pure: no clock read)."""
 
     def __init__(self, timezone: str) -> None:
+        self.timezone = timezone
         self.tz = ZoneInfo(timezone)
 
     def moment(self, epoch: float) -> Moment:
@@ -373,11 +138,6 @@ class _Clock:
 
     def day(self, epoch: float) -> date:
         return datetime.fromtimestamp(epoch, self.tz).date()
-
-    def midnight(self, day: date) -> float:
-        # Where a DST change skips midnight (America/Santiago, America/Havana), fold=0 takes
-        # the offset before the change: the instant of the change, i.e. the day's real start.
-        return datetime(day.year, day.month, day.day, tzinfo=self.tz).timestamp()
 
 
 def _payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -631,28 +391,72 @@ class _OrgReader:
         if not usage and not events:
             return None
         used_pct = _number(usage.get("used_pct"))
-        forecast = _number(usage.get("forecast_exhausted_at"))
         next_reset = _number(usage.get("next_reset"))
+        used, limit = _number(usage.get("operations_used")), _number(usage.get("operations_limit"))
+        rate = _number(usage.get("daily_rate"))
+        forecast = _number(usage.get("forecast_exhausted_at"))
+        rate_days: int | None = None
+        seen = _number(usage.get("updated_at")) or self.now
+        # Make's usage days are UTC dates; the one holding the fetch is still running.
+        complete = complete_day_rate(usage.get("days"), datetime.fromtimestamp(seen, UTC).date())
+        if complete is not None:
+            rate, rate_days = complete
+            forecast = (
+                seen + max(limit - used, 0.0) / rate * 86400 if limit and used is not None and rate > 0 else None
+            )
+        exhausts = bool(forecast is not None and next_reset is not None and forecast < next_reset)
         level = "ok"
         if used_pct is not None and used_pct >= QUOTA_CRITICAL_PCT:
             level = "critical"
-        elif used_pct is not None and used_pct >= QUOTA_WARN_PCT:
+        elif exhausts or (used_pct is not None and used_pct >= QUOTA_WARN_PCT):
             level = "warning"
-        used, limit = _number(usage.get("operations_used")), _number(usage.get("operations_limit"))
         return Quota(
             operations_used=None if used is None else int(used),
             operations_limit=None if limit is None else int(limit),
             used_pct=used_pct,
             bar_pct=0 if used_pct is None else max(0, min(100, round(used_pct))),
             level=level,
-            daily_rate=_number(usage.get("daily_rate")),
+            daily_rate=rate,
+            rate_days=rate_days,
             forecast_exhausted_at=self.clock.maybe(forecast),
             next_reset=self.clock.maybe(next_reset),
-            exhausts_before_reset=bool(forecast is not None and next_reset is not None and forecast < next_reset),
+            exhausts_before_reset=exhausts,
             days_left=None if forecast is None else round(max(0.0, forecast - self.now) / 86400, 1),
             updated_at=self.clock.maybe(usage.get("updated_at")),
             events=events,
         )
+
+    def hooks(self) -> tuple[HookQueue, ...]:
+        """Webhook queues over their threshold in the period, or still over it at its end."""
+        latest: dict[int, dict[str, Any]] = {}
+        in_period: set[int] = set()
+        for row in _events(self.db, self.org_id, ["hook_backlog"], 0.0, self.end):
+            hook_id = row["payload"].get("hook_id")
+            if not isinstance(hook_id, int):
+                continue
+            latest[hook_id] = row
+            if row["occurred_at"] >= self.start:
+                in_period.add(hook_id)
+        out = []
+        for hook_id, row in latest.items():
+            p = row["payload"]
+            now_backlogged = not p.get("recovered")
+            if hook_id not in in_period and not now_backlogged:
+                continue
+            limit = _number(p.get("queue_limit"))
+            out.append(
+                HookQueue(
+                    hook_id=hook_id,
+                    hook_name=_one_line(p.get("hook_name")) or f"webhook {hook_id}",
+                    scenario_name=self.scenario_name(row["scenario_id"], p) if row["scenario_id"] is not None else None,
+                    queue_count=int(_number(p.get("queue_count")) or 0),
+                    queue_limit=None if limit is None else int(limit),
+                    backlogged_now=now_backlogged,
+                    last_at=self.clock.moment(row["occurred_at"]),
+                )
+            )
+        out.sort(key=lambda h: (not h.backlogged_now, -h.queue_count, h.hook_name.casefold(), h.hook_id))
+        return tuple(out)
 
     def notifications(self) -> Notifications:
         by_channel = [
@@ -753,32 +557,8 @@ class _OrgReader:
             note=note,
         )
 
-    def chart(self) -> tuple[DayCount, ...]:
-        # The last day is the one holding the period's last instant: a period ending at
-        # midnight charts the day that just ended, not an empty new one.
-        last_day = self.clock.day(self.end - 1e-6)
-        days = [last_day - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
-        bounds = [self.clock.midnight(d) for d in days] + [self.clock.midnight(last_day + timedelta(days=1))]
-        counts = []
-        for i in range(CHART_DAYS):
-            counts.append(
-                self.db.execute(
-                    "SELECT COUNT(*) FROM events WHERE org_id = ? AND kind = 'execution_error' "
-                    "AND occurred_at >= ? AND occurred_at < ?",
-                    [self.org_id, bounds[i], min(bounds[i + 1], self.end)],
-                ).fetchone()[0]
-            )
-        top = max(counts) or 1
-        return tuple(
-            DayCount(
-                date=d.isoformat(),
-                label=d.strftime("%a %d"),
-                count=int(c),
-                ratio=round(c / top, 3),
-                partial=bounds[i + 1] > self.end,
-            )
-            for i, (d, c) in enumerate(zip(days, counts, strict=True))
-        )
+    def chart(self) -> tuple[PeriodCount, ...]:
+        return error_bars(self.db, self.org_id, self.start, self.end, self.clock.timezone, self.clock.moment)
 
     def build(self, note: str | None) -> OrgDigest:
         error_rows = _events(self.db, self.org_id, ["execution_error"], self.start, self.end)
@@ -790,19 +570,8 @@ class _OrgReader:
         dlq = self.dlq()
         quota = self.quota()
         health = self.health(note)
-        quiet = not (
-            error_rows
-            or deactivated
-            or reactivated
-            or still_off
-            or dlq.total_now
-            or dlq.new_items
-            or (quota and (quota.events or quota.level != "ok"))
-            or health.failed_polls
-            or health.events
-            or not health.cycles
-        )
-        return OrgDigest(
+        hooks = self.hooks()
+        digest = OrgDigest(
             org_id=self.org_id,
             name=self.name,
             errors_total=len(error_rows),
@@ -816,8 +585,12 @@ class _OrgReader:
             notifications=self.notifications(),
             health=health,
             chart=self.chart(),
-            quiet=quiet,
+            hooks=hooks,
+            problems=(),
+            quiet=False,
         )
+        problems = problems_of(digest)
+        return replace(digest, problems=problems, quiet=not problems)
 
 
 def _number(value: Any) -> float | None:
@@ -901,8 +674,8 @@ def build_digest(
 ) -> Digest:
     """The digest of ``[period_start, period_end)`` for recipients in ``timezone``.
 
-    ``organizations``: names (case-insensitive) to cover, in that order; None covers every
-    organization in the store, by name. A name the store does not know is listed in
+    ``organizations``: names (case-insensitive) to cover; None covers every organization in
+    the store. Either way they come out worst first (:func:`severity_key`). A name the store does not know is listed in
     ``Digest.missing_organizations``. ``now``: when the digest is built (forecast days left,
     ``generated_at``). ``budget_share_note``: text shown beside the API budget, one for all
     organizations or one per organization name. Reads only; see the module docstring.
@@ -933,6 +706,9 @@ def build_digest(
         else:
             note = budget_share_note
         orgs.append(_OrgReader(db, row, clock, period_start, period_end, now).build(note))
+    chart_max, charts = scale([o.chart for o in orgs])
+    orgs = sorted((replace(o, chart=c) for o, c in zip(orgs, charts, strict=True)), key=severity_key)
+    problems = sorted((p for o in orgs for p in o.problems[:1]), key=lambda p: p.rank)
 
     flood_summaries = db.execute(
         "SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND kind = 'summary' "
@@ -956,6 +732,9 @@ def build_digest(
         scenarios_with_errors=sum(len(o.errors) for o in orgs),
         scenarios_off=sum(len(o.still_off) for o in orgs),
         dlq_total=sum(o.dlq.total_now for o in orgs),
+        hooks_backlogged=sum(1 for o in orgs for k in o.hooks if k.backlogged_now),
+        worst_problem=problems[0] if problems else None,
+        chart_max=chart_max,
         quota_alerts=quota_alerts,
         quiet=bool(orgs) and all(o.quiet for o in orgs) and not missing,
     )

@@ -8,8 +8,12 @@ kind of fact the digest reports, inside and outside the period.
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import html
 import json
+import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from html.parser import HTMLParser
@@ -441,14 +445,32 @@ def test_watcher_health_sums_requests_against_a_budget_held_between_cycles(store
     assert h.note == "makewatch uses 50 % of the API limit"
 
 
-def test_the_chart_counts_errors_per_local_day_across_the_dst_change(store: Store) -> None:
-    chart = org(digest_of(store), "Acme Ops").chart
-    assert [c.date for c in chart] == [f"2026-10-{day}" for day in range(19, 26)]
-    # In UTC the 25th would have only 2 (00:30 CEST on the 25th is the 24th in UTC), and the
-    # error at 09:00 on the 25th falls after the period.
-    assert [c.count for c in chart] == [0, 0, 1, 0, 0, 3, 3]
-    assert [c.partial for c in chart] == [False] * 6 + [True]
-    assert chart[5].ratio == 1.0 and chart[2].ratio == round(1 / 3, 3)
+def test_the_chart_has_one_bar_per_digest_period_on_one_scale_across_organizations(store: Store) -> None:
+    d = digest_of(store)
+    acme, globex = org(d, "Acme Ops").chart, org(d, "Globex").chart
+    # The last bar is the digest's own period (25 hours across the DST change), no stub.
+    assert (acme[-1].start.epoch, acme[-1].end.epoch) == (START, END)
+    assert [(b.start.local, b.end.local) for b in acme[-2:]] == [
+        ("2026-10-23 08:00 CEST", "2026-10-24 08:00 CEST"),
+        ("2026-10-24 08:00 CEST", "2026-10-25 08:00 CET"),
+    ]
+    assert all(a.end == b.start for a, b in zip(acme, acme[1:], strict=False))
+    assert [b.label for b in acme] == ["Mon 19", "Tue 20", "Wed 21", "Thu 22", "Fri 23", "Sat 24", "Sun 25"]
+    # 07:00 on the 24th belongs to the period ending at 08:00 that day, not to "the 24th".
+    assert [b.count for b in acme] == [0, 0, 0, 1, 0, 1, 5]
+    assert [b.count for b in globex] == [0, 0, 0, 0, 0, 0, 1]
+    # One scale: Globex's single error is a fifth of Acme's busiest bar, not a full bar.
+    assert d.chart_max == 5 and acme[-1].ratio == 1.0 and globex[-1].ratio == 0.2
+
+
+def test_chart_labels_are_in_the_recipients_zone(store: Store) -> None:
+    d = store.read_sync(
+        lambda db: build_digest(
+            db, period_start=START, period_end=END, timezone="Pacific/Auckland", organizations=None, now=NOW
+        )
+    )
+    # 08:00 CET on the 25th is 20:00 NZDT on the 25th; a day earlier is the 24th there too.
+    assert [b.end.local for b in org(d, "Acme Ops").chart[-2:]] == ["2026-10-24 19:00 NZDT", "2026-10-25 20:00 NZDT"]
 
 
 def test_the_digest_is_json_able_and_built_from_a_read_only_snapshot(store: Store) -> None:
@@ -516,7 +538,7 @@ def test_text_and_html_both_say_every_fact(store: Store, renderer: Renderer) -> 
         "Orders webhook",
         "Connection expired",
         "92 % (9,200 of 10,000 operations)",
-        "400 a day on average; runs out around 2026-10-27 08:02 CET (in 2.0 days); resets 2026-11-03 08:02 CET",
+        "400 a day on average (makewatch's estimate); runs out around 2026-10-27 08:02 CET (in 2.0 days); resets 2026-11-03 08:02 CET",
         "WARNING: the quota runs out before the reset",
         "Crossed 90 % at 2026-10-24 18:00 CEST",
         "3 sent (ops-slack 2, mail 1); 3 grouped, 1 held back (flood cap), 1 silenced, 1 inhibited, 1 undeliverable",
@@ -532,9 +554,9 @@ def test_text_and_html_both_say_every_fact(store: Store, renderer: Renderer) -> 
         assert fact in visible, fact
     for s in org(d, "Acme Ops").errors:
         assert f"{s.scenario_name}: {s.count} errors" in text
-    # The chart: every day's label and count, in both parts.
-    for day in org(d, "Acme Ops").chart:
-        assert day.label in text and day.label in visible
+    # The chart: every period's label and count, in both parts.
+    for bar in org(d, "Acme Ops").chart:
+        assert bar.label in text and bar.label in visible
 
 
 def test_the_html_is_mail_client_safe_and_escapes_user_text(store: Store, renderer: Renderer) -> None:
@@ -581,7 +603,7 @@ def test_an_all_quiet_digest_is_short_and_says_so(tmp_path: Path, renderer: Rend
         store.write_sync(seed_quiet)
         d = digest_of(store)
     assert d.quiet and d.organizations[0].quiet
-    assert [c.count for c in d.organizations[0].chart] == [0, 0, 1, 0, 0, 0, 0]  # the old error
+    assert [c.count for c in d.organizations[0].chart] == [0, 0, 0, 1, 0, 0, 0]  # the old error
     subject, text, source = renderer.render_digest(d)
     assert subject == "[makewatch] Daily digest 2026-10-25: all quiet"
     assert "All quiet" in text and "All quiet" in parse(source).visible
@@ -607,3 +629,86 @@ def test_long_lists_are_cut_in_both_parts_but_the_counts_stay_whole(store: Store
         assert fact in flat(text), fact
         assert fact.replace("...", "…") in visible, fact
     assert "Sync HubSpot" in text and EVIL not in text.split("Errors per day")[0].split("New error kinds")[0]
+
+
+# --- summary, parity, layout --------------------------------------------------------------
+
+NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+URL = re.compile(r"https?://\S+")
+
+
+class Body(Page):
+    """Visible text of the body only (the <title> is not read by anyone)."""
+
+    def handle_data(self, data: str) -> None:
+        if "title" not in self.stack:
+            super().handle_data(data)
+
+
+def numbers(text: str) -> Counter[str]:
+    return Counter(NUMBER.findall(URL.sub(" ", text)))
+
+
+def test_the_summary_comes_first_in_both_parts_with_three_numbers_and_the_worst_problem(
+    store: Store, renderer: Renderer
+) -> None:
+    d = digest_of(store)
+    assert (d.errors_total, d.scenarios_off, d.dlq_total) == (6, 1, 7)
+    assert d.worst_problem is not None and d.worst_problem.org == "Acme Ops"
+    worst = (
+        "Acme Ops: quota runs out around 2026-10-27 08:02 CET, before the reset 2026-11-03 08:02 CET (92 % used)"
+    )
+    _, text, source = renderer.render_digest(d)
+    visible = parse(source).visible
+    for part in (flat(text), visible):
+        head = part.split("Acme Ops ==")[0] if "==" in part else part.split("Errors: 5 errors")[0]
+        for fact in ("6 errors", "1 scenario off", "7 incomplete executions waiting", f"Worst: {worst}"):
+            assert fact in head, (fact, head)
+    assert flat(text).index("Worst:") < flat(text).index("== Acme Ops ==")
+    assert visible.index("Worst:") < visible.index("Errors: 5 errors")
+
+
+def test_the_text_and_html_parts_state_the_same_figures(store: Store, renderer: Renderer) -> None:
+    _, text, source = renderer.render_digest(digest_of(store))
+    page = Body()
+    page.feed(source)
+    # Every figure, date and count, as many times in each part (links are hrefs in HTML).
+    assert numbers(text) == numbers(page.visible)
+    assert numbers(text)["46,800"] == 1 and numbers(text)["5"] >= 1
+    # The comparison sees one figure off by one.
+    assert numbers(text.replace("46,800", "46,801")) != numbers(page.visible)
+
+
+def fixed_widths(source: str) -> list[int]:
+    page = Page()
+    page.feed(source)
+    found = []
+    for _tag, key, value in page.attrs:
+        if key == "width" and value and value.isdigit():
+            found.append(int(value))
+        if key == "style" and value:
+            found += [int(px) for px in re.findall(r"(?<![-\w])(?:min-)?width:\s*(\d+)px", value)]
+    return found
+
+
+def test_the_html_fits_a_390_px_phone(store: Store, renderer: Renderer) -> None:
+    _, _, source = renderer.render_digest(digest_of(store))
+    assert [w for w in fixed_widths(source) if w > 390 - 2 * 12] == []
+    assert 'name="viewport" content="width=device-width, initial-scale=1"' in source
+    assert "width: 100%; max-width: 640px" in source
+    # The chart's columns share the width: seven cells of 14 %, not seven of 64 px.
+    assert source.count('width="14%"') == 2 * 7 * 2
+
+
+def test_the_subject_never_starts_with_a_folded_space(store: Store, renderer: Renderer) -> None:
+    from alerts.channels import EmailChannel
+    from alerts.digest_send import compose
+
+    subject, text, source = renderer.render_digest(digest_of(store))
+    channel = EmailChannel.model_validate({"type": "email", "smtp_host": "127.0.0.1", "from_addr": "mw@example.com", "to": ["a@example.com"]})
+    raw = compose(channel, "a@example.com", (subject, text, source), START).as_bytes()
+    header = raw.split(b"\n\n", 1)[0].decode()
+    line = next(x for x in header.splitlines() if x.startswith("Subject:"))
+    assert line.startswith("Subject: [makewatch] Daily digest")
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == subject and not subject[:1].isspace()
