@@ -270,12 +270,41 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Preview your own templates (same names as the bundled ones).",
 )
-def render(kind: str, channel_type: str, phase: str, templates_dir: Path | None) -> None:
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="E-mail only: write the HTML part to FILE (instead of printing it).",
+)
+@click.option(
+    "--png",
+    "png_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="E-mail only: write a screenshot of the HTML part to FILE (needs makewatch[browser] and Chromium).",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=200, max=4000),
+    default=800,
+    show_default=True,
+    help="With --png: the viewport width in CSS px (390 for a phone).",
+)
+def render(
+    kind: str,
+    channel_type: str,
+    phase: str,
+    templates_dir: Path | None,
+    html_path: Path | None,
+    png_path: Path | None,
+    width: int,
+) -> None:
     """Preview a notification with sample data: Slack Block Kit JSON, or the e-mail parts."""
     import json
 
     from alerts.render import Renderer, sample_notification
 
+    if channel_type == "slack" and (html_path or png_path):
+        raise click.UsageError("--html and --png are for --channel email")
     try:
         n = sample_notification(kind, channel_type, phase=phase)
     except ValueError as exc:
@@ -283,9 +312,23 @@ def render(kind: str, channel_type: str, phase: str, templates_dir: Path | None)
     renderer = Renderer(templates_dir)
     if channel_type == "slack":
         click.echo(json.dumps(renderer.render_slack(n), indent=2, ensure_ascii=False))
-    else:
-        subject, text, html = renderer.render_email(n)
+        return
+    subject, text, html = renderer.render_email(n)
+    if html_path is None:
         click.echo(f"Subject: {subject}\n\n{text}\n\n--- HTML ---\n{html}")
+    else:
+        click.echo(f"Subject: {subject}\n\n{text}")
+        html_path.write_text(html, encoding="utf-8")
+        click.echo(f"HTML written to {html_path}", err=True)
+    if png_path is not None:
+        from watcher.browser import BrowserUnavailable, screenshot_html
+
+        try:
+            screenshot_html(html, png_path, width=width)
+        except BrowserUnavailable as exc:
+            click.echo(f"cannot write {png_path}: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"screenshot ({width} px wide) written to {png_path}", err=True)
 
 
 @main.command()
