@@ -137,15 +137,8 @@ class EmailNotifier:
     async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
         """Send any prepared message (an alert, a digest) through this channel's server."""
         s = self.settings
-        client = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.username,
-            password=s.password.reveal() if s.password else None,
-            use_tls=s.security == "tls",
-            start_tls=s.security == "starttls",
-            tls_context=self._tls_context(),
-            timeout=s.timeout_s,
+        client = self._client(
+            username=s.username, password=s.password.reveal() if s.password else None
         )
         protocol: Any = None
         try:
@@ -171,14 +164,7 @@ class EmailNotifier:
         """Connect, secure and log in as configured, then quit, sending nothing
         (for ``makewatch check``). Raises DeliveryError like a send would."""
         s = self.settings
-        client = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            use_tls=s.security == "tls",
-            start_tls=s.security == "starttls",
-            tls_context=self._tls_context(),
-            timeout=s.timeout_s,
-        )
+        client = self._client()  # logs in below, explicitly, to tell a refused login apart
         protocol: Any = None
         try:
             with self._smtp_errors():
@@ -192,6 +178,20 @@ class EmailNotifier:
                 client.close()
             await _closed(protocol, s.timeout_s)
         return {"server": f"{s.smtp_host}:{s.smtp_port}", "security": s.security, "login": bool(s.username)}
+
+    def _client(self, **login: Any) -> aiosmtplib.SMTP:
+        """An SMTP client for this channel's server and security (``login``: username and
+        password, for aiosmtplib to log in as it connects)."""
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            tls_context=self._tls_context(),
+            timeout=s.timeout_s,
+            **login,
+        )
 
     @contextlib.contextmanager
     def _smtp_errors(self) -> Iterator[None]:
