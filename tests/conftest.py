@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import aiohttp
 import pytest
@@ -133,3 +135,14 @@ def service(tmp_path: Path):
             f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
         )
         yield cfg, db, {**os.environ, "TOK": token}
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"makewatch_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module

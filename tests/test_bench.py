@@ -8,24 +8,10 @@ broken benchmark fails here, whichever poller is faster.
 from __future__ import annotations
 
 import bisect
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "detect.py"
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("makewatch_bench_detect", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_bench
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -40,7 +26,7 @@ def most_in_any_window(times: list[float], window_s: float = 60.0) -> int:
 
 @pytest.mark.timeout(120)
 async def test_quick_benchmark_measures_both_pollers_inside_the_same_budget() -> None:
-    detect = load_bench()
+    detect = load_bench("detect")
     results = await detect.run_benchmark(detect.QUICK, seed=1)
     assert [r.regime.key for r in results] == ["a", "b"]
 

@@ -7,33 +7,22 @@ cannot silently go wrong, and check that it reads what the Slack stand-in really
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_bench
 
 from watcher.simulator import LedgerEntry
 from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "e2e.py"
 UI = "http://127.0.0.1:1"
 
 
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("makewatch_bench_e2e", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
 
 
-e2e = load_bench()
+e2e = load_bench("e2e")
 
 
 def notice(
