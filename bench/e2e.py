@@ -91,11 +91,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from aiohttp import web  # noqa: E402
 
 from bench.stats import max_in_window, percentile  # noqa: E402
 from watcher.clock import ScaledClock  # noqa: E402
 from watcher.config import load_config  # noqa: E402
+from watcher.demo import serve_local  # noqa: E402
 from watcher.simulator import LedgerEntry, World, create_app  # noqa: E402
 from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app  # noqa: E402
 from watcher.testing.slack_standin import SlackRequest  # noqa: E402
@@ -569,13 +569,6 @@ class Makewatch:
         self.proc = None
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
-
 
 @dataclass
 class Run:
@@ -615,8 +608,8 @@ async def run_bench(seed: int, span_s: float, grace_s: float, *, quiet: bool = F
     clock = ScaledClock(1.0)
     world, cast = build_world(seed, clock)
     slack = SlackState(webhooks={WEBHOOK_PATH: "C0WEBHOOK"})
-    sim_runner, sim_port = await _serve(create_app(world))
-    slack_runner, slack_port = await _serve(create_slack_app(slack))
+    sim_runner, sim_port = await serve_local(create_app(world))
+    slack_runner, slack_port = await serve_local(create_slack_app(slack))
     steps = script(span_s)
 
     def say(msg: str) -> None:

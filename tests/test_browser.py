@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from test_digest_content import digest_of, seed
 
+from alerts.policy import ALERT_KINDS
 from alerts.render import Renderer, sample_notification
 from watcher.browser import Browser, unavailable_reason
 from watcher.cli import main
@@ -37,16 +38,7 @@ WIDTHS = (390, 800)
 EVIL = "<script>alert(1)</script>"
 BOLD = "<b>x</b>"
 
-KINDS = (
-    "execution_error",
-    "execution_warning",
-    "scenario_deactivated",
-    "scenario_paused",
-    "incomplete_executions",
-    "quota",
-    "hook_backlog",
-    "watcher_health",
-)
+KINDS = ALERT_KINDS
 # "summary" has one phase of its own (sample_notification forces it).
 ALERT_CASES = [f"{kind}-{phase}" for kind in KINDS for phase in ("firing", "repeat", "resolved")]
 ALERT_CASES.append("summary")

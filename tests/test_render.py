@@ -12,6 +12,7 @@ import jinja2
 import pytest
 
 from alerts.notify.base import Notification
+from alerts.policy import ALERT_KINDS
 from alerts.render import KIND_TITLES, Renderer, cut, mrkdwn_escape, sample_notification
 
 KINDS = [k for k in KIND_TITLES if k != "summary"]
@@ -404,16 +405,7 @@ def test_a_dlq_event_payload_carries_its_creation_time_into_the_samples(renderer
 # --- the Slack layout (issue 13.2): what happened first, compact, no red buttons --------------
 
 #: The kinds makewatch sends (issue 13); the others render through the shared fallback.
-SENT_KINDS = [
-    "execution_error",
-    "execution_warning",
-    "scenario_deactivated",
-    "scenario_paused",
-    "incomplete_executions",
-    "quota",
-    "hook_backlog",
-    "watcher_health",
-]
+SENT_KINDS = list(ALERT_KINDS)
 EVERY_PHASE = [(k, p) for k in SENT_KINDS for p in PHASES] + [("summary", "summary")]
 FORMATTING_NAME = "*bold* _it_ ~x~ `code`"
 #: Slack's formatting: a bare pair of *, _ or ~ (or backticks) around text, at word edges.

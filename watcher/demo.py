@@ -83,7 +83,8 @@ channel = "mail"
     return load_config(path, env=env)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+async def serve_local(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 at a free port: (runner to clean up, port)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -104,8 +105,8 @@ async def run_demo(
     slack = SlackState()
     sink = MailSink()
     smtp = start_mail_sink(sink)
-    sim_runner, sim_port = await _serve(create_app(world))
-    slack_runner, slack_port = await _serve(create_slack_app(slack))
+    sim_runner, sim_port = await serve_local(create_app(world))
+    slack_runner, slack_port = await serve_local(create_slack_app(slack))
     try:
         base_url = f"http://127.0.0.1:{sim_port}/api/v2"
         with tempfile.TemporaryDirectory(prefix="makewatch-demo-") as tmp:
