@@ -22,6 +22,7 @@ from watcher.settings_base import (
     _ENV_NAME,
     _FORBIDDEN_IN_HEADER,
     Secret,
+    TimeZoneName,
     _KeyProblem,
     _nested_model,
     _Section,
@@ -121,6 +122,8 @@ def _is_local(url: str) -> bool:
 
 class _SlackCommon(_Section):
     username: str | None = Field(default=None, min_length=1)
+    #: The zone the messages show times in (IANA name); the zone is always shown beside them.
+    timezone: TimeZoneName = "UTC"
     icon_emoji: str | None = Field(default=None, pattern=r"^:[a-z0-9_+'-]+:$")
     timeout_s: TimeoutS = 10.0
 
@@ -273,6 +276,8 @@ class EmailChannel(_Section):
     to: Annotated[tuple[str, ...], Field(min_length=1)]
     timeout_s: TimeoutS = 30.0
     ca_file: Path | None = None
+    #: The zone the e-mails show times in (IANA name); the zone is always shown beside them.
+    timezone: TimeZoneName = "UTC"
 
     _password: Secret | None = PrivateAttr(default=None)
 

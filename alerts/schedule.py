@@ -17,9 +17,7 @@ digest's period (Monday's digest covers the weekend when only mon-fri are chosen
 
 from __future__ import annotations
 
-import difflib
 import re
-import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -27,7 +25,7 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Field, Strict, field_validator
 
-from watcher.settings_base import _Section
+from watcher.settings_base import TimeZoneName, _Section, zone
 
 __all__ = [
     "DEFAULT_CATCH_UP_S",
@@ -123,7 +121,7 @@ class DigestSettings(_Section):
 
     recipients: Annotated[tuple[EmailAddress, ...], Field(min_length=1)]
     at: str
-    timezone: str
+    timezone: TimeZoneName
     organizations: Annotated[tuple[OrganizationName, ...], Field(min_length=1)] | None = None
     weekdays: Annotated[tuple[Weekday, ...], Field(min_length=1)] = WEEKDAYS
     skip_if_quiet: Annotated[bool, Strict()] = False
@@ -144,12 +142,6 @@ class DigestSettings(_Section):
             raise ValueError(f'{value!r} is not a 24-hour time "HH:MM" such as "08:00" or "17:30"')
         return f"{int(match[1]):02d}:{match[2]}"
 
-    @field_validator("timezone")
-    @classmethod
-    def _check_timezone(cls, value: str) -> str:
-        _zone(value)
-        return value
-
     @field_validator("weekdays")
     @classmethod
     def _week_order(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -159,20 +151,6 @@ class DigestSettings(_Section):
     def schedule(self) -> Schedule:
         """The (at, timezone, weekdays) triple the schedule functions work on."""
         return as_schedule((self.at, self.timezone, self.weekdays))
-
-
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    """The ZoneInfo for an IANA name, or a ValueError saying what is wrong (with a suggestion)."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        pass
-    message = f"unknown time zone {name!r}; use an IANA name such as Europe/Paris or UTC"
-    if name:
-        close = difflib.get_close_matches(name, zoneinfo.available_timezones(), n=1, cutoff=0.6)
-        if close:
-            message = f"unknown time zone {name!r}; did you mean {close[0]!r}?"
-    raise ValueError(message)
 
 
 def digest_settings_keys() -> list[str]:
@@ -231,7 +209,7 @@ def as_schedule(value: ScheduleLike) -> Schedule:
             raise ValueError(f'{at!r} is not a 24-hour time "HH:MM"')
         at = time(int(match[1]), int(match[2]))
     if isinstance(tz, str):
-        tz = _zone(tz)
+        tz = zone(tz)
     days: frozenset[int] = frozenset(range(7))
     if len(value) == 3:
         days = frozenset(

@@ -7,13 +7,15 @@ the one Settings model, without an import cycle.
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import re
 import types
 import typing
+import zoneinfo
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 from pydantic_core import core_schema
 
 StrictPositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -21,6 +23,29 @@ StrictFloat = Annotated[float, Strict()]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FORBIDDEN_IN_HEADER = re.compile(r"[\s\x00-\x1f\x7f]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The ZoneInfo for an IANA name, or a ValueError saying what is wrong (with a suggestion)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    message = f"unknown time zone {name!r}; use an IANA name such as Europe/Paris or UTC"
+    if name:
+        close = difflib.get_close_matches(name, zoneinfo.available_timezones(), n=1, cutoff=0.6)
+        if close:
+            message = f"unknown time zone {name!r}; did you mean {close[0]!r}?"
+    raise ValueError(message)
+
+
+def _check_zone_name(name: str) -> str:
+    zone(name)
+    return name
+
+
+#: An IANA time zone name (``Europe/Paris``, ``UTC``), checked when the config is loaded.
+TimeZoneName = Annotated[str, AfterValidator(_check_zone_name)]
 
 
 class Secret:
