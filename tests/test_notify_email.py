@@ -7,6 +7,7 @@ import dataclasses
 import email
 import email.policy
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -37,6 +38,7 @@ class Received:
     message: email.message.EmailMessage
     tls: bool
     login: bytes | None
+    raw: bytes = b""
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Sink:
         tls = server.transport.get_extra_info("ssl_object") is not None
         login = session.auth_data if session.authenticated else None
         self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login)
+            Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login, bytes(envelope.content))
         )
         return "250 Message accepted for delivery"
 
@@ -201,10 +203,129 @@ async def test_it_sends_one_multipart_alternative_with_text_and_html(smtp: Smtp,
     assert msg.get_content_type() == "multipart/alternative"
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
-    assert "RuntimeError" in text and "Open run in Make: https://eu1.make.com/" in text
+    assert "RuntimeError" in text and "Open the failed run in Make: https://eu1.make.com/" in text
     assert "<pre" in html and "RuntimeError" in html
-    assert msg["Subject"].startswith("[makewatch] Error: Execution error: Sync HubSpot")
+    assert msg["Subject"] == "[makewatch] Error: Sync HubSpot contacts → Google Sheets failed: RuntimeError (Acme Ops)"
     assert msg["Auto-Submitted"] == "auto-generated"
+
+
+# --- what a reader sees first (issue 13) ------------------------------------------------------
+
+
+def parts(got: Received) -> tuple[str, str]:
+    msg = got.message
+    text, html = msg.get_body(("plain",)).get_content(), msg.get_body(("html",)).get_content()
+    return text.replace("\r\n", "\n"), html.replace("\r\n", "\n")
+
+
+async def test_times_are_shown_in_the_channels_zone_with_the_zone(smtp: Smtp, renderer):
+    paris = notifier(channel(smtp.port, timezone="Europe/Paris"), renderer)
+    await paris.send(notice())  # first seen 13:13 UTC on 21 Sep 2026: 15:13 in Paris (CEST)
+    await notifier(channel(smtp.port), renderer).send(notice())
+
+    (text, html), (utc_text, _) = parts(smtp.sink.received[0]), parts(smtp.sink.received[1])
+    assert text.splitlines()[0].endswith("failed 4 times since 15:13 CEST: RuntimeError")
+    assert "Times in Europe/Paris" in text and "Times in Europe/Paris" in html
+    assert "15:13 CEST" in html and "13:13 UTC" not in text
+    assert "since 13:13 UTC: RuntimeError" in utc_text.splitlines()[0]  # the default is UTC
+
+
+def test_a_misspelt_channel_zone_is_a_config_error_with_a_suggestion():
+    with pytest.raises(ValidationError, match="did you mean 'Europe/Paris'"):
+        channel(1025, timezone="Europe/Pariss")
+
+
+async def test_two_different_failures_of_one_scenario_differ_in_the_subject(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+    await mail.send(notice(error_name="DataError"))
+    await mail.send(notice(outbox_id=43, error_name="ConnectionError"))
+    await mail.send(notice("resolved", outbox_id=44, error_name="DataError", thread_ref={"message_id": "<x@y>"}))
+
+    subjects = [r.message["Subject"] for r in smtp.sink.received]
+    assert subjects[0] == "[makewatch] Error: Sync HubSpot contacts → Google Sheets failed: DataError (Acme Ops)"
+    assert subjects[1].endswith("failed: ConnectionError (Acme Ops)")
+    assert subjects[2] == "Re: " + subjects[0]  # the same thread, whatever the phase
+
+
+@pytest.mark.parametrize("kind", ["execution_error", "quota", "hook_backlog", "scenario_deactivated"])
+async def test_the_first_line_says_what_happened_and_the_footer_speaks_plainly(smtp: Smtp, renderer, kind):
+    for phase in ("firing", "repeat", "resolved"):
+        await notifier(channel(smtp.port), renderer).send(sample_notification(kind, "email", phase=phase))
+    for got, phase in zip(smtp.sink.received, ("firing", "repeat", "resolved"), strict=True):
+        text, html = parts(got)
+        footer = text.split("\n-- \n")[-1]
+        assert kind not in text and "repeat interval elapsed" not in text and "· first" not in footer
+        expected = {"firing": "First notice", "repeat": "Repeat: 3 more since 13:43 UTC", "resolved": "Resolved at 14:13 UTC"}
+        assert footer.startswith(expected[phase]) and expected[phase] in html
+        assert text.splitlines()[0].startswith(("🔴 ERROR: ", "⚠️ WARNING: ", "🚨 CRITICAL: ", "✅ RESOLVED: "))
+
+
+async def test_a_resolved_mail_says_when_and_drops_the_stale_error_and_forecast(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+    await mail.send(notice("resolved", resolved_at=1_790_000_300))
+    await mail.send(sample_notification("quota", "email", phase="resolved"))
+    await mail.send(sample_notification("quota", "email"))
+
+    (error_text, error_html), (quota_text, quota_html), (firing_text, _) = (parts(r) for r in smtp.sink.received)
+    assert error_text.splitlines()[0] == (
+        "✅ RESOLVED: Sync HubSpot contacts → Google Sheets ran fine again at 14:18 UTC after failing 4 times"
+    )
+    assert "Rate limit exceeded" not in error_text.split("Recent occurrences")[0]  # no stale error block
+    assert "<pre" not in error_html and "#e01e5a" not in error_html  # nor its red
+    assert "runs out" not in quota_text and "Forecast" not in quota_html and "will stop" not in quota_text
+    assert "runs out of Make operations around" in firing_text  # (the firing one has it)
+
+
+async def test_a_quota_mail_leads_with_the_key_sentence_and_links_the_usage_page(smtp: Smtp, renderer):
+    await notifier(channel(smtp.port), renderer).send(sample_notification("quota", "email"))
+
+    text, html = parts(smtp.sink.received[0])
+    assert text.splitlines()[0] == (
+        "⚠️ WARNING: Acme Ops runs out of Make operations around Thu 24 Sep 09:25 UTC, "
+        "before the reset on Wed 30 Sep: every scenario will stop"
+    )
+    button = re.search(r'<a href="([^"]+)"[^>]*background: #1264a3[^>]*>([^<]+)</a>', html)
+    assert button and button.groups() == ("https://eu1.make.com/organization/1001/dashboard", "Operations usage in Make")
+
+
+async def test_a_deactivation_mail_says_why_and_how_to_turn_it_back_on(smtp: Smtp, renderer):
+    await notifier(channel(smtp.port), renderer).send(sample_notification("scenario_deactivated", "email"))
+
+    text, html = parts(smtp.sink.received[0])
+    assert text.splitlines()[0] == (
+        "🚨 CRITICAL: Make switched off Sync HubSpot contacts → Google Sheets after 2 errors: ConnectionError"
+    )
+    assert "Why Make switched it off:\n- 14:10 UTC · ConnectionError: Connection refused by api.hubapi.com" in text
+    assert "How to turn it back on: Fix the cause of the error" in text and "switch scheduling ON" in html
+    assert re.search(r'<a href="https://eu1.make.com/812/scenarios/4211/edit"[^>]*background', html)  # primary
+
+
+async def test_a_hook_backlog_mail_names_the_scenario_behind_the_hook(smtp: Smtp, renderer):
+    await notifier(channel(smtp.port), renderer).send(sample_notification("hook_backlog", "email"))
+
+    text, html = parts(smtp.sink.received[0])
+    assert "Webhook queue of Shopify orders for Sync HubSpot contacts → Google Sheets is at 8,600" in text
+    assert re.search(r'<a href="https://eu1.make.com/812/scenarios/4211/edit"[^>]*>Open the scenario in Make</a>', html)
+
+
+async def test_the_subject_never_starts_with_a_folded_space(smtp: Smtp, renderer):
+    """A long non-ASCII subject is folded by the e-mail library; the first fold must not come
+    straight after "Subject:" (clients then show the subject starting with a space)."""
+    mail = notifier(channel(smtp.port), renderer)
+    await mail.send(notice(scenario_name="Ñandú → Größe " * 12))
+    await mail.send(notice(scenario_name="Plain ASCII name " * 8))
+    # 70 to 77 characters of ASCII: Python's own folder puts all of it on the next line.
+    base = sample_notification("quota", "email")
+    for org in ("Acme", "Acme Operations Europe", "Acme Operations Europe GmbH Berlin", "A" * 40):
+        await mail.send(dataclasses.replace(base, alert={**base.alert, "payload": {**base.alert["payload"], "organization": org}}))
+    lengths = {len(r.message["Subject"]) for r in smtp.sink.received}
+    assert any(70 <= n <= 77 for n in lengths), lengths  # the case that used to fold
+
+    for got in smtp.sink.received:
+        header = got.raw.split(b"\r\n\r\n", 1)[0] if b"\r\n" in got.raw else got.raw.split(b"\n\n", 1)[0]
+        line = next(x for x in header.splitlines() if x.startswith(b"Subject:"))
+        assert line[len(b"Subject:"):].strip(), f"folded right after Subject: {line!r}"
+        assert not str(got.message["Subject"]).startswith((" ", "\t"))
 
 
 async def test_untrusted_text_is_escaped_in_the_html_part(smtp: Smtp, renderer):

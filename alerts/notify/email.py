@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.policy
 import email.utils
 import hashlib
 import logging
@@ -55,6 +56,29 @@ def _root_id(n: Notification) -> str | None:
     return None
 
 
+class _WirePolicy(email.policy.EmailPolicy):
+    """email.policy.SMTP, except that a header is never folded right after its name.
+
+    Python's folder moves a whole value to a continuation line when it fits there but not
+    after "Subject: " (an ASCII subject of 70 to 77 characters): clients then show it with
+    a leading space, or not at all in a narrow list. Such a header is written on one line
+    instead (RFC 5322 allows up to 998 characters; 78 is only a recommendation)."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        folded = super().fold_binary(name, value)
+        if folded.startswith(f"{name}:{self.linesep}".encode()):
+            folded = self.clone(max_line_length=998).fold_binary(name, value)
+        return folded
+
+
+WIRE_POLICY = _WirePolicy(linesep="\r\n")
+
+
+def wire_bytes(msg: EmailMessage) -> bytes:
+    """``msg`` as it goes over SMTP (CRLF, 8-bit bodies, headers folded as above)."""
+    return msg.as_bytes(policy=WIRE_POLICY)
+
+
 async def _closed(protocol: Any, timeout_s: float) -> None:
     """Wait until the socket under an aiosmtplib connection is closed.
 
@@ -90,7 +114,7 @@ class EmailNotifier:
 
     def build_message(self, n: Notification) -> EmailMessage:
         """The message for ``n``, headers and both parts (exposed for previews and tests)."""
-        subject, text, html = self.renderer.render_email(n)
+        subject, text, html = self.renderer.render_email(n, self.settings.timezone)
         msg = EmailMessage()
         msg["Subject"] = subject
         msg["From"] = self.settings.from_addr
@@ -145,10 +169,10 @@ class EmailNotifier:
             with self._smtp_errors():
                 async with client:  # connect (TLS, login), then QUIT and close
                     protocol = client.protocol
-                    errors, _ = await client.send_message(
-                        msg,
-                        sender=email.utils.parseaddr(s.from_addr)[1],
-                        recipients=[email.utils.parseaddr(a)[1] for a in to],
+                    errors, _ = await client.sendmail(
+                        email.utils.parseaddr(s.from_addr)[1],
+                        [email.utils.parseaddr(a)[1] for a in to],
+                        wire_bytes(msg),
                     )
         finally:
             await _closed(protocol, s.timeout_s)
