@@ -457,6 +457,14 @@ async def test_a_new_billing_period_and_an_emptied_queue_resolve_their_alerts(ri
     rig = await rig_factory(world, [("Quota", org.id, token)])
     await rig.cycle()
     assert Counter(e["kind"] for e in rig.events()) == {"quota": 1, "hook_backlog": 1}
+    # Issue 13: the backlog names the scenario behind the hook and links to it; the quota
+    # links to the organization's usage in Make.
+    backlog = json.loads(rig.events("hook_backlog")[0]["payload_json"])
+    assert backlog["scenario_name"] == "s"
+    assert backlog["scenario_url"].endswith(f"/{team.id}/scenarios/{sc.id}/edit")
+    assert json.loads(rig.events("quota")[0]["payload_json"])["usage_url"].endswith(
+        f"/organization/{org.id}/dashboard"
+    )
 
     world.hooks[hook.id].queue_count = 3
     clock.advance(32 * 86400)  # past nextReset: Make starts a new period with fresh counters

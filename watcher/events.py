@@ -94,6 +94,11 @@ def dlq_link(ui: str, team_id: int | None, scenario_id: int) -> str:
     return f"{ui}/{team_id or 0}/scenarios/{scenario_id}/dlqs"
 
 
+def usage_link(ui: str, org_id: int) -> str:
+    """The organization's dashboard in Make, where its operations usage is shown."""
+    return f"{ui}/organization/{org_id}/dashboard"
+
+
 # --- constructors ---------------------------------------------------------------------
 
 
@@ -225,10 +230,22 @@ def dlq_backlog_event(org_id: int, org_name: str, ui: str, sc: Scenario, now: fl
 
 
 def hook_event(
-    org_id: int, org_name: str, hook: Hook, now: float, period_key: str, threshold: float, *, cleared: bool = False
+    org_id: int,
+    org_name: str,
+    hook: Hook,
+    now: float,
+    period_key: str,
+    threshold: float,
+    *,
+    cleared: bool = False,
+    ui: str | None = None,
+    scenario_name: str | None = None,
 ) -> Event:
-    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it)."""
-    payload = {
+    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it).
+
+    With ``ui`` it links to the scenario behind the hook, which ``scenario_name`` names:
+    a reader fixes the scenario, not the hook."""
+    payload: dict[str, Any] = {
         "organization": org_name,
         "hook_id": hook.id,
         "hook_name": hook.name,
@@ -238,6 +255,10 @@ def hook_event(
         "threshold": threshold,
         "scenario_id": hook.scenario_id,
     }
+    if scenario_name:
+        payload["scenario_name"] = scenario_name
+    if ui and hook.scenario_id:
+        payload["scenario_url"] = scenario_link(ui, hook.team_id, hook.scenario_id)
     if cleared:
         payload["recovered"] = True  # resolves the backlog alert
     return Event(

@@ -244,6 +244,7 @@ def quota_event(
         "next_reset": next_reset,
         "exhausts_before_reset": bool(exhaust_at and next_reset and exhaust_at < next_reset),
         "standing": standing,
+        "usage_url": ev.usage_link(ev.ui_base(org_settings.api_base_url), org_settings.organization_id),
     }
     event = ev.Event(
         "quota", f"quota:{info.id}:{period}:{level}", info.id, now, payload, severity=severity
@@ -385,6 +386,7 @@ class OrgPoller:
             org_update["usage"] = self._usage
 
         self._name_teams(new_events)
+        await self._name_hook_scenarios(new_events, rows)
 
         def commit(db: Database) -> int:
             n = st.record_progress(db, [e.row(now) for e in new_events], cursors, rows, health)
@@ -520,6 +522,18 @@ class OrgPoller:
         ws_updates[prefix + "usage_near"] = near
         return out
 
+    async def _name_hook_scenarios(self, events: list[ev.Event], rows: list[dict[str, Any]]) -> None:
+        """Name the scenario behind each backlogged hook, from the inventory just listed or
+        the stored one (no extra call to Make)."""
+        wanted = {e.scenario_id for e in events if e.kind == "hook_backlog" and e.scenario_id}
+        if not wanted:
+            return
+        names = await self.store.read(lambda db: st.scenario_names(db, wanted))
+        names.update({r["id"]: r["name"] for r in rows if r.get("id") in wanted and r.get("name")})
+        for e in events:
+            if e.kind == "hook_backlog" and names.get(e.scenario_id):
+                e.payload.setdefault("scenario_name", names[e.scenario_id])
+
     def _name_teams(self, events: list[ev.Event]) -> list[ev.Event]:
         """Add the team's name to events (Make's organization lists its teams' names)."""
         teams = (self.info.raw.get("teams") if self.info else None) or []
@@ -553,11 +567,11 @@ class OrgPoller:
         if ratio >= threshold and not state["over"]:
             state = {"over": True, "episode": state["episode"] + 1}
             ws_updates[key] = state
-            return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold)
+            return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold, ui=self.ui)
         if ratio < threshold * 0.9 and state["over"]:
             ws_updates[key] = {"over": False, "episode": state["episode"]}
             episode = f"{state['episode']}:cleared"
-            return ev.hook_event(self.org_id, self.org.name, hook, now, episode, threshold, cleared=True)
+            return ev.hook_event(self.org_id, self.org.name, hook, now, episode, threshold, cleared=True, ui=self.ui)
         return None
 
     # --- inventory diff -------------------------------------------------------------------

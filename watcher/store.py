@@ -625,6 +625,15 @@ def get_scenarios(db: Database, org_id: int) -> dict[int, dict[str, Any]]:
     return {row["id"]: _decode("scenarios", row) for row in rows}
 
 
+def scenario_names(db: Database, ids: Iterable[int]) -> dict[int, str]:
+    """The stored names of the scenarios ``ids`` (those known), by id."""
+    ids = sorted(set(ids))
+    if not ids or not db["scenarios"].exists():
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {r["id"]: r["name"] for r in db.query(f"SELECT id, name FROM scenarios WHERE id IN ({marks})", ids) if r["name"]}  # noqa: S608 - placeholders only
+
+
 def upsert_organization(db: Database, row: Mapping[str, Any]) -> None:
     """Upsert an organization by ``id`` (``license`` and ``usage`` are dicts)."""
     _upsert(db, "organizations", [row], pk="id")
