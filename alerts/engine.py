@@ -301,6 +301,8 @@ class Planned:
     payload: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
+    #: When this channel was last told of this episode (a repeat says "4 more since 09:00").
+    previous_notice_at: float | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """Everything a renderer needs, as JSON-able data (the outbox ``payload``)."""
@@ -780,9 +782,9 @@ class _Run:
                 return "flood-capped"
             fs.sent += 1
         mark = alert.channels.get(channel)
-        since = alert.count
+        since, previous = alert.count, None
         if mark is not None and mark.episode == alert.episode:
-            since = alert.count - mark.count_at_notice
+            since, previous = alert.count - mark.count_at_notice, mark.last_notified
         self.notifications.append(
             Planned(
                 channel=channel,
@@ -802,6 +804,7 @@ class _Run:
                 dedup_key=f"{alert.fingerprint}|{channel}|{alert.episode}|{phase}|{alert.count}",
                 payload=copy.deepcopy(alert.payload),
                 samples=copy.deepcopy(alert.samples),
+                previous_notice_at=previous,
             )
         )
         alert.channels[channel] = self._mark(alert, phase)

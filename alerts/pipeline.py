@@ -53,6 +53,7 @@ def outbox_payload(p: Planned) -> dict[str, Any]:
             "payload": p.payload,
             "samples": p.samples,
             "held_back": p.items,
+            "previous_notice_at": p.previous_notice_at,
         },
     }
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ import jinja2
 from alerts.notify.base import Notification
 from watcher.events import SEVERITY
 from watcher.resources import templates_dir as bundled_templates_dir
+from watcher.settings_base import zone
 
 __all__ = [
     "KIND_TITLES",
@@ -154,10 +155,15 @@ def safe_url(url: Any) -> str | None:
     return url
 
 
-def _iso(epoch: Any) -> str:
+def _local(epoch: Any, tz: tzinfo) -> datetime | None:
     if not isinstance(epoch, int | float) or isinstance(epoch, bool):
-        return ""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return None
+    return datetime.fromtimestamp(epoch, tz)
+
+
+def _iso(epoch: Any, tz: tzinfo = UTC) -> str:
+    t = _local(epoch, tz)
+    return t.strftime("%Y-%m-%d %H:%M:%S %Z") if t else ""
 
 
 # --- what to say about an alert -------------------------------------------------------
@@ -183,14 +189,13 @@ def _fmt_number(value: Any) -> str:
     return str(value)
 
 
-def _fmt_epoch(value: Any) -> str:
-    """Epoch seconds as UTC text; anything else as it is."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+def _fmt_epoch(value: Any, tz: tzinfo = UTC) -> str:
+    """Epoch seconds as date and time in ``tz`` (with the zone); anything else as it is."""
+    t = _local(value, tz)
+    return t.strftime("%Y-%m-%d %H:%M %Z") if t else str(value)
 
 
-def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[str, str]]:
     facts: list[tuple[str, str]] = []
 
     def add(label: str, key: str, fmt: Any = str) -> None:
@@ -204,7 +209,7 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
         add("Operations", "operations", _fmt_number)
         add("Duration", "duration_ms", lambda ms: f"{ms / 1000:.1f} s")
         # Failed, then ran fine again before the first notice (alerts.engine): say so.
-        add("Ran fine again", "recovered_at", _fmt_epoch)
+        add("Ran fine again", "recovered_at", lambda v: _fmt_epoch(v, tz))
     elif kind in ("scenario_deactivated", "scenario_reactivated"):
         add("Invalid", "is_invalid", lambda v: "yes" if v else "no")
         add("Incomplete executions", "dlq_count", _fmt_number)
@@ -246,9 +251,9 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
         add("Operations used", "used", _fmt_number)
         add("Operations in the plan", "limit", _fmt_number)
         add("Average per day (7 days)", "daily_rate", _fmt_number)
-        add("Quota resets", "next_reset", _fmt_epoch)
+        add("Quota resets", "next_reset", lambda v: _fmt_epoch(v, tz))
         if p.get("forecast_exhausted_at"):
-            when = _fmt_epoch(p["forecast_exhausted_at"])
+            when = _fmt_epoch(p["forecast_exhausted_at"], tz)
             if p.get("exhausts_before_reset"):
                 when += " (before the reset: scenarios will stop)"
             facts.append(("Forecast exhaustion", when))
@@ -281,17 +286,18 @@ def _kind_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
         add("Missing scope", "scope")
         add("Channel", "channel")
         add("Failed cycles", "failures", _fmt_number)
-        add("Failing since", "failing_since", _fmt_epoch)
+        add("Failing since", "failing_since", lambda v: _fmt_epoch(v, tz))
         add("Last error", "error")
     return facts
 
 
-def _sample(kind: str, s: dict[str, Any]) -> dict[str, str]:
+def _sample(kind: str, s: dict[str, Any], ref: Any = None, tz: tzinfo = UTC) -> dict[str, str]:
     """One "recent occurrence" (an event payload) for the templates: ``text`` is the line to
     show, built only from the parts that are there (empty when there is nothing to say, and
     then the sample is left out); ``when``, ``error_name``, ``error_message``,
     ``execution_id``, ``dlq_id``, ``reason`` are the parts, for user templates."""
-    when = s.get("timestamp") or s.get("created") or ""
+    raw_when = s.get("timestamp") or s.get("created") or ""
+    when = _clock(_epoch_of(raw_when), ref, tz) or str(raw_when)
     name = _one_line(s.get("error_name") or "")
     message = cut(_one_line(s.get("error_message") or ""), 300)
     reason = cut(_one_line(s.get("reason") or ""), 300)
@@ -322,25 +328,32 @@ def _sample(kind: str, s: dict[str, Any]) -> dict[str, str]:
 # how bad, since when, what to do" (issue 13). These keys are Slack's; e-mail keeps `facts`.
 
 
-def _clock(epoch: Any, ref: Any = None) -> str:
-    """``07:02 UTC``, with the date in front unless it is the day of ``ref``."""
-    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+def _clock(epoch: Any, ref: Any = None, tz: tzinfo = UTC) -> str:
+    """``07:02 CET``, with the day in front (``Fri 25 Sep 07:02 CEST``) unless it is the day
+    of ``ref``: a reader at 2 a.m. wants a time, not a timestamp."""
+    t = _local(epoch, tz)
+    if t is None:
         return ""
-    t = datetime.fromtimestamp(epoch, UTC)
-    if isinstance(ref, int | float) and not isinstance(ref, bool):
-        if datetime.fromtimestamp(ref, UTC).date() == t.date():
-            return t.strftime("%H:%M UTC")
-    return t.strftime("%Y-%m-%d %H:%M UTC")
+    r = _local(ref, tz)
+    if r is not None and r.date() == t.date():
+        return t.strftime("%H:%M %Z")
+    return t.strftime("%a %d %b %H:%M %Z")
 
 
-def _span(first: Any, last: Any) -> str:
+def _day(epoch: Any, tz: tzinfo = UTC) -> str:
+    """``Wed 30 Sep``."""
+    t = _local(epoch, tz)
+    return t.strftime("%a %d %b") if t else ""
+
+
+def _span(first: Any, last: Any, tz: tzinfo = UTC) -> str:
     """When an alert happened, compactly: one time, or first–last."""
-    one, two = _clock(first), _clock(last)
-    if not one or not two or one == two:
-        return one or two
-    if one[:10] == two[:10]:
-        return f"{one[:10]} {one[11:16]}–{two[11:]}"
-    return f"{one} – {two}"
+    one, two = _local(first, tz), _local(last, tz)
+    if one is None or two is None or one.strftime("%Y%m%d%H%M") == two.strftime("%Y%m%d%H%M"):
+        return _clock(first if one is not None else last, None, tz)
+    if one.date() == two.date():
+        return f"{one:%a %d %b %H:%M}–{two:%H:%M %Z}"
+    return f"{_clock(first, None, tz)} – {_clock(last, None, tz)}"
 
 
 def _times(count: Any) -> str:
@@ -361,7 +374,9 @@ _HEALTH_HEADLINES = {
 }
 
 
-def _headline(kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], subject: str) -> str:
+def _headline(
+    kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], subject: str, tz: tzinfo = UTC
+) -> str:
     """What happened, in words, without the emoji and the phase label."""
     count = alert.get("count") or 1
     since = alert.get("count_since_notice")
@@ -376,18 +391,25 @@ def _headline(kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], s
             else ("ran with warnings", "ran without warnings again")
         )
         if phase == "resolved":
-            at = _clock(p.get("resolved_at"), last)
+            at = _clock(p.get("resolved_at"), last, tz)
             return f"{s} {fine}" + (f" at {at}" if at else "") + (
                 f" after failing {_times(count)}" if count > 1 and kind == "execution_error" else ""
             )
         if p.get("recovered_at") is not None:  # failed, then ran fine before the first notice
-            return f"{s} {failed} {_times(count)}, {fine} at {_clock(p['recovered_at'], last)}{tail}"
+            return f"{s} {failed} {_times(count)}, {fine} at {_clock(p['recovered_at'], last, tz)}{tail}"
         if phase == "repeat":
             more = f", {_fmt_number(since)} more" if since else ""
-            return f"{s} {failed} again{more} ({_times(count)} since {_clock(first, last)}){tail}"
+            return f"{s} {failed} again{more} ({_times(count)} since {_clock(first, last, tz)}){tail}"
         if count > 1:
-            return f"{s} {failed} {_times(count)} since {_clock(first, last)}{tail}"
-        return f"{s} {failed} at {_clock(last or first)}{tail}" if (last or first) else f"{s} {failed}{tail}"
+            return f"{s} {failed} {_times(count)} since {_clock(first, last, tz)}{tail}"
+        return f"{s} {failed} at {_clock(last or first, None, tz)}{tail}" if (last or first) else f"{s} {failed}{tail}"
+    if kind == "execution_recovered":
+        at = _clock(_epoch_of(p.get("timestamp")) or last, last, tz)
+        return f"{s} ran fine again" + (f" at {at}" if at else "")
+    if kind == "scenario_reactivated":
+        return f"{s} is switched on again"
+    if kind == "scenario_unpaused":
+        return f"{s} runs again"
     if kind == "scenario_deactivated":
         if phase == "resolved":
             return f"{s} is switched on again"
@@ -417,14 +439,17 @@ def _headline(kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], s
             return f"{org} is back under {_pct(p.get('threshold_pct')) or 'the threshold'} of its operations" + (
                 f" ({used} used)" if used else ""
             )
-        line = f"{org} has used {_pct(p.get('used_pct')) or 'most'} of its Make operations"
         if p.get("forecast_exhausted_at") and p.get("exhausts_before_reset"):
-            return line + (
-                f": at this rate they run out on {_clock(p['forecast_exhausted_at'])[:10]}, "
-                f"before the reset on {_clock(p.get('next_reset'))[:10] or '?'}"
+            # The key sentence first (issue 13): when it stops, and that it is before the reset.
+            reset = _day(p.get("next_reset"), tz)
+            return (
+                f"{org} runs out of Make operations around {_clock(p['forecast_exhausted_at'], None, tz)}"
+                + (f", before the reset on {reset}" if reset else ", before the quota resets")
+                + ": every scenario will stop"
             )
+        line = f"{org} has used {_pct(p.get('used_pct')) or 'most'} of its Make operations"
         if p.get("next_reset"):
-            return line + f"; the quota resets on {_clock(p['next_reset'])[:10]}"
+            return line + f"; the quota resets on {_day(p['next_reset'], tz)}"
         return line
     if kind == "hook_backlog":
         queue = ""
@@ -447,8 +472,9 @@ def _headline(kind: str, phase: str, p: dict[str, Any], alert: dict[str, Any], s
     return ""
 
 
-def _key_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
-    """The few label/value lines a kind needs beyond its headline (Slack)."""
+def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[str, str]]:
+    """The few label/value lines a kind needs beyond its headline. A resolved notice keeps
+    only what is still true (no forecast of an exhaustion that is no longer coming)."""
     if kind == "quota":
         facts = []
         if p.get("used") is not None:
@@ -456,26 +482,67 @@ def _key_facts(kind: str, p: dict[str, Any]) -> list[tuple[str, str]]:
             if p.get("daily_rate") is not None:
                 used += f", about {_fmt_number(round(p['daily_rate']))} a day"
             facts.append(("Used", used))
-        if p.get("forecast_exhausted_at"):
-            when = f"runs out around {_fmt_epoch(p['forecast_exhausted_at'])}"
-            if p.get("exhausts_before_reset"):
-                when += ", before the reset: scenarios will stop"
-            facts.append(("Forecast", when))
+        if phase == "resolved":
+            return facts
+        if p.get("forecast_exhausted_at") and not p.get("exhausts_before_reset"):
+            # (When it runs out before the reset, the headline says so already.)
+            facts.append(("Forecast", f"runs out around {_fmt_epoch(p['forecast_exhausted_at'], tz)}, after the reset"))
         if p.get("next_reset"):
-            facts.append(("Quota resets", _fmt_epoch(p["next_reset"])))
+            facts.append(("Quota resets", _fmt_epoch(p["next_reset"], tz)))
         return facts
     if kind == "hook_backlog":
-        return [f for f in _kind_facts(kind, p)] + (
+        return [f for f in _kind_facts(kind, p, tz) if phase != "resolved" or f[0] == "Queue"] + (
             [("Scenario", str(p["scenario_name"]))] if p.get("scenario_name") else []
         )
     if kind in ("watcher_health", "incomplete_executions", "scenario_paused"):
-        return _kind_facts(kind, p)
+        return [] if phase == "resolved" else _kind_facts(kind, p, tz)
     return []
 
 
-def _slack_context(n: Notification, p: dict[str, Any], subject: str) -> dict[str, Any]:
+def _notice(n: Notification, p: dict[str, Any], tz: tzinfo) -> str:
+    """Which notice this is, in words: "First notice", "Repeat: 4 more since 09:00 UTC",
+    "Resolved at 10:12 UTC" (never the engine's reason codes)."""
     alert = n.alert
-    headline = _headline(n.kind, n.phase, p, alert, subject)
+    if n.phase == "summary":
+        return "Summary of the alerts held back: too many came at once"
+    if n.phase == "resolved":
+        at = _clock(p.get("resolved_at") or alert.get("last_seen"), alert.get("last_seen"), tz)
+        return f"Resolved at {at}" if at else "Resolved"
+    if n.phase == "repeat":
+        since = alert.get("count_since_notice")
+        prev = _clock(alert.get("previous_notice_at"), alert.get("last_seen"), tz)
+        more = f"{_fmt_number(since)} more" if since else "still going on"
+        return f"Repeat: {more}" + (f" since {prev}" if prev else "")
+    return {"reopened": "First notice since it was resolved", "escalated": "New notice: it got worse"}.get(
+        n.reason, "First notice"
+    )
+
+
+def _details(n: Notification, p: dict[str, Any]) -> list[str]:
+    """The compact footer: where it ran and the run's own figures, each short."""
+    alert = n.alert
+    out = []
+    if p.get("organization"):
+        out.append(str(p["organization"]))
+    if alert.get("team_id") is not None:
+        out.append(f"Team {p['team_name']} ({alert['team_id']})" if p.get("team_name") else f"Team {alert['team_id']}")
+    if p.get("execution_id"):
+        out.append(f"Execution {p['execution_id']}")
+    if isinstance(p.get("operations"), int | float) and not isinstance(p.get("operations"), bool):
+        ops = p["operations"]
+        out.append(f"{_fmt_number(ops)} operation{'' if ops == 1 else 's'}")
+    if isinstance(p.get("duration_ms"), int | float) and not isinstance(p.get("duration_ms"), bool):
+        out.append(f"{p['duration_ms'] / 1000:.1f} s")
+    if p.get("run_type"):
+        out.append(f"run type {p['run_type']}")
+    return [x for x in out if x.strip()]
+
+
+def _summary_context(n: Notification, p: dict[str, Any], subject: str, tz: tzinfo) -> dict[str, Any]:
+    """The reader-first keys both media use: a headline in words, the few facts that
+    matter, the causes and what to do, one context line, which notice this is."""
+    alert = n.alert
+    headline = _headline(n.kind, n.phase, p, alert, subject, tz)
     causes = []
     if n.kind == "scenario_deactivated" and n.phase != "resolved":
         for e in p.get("errors") or ():
@@ -489,7 +556,7 @@ def _slack_context(n: Notification, p: dict[str, Any], subject: str) -> dict[str
                     if x
                 )
                 if line:
-                    when = _clock(_epoch_of(e.get("timestamp")), alert.get("last_seen"))
+                    when = _clock(_epoch_of(e.get("timestamp")), alert.get("last_seen"), tz)
                     causes.append(f"{when} · {line}" if when else line)
     todo = ""
     if n.kind == "scenario_deactivated" and n.phase != "resolved":
@@ -497,26 +564,29 @@ def _slack_context(n: Notification, p: dict[str, Any], subject: str) -> dict[str
         todo = "Fix the cause of the error, then turn the scenario back on in Make (open it, switch scheduling ON)" + (
             f"; its {_fmt_number(dlq)} stored incomplete executions can then be retried." if dlq else "."
         )
-    parts = []
+    where = []
     if p.get("organization") and n.kind != "quota":
-        parts.append(str(p["organization"]))
+        where.append(str(p["organization"]))
     if alert.get("team_id") is not None:
-        parts.append(f"{p['team_name']} ({alert['team_id']})" if p.get("team_name") else f"Team {alert['team_id']}")
+        where.append(f"{p['team_name']} ({alert['team_id']})" if p.get("team_name") else f"Team {alert['team_id']}")
+    when = []
     if n.kind != "summary":
-        span = _span(alert.get("first_seen"), alert.get("last_seen"))
+        span = _span(alert.get("first_seen"), alert.get("last_seen"), tz)
         if span:
-            parts.append(span)
+            when.append(span)
         count = alert.get("count")
         if isinstance(count, int) and count > 1:
-            parts.append(f"{_fmt_number(count)} occurrences")
-    if n.phase == "resolved" and p.get("resolved_at") is not None:
-        parts.append(f"Resolved at {_fmt_epoch(p['resolved_at'])}")
+            when.append(f"{_fmt_number(count)} occurrences")
+    notice = _notice(n, p, tz)
     return {
         "headline": headline,
-        "key_facts": _key_facts(n.kind, p),
+        "key_facts": _key_facts(n.kind, n.phase, p, tz),
         "causes": causes,
         "todo": todo,
-        "context_parts": [x for x in parts if x.strip()],
+        "context_parts": [x for x in where + when if x.strip()],
+        "notice": notice,
+        "footer": [x for x in [notice, *when] if x.strip()],
+        "details": _details(n, p),
     }
 
 
@@ -530,15 +600,63 @@ def _epoch_of(value: Any) -> float | None:
         return None
 
 
-def describe(n: Notification) -> dict[str, Any]:
-    """The template context for ``n``: raw (unescaped) text, picked per kind.
+_PRIMARY_LINK = {
+    "execution_error": "run_url",
+    "execution_warning": "run_url",
+    "scenario_deactivated": "scenario_url",
+    "scenario_paused": "scenario_url",
+    "incomplete_executions": "dlq_url",
+    "quota": "usage_url",
+    "hook_backlog": "scenario_url",
+}
+_LINKS = (
+    ("run_url", "Open the failed run in Make"),
+    ("scenario_url", "Open the scenario in Make"),
+    ("dlq_url", "Incomplete executions"),
+    ("usage_url", "Operations usage in Make"),
+    ("history_url", "Run history"),
+)
+
+
+def _links(kind: str, p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every safe link, the kind's one primary link first (the button), then the rest."""
+    primary = _PRIMARY_LINK.get(kind, "run_url")
+    links = [
+        {"label": label, "url": url, "primary": key == primary}
+        for key, label in _LINKS
+        if (url := safe_url(p.get(key)))
+    ]
+    if links and not any(link["primary"] for link in links):
+        links[0]["primary"] = True
+    return sorted(links, key=lambda link: not link["primary"])
+
+
+def _topic(kind: str, p: dict[str, Any], title: str, subject: str) -> str:
+    """What an e-mail subject names: stable across the notices of one alert (they thread),
+    and with the error's name, so two different failures of one scenario differ in an inbox."""
+    name = _one_line(p.get("error_name") or "")
+    if kind in ("execution_error", "execution_warning") and subject:
+        verb = "failed" if kind == "execution_error" else "ran with warnings"
+        return f"{subject} {verb}" + (f": {name}" if name else "")
+    return title
+
+
+def describe(n: Notification, tz: str | tzinfo = "UTC") -> dict[str, Any]:
+    """The template context for ``n``: raw (unescaped) text, picked per kind, with times in
+    ``tz`` (the channel's zone; its abbreviation is shown beside every time).
 
     Keys: kind, kind_title, phase, phase_label, severity, sev {emoji, label}, base_sev,
-    reason, title, organization, team_id, scenario_name, scenario_id, count,
-    count_since_notice, first_seen, last_seen (UTC text), facts [(label, value)], error
-    {name, message} or None, links [{label, url}], samples, held_back, p (the payload),
-    alert, n.
+    reason, title, topic (what the subject names), organization, team_id, scenario_name,
+    scenario_id, count, count_since_notice, first_seen, last_seen (text in the zone),
+    headline (what happened, in words), error {name, message} or None (None once resolved:
+    the error is no longer the news), causes, todo, key_facts [(label, value)], notice
+    ("First notice", "Repeat: 4 more since 09:00 UTC", "Resolved at 10:12 UTC"), footer
+    (the notice, when, how often), details (where and the run's figures), context_parts
+    (Slack's one context line), links [{label, url, primary}] (the primary
+    one first), primary (that link or None), secondary (the others), tz_name, facts (every
+    label/value, for user templates), samples, held_back, p (the payload), alert, n.
     """
+    zone_ = zone(tz) if isinstance(tz, str) else tz
     alert = n.alert
     p: dict[str, Any] = dict(alert.get("payload") or {})
     kind_title = KIND_TITLES.get(n.kind, n.kind.replace("_", " ").capitalize())
@@ -558,7 +676,7 @@ def describe(n: Notification) -> dict[str, Any]:
         facts.append(("Team", team))
     if p.get("scenario_name") and n.kind not in ("summary",):
         facts.append(("Scenario", str(p["scenario_name"])))
-    facts += _kind_facts(n.kind, p)
+    facts += _kind_facts(n.kind, p, zone_)
     count = alert.get("count")
     since = alert.get("count_since_notice")
     if count is not None and n.kind != "summary":
@@ -566,36 +684,27 @@ def describe(n: Notification) -> dict[str, Any]:
     if n.phase == "repeat" and since is not None:
         facts.append(("Since last notice", _fmt_number(since)))
     if n.phase == "resolved" and p.get("resolved_at") is not None:
-        facts.append(("Resolved at", _fmt_epoch(p["resolved_at"])))
-    first_seen, last_seen = _iso(alert.get("first_seen")), _iso(alert.get("last_seen"))
+        facts.append(("Resolved at", _fmt_epoch(p["resolved_at"], zone_)))
+    first_seen, last_seen = _iso(alert.get("first_seen"), zone_), _iso(alert.get("last_seen"), zone_)
     if first_seen:
         facts.append(("First seen", first_seen))
     if last_seen:
         facts.append(("Last seen", last_seen))
 
     error = None
-    if p.get("error_name") or p.get("error_message"):
+    if (p.get("error_name") or p.get("error_message")) and n.phase != "resolved":
         error = {
             "name": str(p.get("error_name") or "Error"),
             "message": str(p.get("error_message") or ""),
         }
 
-    links = []
-    for label, key in (
-        ("Open run in Make", "run_url"),
-        ("Incomplete executions", "dlq_url"),
-        ("Scenario", "scenario_url"),
-        ("Run history", "history_url"),
-    ):
-        url = safe_url(p.get(key))
-        if url:
-            links.append({"label": label, "url": url, "primary": key == "run_url"})
+    links = _links(n.kind, p)
 
     samples = []
     if (count or 0) > 1:
         for s in (alert.get("samples") or [])[:5]:
             if isinstance(s, dict):
-                sample = _sample(n.kind, s)
+                sample = _sample(n.kind, s, alert.get("last_seen"), zone_)
                 if sample["text"]:
                     samples.append(sample)
 
@@ -615,7 +724,7 @@ def describe(n: Notification) -> dict[str, Any]:
                 }
             )
 
-    return _slack_context(n, p, subject) | {
+    return _summary_context(n, p, subject, zone_) | {
         "n": n,
         "alert": alert,
         "p": p,
@@ -628,6 +737,7 @@ def describe(n: Notification) -> dict[str, Any]:
         "base_sev": {"emoji": base_sev[0], "label": base_sev[1]},
         "reason": n.reason,
         "title": title,
+        "topic": _topic(n.kind, p, title, subject),
         "organization": str(p.get("organization") or ""),
         "team_id": alert.get("team_id"),
         "scenario_name": str(p.get("scenario_name") or ""),
@@ -639,6 +749,9 @@ def describe(n: Notification) -> dict[str, Any]:
         "facts": facts,
         "error": error,
         "links": links,
+        "primary": next((link for link in links if link["primary"]), None),
+        "secondary": [link for link in links if not link["primary"]],
+        "tz_name": str(getattr(zone_, "key", None) or zone_),
         "samples": samples,
         "held_back": held_back,
     }
@@ -734,14 +847,15 @@ class Renderer:
     def _template(self, medium: str, kind: str, suffix: str) -> jinja2.Template:
         return self.env.select_template([f"{medium}/{kind}.{suffix}", f"{medium}/alert.{suffix}"])
 
-    def render_slack(self, n: Notification, *, part: str = "message") -> dict[str, Any]:
-        """Block Kit for ``n``: ``{"text": fallback, "blocks": [...]}`` within Slack's limits.
+    def render_slack(self, n: Notification, *, part: str = "message", tz: str | tzinfo = "UTC") -> dict[str, Any]:
+        """Block Kit for ``n``: ``{"text": fallback, "blocks": [...]}`` within Slack's limits,
+        times in the zone ``tz``.
 
         ``part="reply"`` is the short thread reply that accompanies the update of the
         original message when an alert resolves.
         """
         template = self._template("slack", n.kind, "json.j2")
-        source = template.render(**describe(n), part=part)
+        source = template.render(**describe(n, tz), part=part)
         try:
             message = json.loads(source)
         except json.JSONDecodeError as exc:
@@ -752,9 +866,9 @@ class Renderer:
             raise ValueError(f"template {template.name} must render an object with a text key")
         return enforce_slack_limits(message)
 
-    def render_email(self, n: Notification) -> tuple[str, str, str]:
-        """``(subject, text, html)`` for ``n``; the subject is one line."""
-        ctx = describe(n)
+    def render_email(self, n: Notification, tz: str | tzinfo = "UTC") -> tuple[str, str, str]:
+        """``(subject, text, html)`` for ``n``, times in the zone ``tz``; the subject is one line."""
+        ctx = describe(n, tz)
         subject = self._template("email", n.kind, "subject.j2").render(**ctx)
         text = self._template("email", n.kind, "txt.j2").render(**ctx)
         html = self._template("email", n.kind, "html.j2").render(**ctx)
@@ -850,6 +964,7 @@ def _sample_payload(kind: str) -> dict[str, Any]:
     if kind == "quota":
         return {
             "organization": "Acme Ops",
+            "usage_url": f"{_UI}/organization/1001/dashboard",
             "threshold_pct": 90,
             "used": 9140,
             "limit": 10000,
@@ -869,6 +984,8 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "ratio": 0.86,
             "threshold": 0.8,
             "scenario_id": 4211,
+            "scenario_name": "Sync HubSpot contacts → Google Sheets",
+            "scenario_url": f"{_UI}/812/scenarios/4211/edit",
         }
     if kind == "watcher_health":
         return {
@@ -903,6 +1020,7 @@ def sample_notification(kind: str, channel_type: str, *, phase: str = "firing") 
         "last_seen": _SAMPLE_NOW,
         "payload": payload,
         "samples": [payload] * (4 if kind.startswith("execution_") else 1),
+        "previous_notice_at": _SAMPLE_NOW - 1800 if phase == "repeat" else None,
     }
     if kind == "summary":
         phase = "summary"

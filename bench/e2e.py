@@ -30,8 +30,9 @@ Delivered: every request the Slack stand-in answered with success (HTTP 200 and 
 ``chat.update``, webhook posts (always top-level). The time of a notice is when the stand-in
 received it. A notice **is about** scenario S when its text or blocks contain a link with
 ``/scenarios/<S>/`` (makewatch's buttons: run, scenario, history, DLQs); a thread reply or
-an update with no link is about its parent's scenarios. Its *kind* comes from the context
-line ``makewatch · <kind> · <reason>``; its *phase* from the bot's message metadata, else from
+an update with no link is about its parent's scenarios. Its *kind* and the engine's reason
+come from the context block's ``block_id`` ``makewatch.<kind>.<reason>`` (Slack does not show
+it; spaces in the reason are "_"); its *phase* from the bot's message metadata, else from
 the text (``Resolved:``/``is resolved.`` → resolved, ``Still happening:`` → repeat, else
 firing); a ``chat.update`` is a resolution.
 
@@ -104,7 +105,7 @@ LATE_S = 120.0
 BUDGET_SHARE = 0.5  # makewatch's default budget_share; the config leaves it unset
 WEBHOOK_PATH = "T0E2EBENCH/B0E2EBENCH/e2eWebhookSecret0123456789"
 SCENARIO_LINK = re.compile(r"/scenarios/(\d+)/")
-CONTEXT = re.compile(r"makewatch · ([a-z_]+) · ([^\"\n]*)")
+CONTEXT = re.compile(r'"block_id": "makewatch\.([a-z_]+)\.([^"]*)"')
 EXECUTION_KINDS = frozenset({"execution_error", "execution_warning"})
 TROUBLE_KIND_NOTICE = {"deactivation": "scenario_deactivated", "dlq": "incomplete_executions"}
 
@@ -176,7 +177,7 @@ def notices_from_requests(requests: Iterable[SlackRequest]) -> list[Notice]:
         if method == "post" and ts:
             about[(channel, ts)] = scenarios
         m = CONTEXT.search(content)
-        kind, reason = (m.group(1), m.group(2).strip()) if m else ("", "")
+        kind, reason = (m.group(1), m.group(2).replace("_", " ").strip()) if m else ("", "")
         out.append(Notice(r.at, channel, method, scenarios, _phase_of(body, content, method), kind, reason, content))
     return out
 

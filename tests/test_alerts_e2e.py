@@ -478,7 +478,7 @@ async def test_new_incomplete_executions_during_a_firing_dlq_alert_are_told(make
     fail_both("refused once")
     st.clock.advance(30)
     await st.once()
-    dlq_posts = lambda ch: [m for m in st.messages(ch) if m.thread_ts is None and "incomplete_executions" in m.all_text()]  # noqa: E731
+    dlq_posts = lambda ch: [m for m in st.messages(ch) if m.thread_ts is None and '"makewatch.incomplete_executions.' in json.dumps(m.blocks)]  # noqa: E731
     (bot_first,) = dlq_posts("C0A")
     assert len(dlq_posts("C0B")) == 1
     mails = len(st.sink.messages)

@@ -165,7 +165,8 @@ def blocks_about(sid: int, kind: str = "execution_error", reason: str = "first",
         {"type": "header", "text": {"type": "plain_text", "text": head}},
         {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Scenario"},
                                           "url": f"{UI}/5/scenarios/{sid}/edit"}]},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"makewatch · {kind} · {reason}"}]},
+        {"type": "context", "block_id": f"makewatch.{kind}.{reason.replace(' ', '_')}",
+         "elements": [{"type": "mrkdwn", "text": "Acme · First notice"}]},
     ]  # fmt: skip
 
 
@@ -188,7 +189,7 @@ async def test_it_reads_what_the_slack_standin_recorded_and_skips_refused_reques
             "channel": "#alerts", "text": "x", "blocks": blocks_about(42),
             "metadata": {"event_type": "makewatch_alert", "event_payload": {"phase": "firing"}}})
     ).json()  # fmt: skip
-    reply = {"type": "context", "elements": [{"type": "mrkdwn", "text": "makewatch · execution_error · recovered"}]}
+    reply = {"type": "context", "block_id": "makewatch.execution_error.recovered", "elements": [{"type": "mrkdwn", "text": "x"}]}
     await client.post("/api/chat.update", headers=bearer, json={
         "channel": post["channel"], "ts": post["ts"], "text": "✅ Resolved: x", "blocks": blocks_about(42, head="✅ Resolved: x")})  # fmt: skip
     await client.post("/api/chat.postMessage", headers=bearer, json={

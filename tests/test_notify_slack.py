@@ -142,7 +142,7 @@ async def test_the_bot_marks_the_original_resolved_and_replies_in_its_thread(
     original = slack.state.find("C0ALERTS", ref["ts"])
     assert original.edits and original.text.startswith("✅ Resolved: Sync HubSpot contacts → Google Sheets ran fine again")
     [reply] = slack.state.replies(ref["ts"])
-    assert "is resolved" in reply.all_text()
+    assert "ran fine again after failing 4 times" in reply.all_text()
     assert [r.method for r in slack.state.requests] == [
         "chat.postMessage",
         "chat.update",

@@ -215,7 +215,7 @@ class SlackWebhookNotifier(_SlackBase):
 
     async def send(self, n: Notification) -> dict[str, Any] | None:
         """Post ``n``; returns None (there is nothing to thread on). Raises DeliveryError."""
-        message = self._decorate(self.renderer.render_slack(n))
+        message = self._decorate(self.renderer.render_slack(n, tz=self.settings.timezone))
         client = AsyncWebhookClient(
             self.settings.webhook_url.reveal(),
             session=self._get_session(),
@@ -288,7 +288,7 @@ class SlackBotNotifier(_SlackBase):
     async def _post(
         self, n: Notification, channel: str, thread_ts: str | None = None, *, part: str = "message"
     ) -> dict[str, Any]:
-        message = self._decorate(self.renderer.render_slack(n, part=part))
+        message = self._decorate(self.renderer.render_slack(n, part=part, tz=self.settings.timezone))
         if thread_ts is not None:
             message["thread_ts"] = thread_ts
         # Slack keeps message metadata with the message: it makes a notice traceable to its
@@ -329,7 +329,7 @@ class SlackBotNotifier(_SlackBase):
                 "chat.update",
                 channel=ref["channel"],
                 ts=ref["ts"],
-                **self._decorate(self.renderer.render_slack(shown)),
+                **self._decorate(self.renderer.render_slack(shown, tz=self.settings.timezone)),
             )
         except SlackDeliveryError as exc:
             if exc.code not in _UPDATE_IMPOSSIBLE:
