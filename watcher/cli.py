@@ -122,8 +122,14 @@ def run(config_path: Path) -> None:
 
     settings = load_config_or_exit(config_path)
     logging.getLogger().setLevel(settings.logging.level)
+    from watcher.web.app import WebServerError
+
     with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
-        asyncio.run(run_forever(settings))
+        try:
+            asyncio.run(run_forever(settings))
+        except WebServerError as exc:
+            click.echo(f"makewatch run: {exc}", err=True)
+            sys.exit(1)
 
 
 def _parse_for(value: str) -> float:

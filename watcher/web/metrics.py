@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -30,7 +29,10 @@ __all__ = [
     "endpoint_template",
 ]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST  # text/plain; version=0.0.4; charset=utf-8
+# What generate_latest() writes is the classic text format; prometheus_client itself serves
+# it under this type when the scraper asks for nothing newer (exposition.choose_encoder), and
+# every Prometheus version reads it.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Path segments after these name one object of the collection: they become "{id}".
 _COLLECTIONS = frozenset({"scenarios", "organizations", "teams", "dlqs", "hooks", "logs", "executions"})
