@@ -385,3 +385,33 @@ async def test_a_taken_port_is_a_clear_error_naming_web_listen(tmp_path: Path):
             finally:
                 await watcher.aclose()
                 store.close()
+
+
+def test_makewatch_run_serves_healthz_and_stops_on_sigterm(service):
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from conftest import makewatch
+
+    cfg, _db, env = service
+    cfg.write_text(cfg.read_text() + '[web]\nlisten = "127.0.0.1:0"\n')
+    proc = subprocess.Popen(makewatch("run", "--config", str(cfg)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 20
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "run exited before serving"
+            if found := re.search(r"web: .* on (http://127\.0\.0\.1:\d+)/", line):
+                url = found[1]
+        assert url, "no 'web: ... on http://...' line in the log"
+        # 200 from the start: an organization is not overdue before it had a chance to be polled.
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
+            status = resp.status
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
