@@ -25,6 +25,7 @@ __all__ = [
     "outbox_counts",
     "silences_in_force",
     "status_report",
+    "when",
 ]
 
 CHANNEL_STATE_PREFIX = "delivery:channel:"  # alerts.delivery.STATE_PREFIX (no import: one-way flow)
@@ -189,7 +190,8 @@ def silences_in_force(db: Database, now: float) -> list[dict[str, Any]]:
 # --- the text of `makewatch status` -----------------------------------------------------------
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
+    """Epoch seconds as ``2026-09-21 14:13:20 UTC`` (the zone always shown), or "never"."""
     if ts is None:
         return "never"
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -214,9 +216,9 @@ def _channel_lines(channels: list[ChannelStatus], now: float) -> list[str]:
         if c.oldest_at is not None:
             line += f", oldest {age(now - c.oldest_at)}"
         if c.failing_since is not None:
-            line += f"; failing since {_when(c.failing_since)}"
+            line += f"; failing since {when(c.failing_since)}"
         if c.last_error:
-            line += f"; last error {_when(c.last_error_at)}: {c.last_error}"
+            line += f"; last error {when(c.last_error_at)}: {c.last_error}"
         lines.append(line)
     return lines
 
@@ -235,7 +237,7 @@ def status_report(db: Database, now: float) -> str:
         if last:
             state = "ok" if last["ok"] else f"FAILED: {last['error']}"
             lines.append(
-                f"  last cycle {_when(last['started_at'])}: {state}; {last['requests']} requests "
+                f"  last cycle {when(last['started_at'])}: {state}; {last['requests']} requests "
                 f"(budget {last['budget_per_minute']}/min)"
             )
         if org.consecutive_failures:
@@ -251,7 +253,7 @@ def status_report(db: Database, now: float) -> str:
     for a in alerts:
         p = a["payload"]
         what = p.get("scenario_name") or p.get("hook_name") or p.get("organization") or ""
-        lines.append(f"  [{a['severity']}] {a['kind']} {a['state']} x{a['count']}: {what} (last {_when(a['last_seen'])})")
+        lines.append(f"  [{a['severity']}] {a['kind']} {a['state']} x{a['count']}: {what} (last {when(a['last_seen'])})")
     counts = outbox_counts(db)
     lines.append(f"outbox: {counts['pending']} pending, {counts['sent']} sent, {counts['parked']} parked")
     lines += _channel_lines(channel_statuses(db), now)

@@ -11,7 +11,6 @@ import functools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -30,6 +29,7 @@ from watcher.status import (
     org_statuses,
     outbox_counts,
     silences_in_force,
+    when,
 )
 
 if TYPE_CHECKING:
@@ -96,13 +96,6 @@ def _env() -> jinja2.Environment:
 
 def render(template: str, **context: Any) -> str:
     return _env().get_template(template).render(**context)
-
-
-def when(ts: float | None) -> str:
-    """Epoch seconds as ``2026-09-21 14:13:20 UTC`` (the zone always shown)."""
-    if ts is None:
-        return "never"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _alert_view(a: Mapping[str, Any], settings: Settings, now: float) -> dict[str, Any]:
