@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,26 @@ def safe_url(url: Any) -> str | None:
     if any(c in url for c in "<>|\"' \n\r\t"):
         return None
     return url
+
+
+#: The links an alert's payload may carry, in the order they are shown.
+LINK_FIELDS = (
+    ("Open run in Make", "run_url"),
+    ("Incomplete executions", "dlq_url"),
+    ("Scenario", "scenario_url"),
+    ("Run history", "history_url"),
+)
+
+
+def payload_links(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``[{label, url, primary}]`` for every safe link in an alert's payload (notices and the
+    status page show the same ones)."""
+    links = []
+    for label, key in LINK_FIELDS:
+        url = safe_url(payload.get(key))
+        if url:
+            links.append({"label": label, "url": url, "primary": key == "run_url"})
+    return links
 
 
 def _iso(epoch: Any) -> str:
@@ -580,16 +601,7 @@ def describe(n: Notification) -> dict[str, Any]:
             "message": str(p.get("error_message") or ""),
         }
 
-    links = []
-    for label, key in (
-        ("Open run in Make", "run_url"),
-        ("Incomplete executions", "dlq_url"),
-        ("Scenario", "scenario_url"),
-        ("Run history", "history_url"),
-    ):
-        url = safe_url(p.get(key))
-        if url:
-            links.append({"label": label, "url": url, "primary": key == "run_url"})
+    links = payload_links(p)
 
     samples = []
     if (count or 0) > 1:

@@ -68,7 +68,7 @@ class Rig:
         return self.store.read_sync(lambda db: db["silences"].count)
 
 
-def write_config(tmp_path: Path, sim_url: str, slack_url: str, org_id: int, web: str) -> Path:
+def write_config(tmp_path: Path, sim_url: str, slack_url: str, org_id: int, web: str, alerts: str = "") -> Path:
     cfg = tmp_path / "makewatch.toml"
     cfg.write_text(
         f"""
@@ -88,6 +88,7 @@ poll_interval_s = 60.0
 default_channels = ["ops"]
 group_wait_s = 0
 repeat_interval_s = 600
+{alerts}
 
 [channels.ops]
 type = "slack_bot"
@@ -107,7 +108,7 @@ listen = "127.0.0.1:0"
 async def make_rig(start_sim, aiohttp_server, tmp_path):
     made: list[tuple[Any, Watcher, Store]] = []
 
-    async def make(web: str = 'allow_write = true\ntoken_env = "WEB_TOKEN"') -> Rig:
+    async def make(web: str = 'allow_write = true\ntoken_env = "WEB_TOKEN"', alerts: str = "") -> Rig:
         clock = ManualClock(START)
         world = World(seed=7, clock=clock)
         org = world.add_organization(name="Acme", plan="pro")
@@ -123,7 +124,7 @@ async def make_rig(start_sim, aiohttp_server, tmp_path):
         slack = SlackState(channels={"ops": "C0OPS"})
         slack_server = await aiohttp_server(create_slack_app(slack))
         slack_url = str(slack_server.make_url("")).rstrip("/")
-        cfg = write_config(tmp_path, sim.base_url, slack_url, org.id, web)
+        cfg = write_config(tmp_path, sim.base_url, slack_url, org.id, web, alerts)
         settings = load_config(cfg, env={"TOK": ids["token"], "BOT": BOT, "WEB_TOKEN": TOKEN})
         store = Store.open(settings.state.db_path)
         watcher = Watcher(settings, store, sim.session, clock)
@@ -177,6 +178,13 @@ async def test_healthz_is_503_when_a_channel_has_failed_for_ten_minutes(make_rig
     assert data["organizations"]["Acme"]["ok"] is True
     assert data["channels"]["ops"]["ok"] is False
     assert data["channels"]["ops"]["reason"].startswith("failing for")
+    fams = families((await rig.get("/metrics"))[1])
+    failed = rig.store.read_sync(lambda db: db["deliveries"].count_where("ok = 0"))
+    assert failed >= 2
+    assert value(fams, "makewatch_notifications", "makewatch_notifications_total", channel="ops", outcome="failed") == failed
+    assert value(fams, "makewatch_channel_failing", "makewatch_channel_failing", channel="ops") == 1
+    assert value(fams, "makewatch_outbox_pending", "makewatch_outbox_pending", channel="ops") == 1
+    assert value(fams, "makewatch_outbox_oldest_age_seconds", "makewatch_outbox_oldest_age_seconds", channel="ops") >= 600
 
 
 async def test_healthz_needs_no_token_but_then_tells_only_the_status(make_rig):
@@ -228,6 +236,15 @@ async def test_metrics_count_the_real_requests_events_and_notices(make_rig):
     assert value(fams, "makewatch_budget_used_requests", "makewatch_budget_used_requests", org="Acme") == limiter.used() > 0
     assert value(fams, "makewatch_poll_lag_seconds", "makewatch_poll_lag_seconds", org="Acme") == 0
     assert value(fams, "makewatch_alerts_open", "makewatch_alerts_open", severity="error") == 1
+
+
+async def test_metrics_count_the_notices_the_flood_cap_held_back(make_rig):
+    rig = await make_rig(alerts="max_per_hour = 1")
+    await rig.fail("sync")
+    await rig.fail("other")  # the same hour: over the cap of one
+    fams = families((await rig.get("/metrics"))[1])
+    assert value(fams, "makewatch_notifications", "makewatch_notifications_total", channel="ops", outcome="sent") == 1
+    assert value(fams, "makewatch_notifications", "makewatch_notifications_total", channel="ops", outcome="held") == 1
 
 
 async def test_the_task_restart_counter_is_reachable_from_the_watcher(make_rig):

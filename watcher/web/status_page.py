@@ -17,7 +17,7 @@ import jinja2
 from sqlite_utils import Database
 
 from alerts.policy import ALERT_KINDS
-from alerts.render import safe_url
+from alerts.render import payload_links, safe_url
 from watcher.events import scenario_link, ui_base
 from watcher.resources import templates_dir
 from watcher.status import (
@@ -47,12 +47,6 @@ NOTICES = {
 #: The durations offered by each alert's quick "Silence" form.
 QUICK_DURATIONS = (("1h", "1 hour"), ("2h", "2 hours"), ("8h", "8 hours"), ("24h", "1 day"), ("7d", "7 days"))
 MAX_FIELD = 500
-LINKS = (
-    ("Open run in Make", "run_url"),
-    ("Incomplete executions", "dlq_url"),
-    ("Scenario", "scenario_url"),
-    ("Run history", "history_url"),
-)
 
 
 @dataclass
@@ -100,9 +94,9 @@ def render(template: str, **context: Any) -> str:
 
 def _alert_view(a: Mapping[str, Any], settings: Settings, now: float) -> dict[str, Any]:
     p = a["payload"] or {}
-    links = [(label, url) for label, key in LINKS if (url := safe_url(p.get(key)))]
+    links = [(link["label"], link["url"]) for link in payload_links(p)]
     org = next((o for o in settings.organizations if o.organization_id == a["org_id"]), None)
-    if a["scenario_id"] and not any(key == "scenario_url" and safe_url(p.get(key)) for _, key in LINKS) and org:
+    if a["scenario_id"] and org and not safe_url(p.get("scenario_url")):
         links.append(("Scenario", scenario_link(ui_base(org.api_base_url), a["team_id"], a["scenario_id"])))
     error = " ".join(str(p.get(k) or "") for k in ("error_name", "error_message")).strip() or p.get("error") or ""
     # The quick silence matches this alert's scenario, else its organization and kind.
