@@ -44,7 +44,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -62,6 +62,9 @@ __all__ = [
     "deliver_due",
     "release_backoff",
 ]
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +173,12 @@ async def deliver_due(
     *,
     rng: random.Random | None = None,
     policy: RetryPolicy | None = None,
+    metrics: Metrics | None = None,
 ) -> DeliveryReport:
-    """One pass over the outbox: send every row that is due, in order per alert and channel."""
+    """One pass over the outbox: send every row that is due, in order per alert and channel.
+
+    ``metrics`` counts each outcome by channel: sent, failed (to be retried), parked.
+    """
     rng = rng or random.Random()
     policy = policy or RetryPolicy()
     report = DeliveryReport()
@@ -196,6 +203,7 @@ async def deliver_due(
         if notifier is None:
             await _park(store, row, now, f"channel {channel!r} is not configured")
             report.parked += 1
+            _count(metrics, channel, "parked")
             continue
         refs = await store.read(lambda db, a=alert_id: _thread_refs(db, a))
         try:
@@ -205,6 +213,7 @@ async def deliver_due(
             if exc.permanent:
                 await _park(store, row, now, exc.message, attempts=attempts)
                 report.parked += 1
+                _count(metrics, channel, "parked")
                 report.errors.append(f"{channel}: {exc.message}")
                 log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message)
                 continue
@@ -213,6 +222,7 @@ async def deliver_due(
                 store, row, now, exc, attempts, now + wait, state, policy, rng
             )
             report.retried += 1
+            _count(metrics, channel, "failed")
             if key is not None:
                 held.add(key)
             log.warning(
@@ -222,12 +232,18 @@ async def deliver_due(
             continue
         states[channel] = await _mark_sent(store, row, now, ref, state)
         report.sent += 1
+        _count(metrics, channel, "sent")
     # A channel blocked all pass long has made no attempt, yet may have failed long enough.
     for channel in pending_channels:
         state = states.get(channel) or {}
         if _outage_to_report(state, now):
             await store.write(lambda db, c=channel, s=state: _report_outage(db, c, s, now))
     return report
+
+
+def _count(metrics: Metrics | None, channel: str, outcome: str) -> None:
+    if metrics is not None:
+        metrics.notification(channel, outcome)
 
 
 def _outage_to_report(state: Mapping[str, Any], now: float) -> bool:

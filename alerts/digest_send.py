@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts.channels import EmailChannel
 from alerts.digest import build_digest
@@ -27,6 +27,9 @@ from alerts.schedule import DigestSettings, due_digests, period_for, previous_se
 from watcher import store as st
 from watcher.config import Settings
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +107,13 @@ async def send_due_digests(
     renderer: Renderer,
     now: float,
     retry_at: dict[str, float] | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> list[DigestRun]:
     """Send every digest that is due at ``now``; record each in the ``digests`` table.
 
     ``retry_at`` (kept by the caller between ticks) spaces out retries after a failed send.
+    ``metrics`` counts each digest sent.
     """
     runs: list[DigestRun] = []
     retry_at = {} if retry_at is None else retry_at
@@ -134,6 +140,8 @@ async def send_due_digests(
                     store, renderer, notifier, digest, recipient, _ts(due.period_start), _ts(due.period_end), now
                 )
                 runs.append(run)
+                if run.sent and metrics is not None:
+                    metrics.digest_sent()
                 if run.error and run.error != "already claimed":
                     retry_at[recipient] = now + 300.0
     return runs

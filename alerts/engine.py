@@ -43,6 +43,10 @@ Notifications are per (alert, channel). Per channel:
 * "resolved" once, to the channels that heard about the alert while it fired; an alert nobody
   was told about resolves silently.
 
+Acknowledged (``acked_at`` set, by a person on the status page): no more notices of any
+kind for the episode, reason "acknowledged", except its resolution, which the channels that
+heard of it are still told. A re-opened alert (a new episode) starts unacknowledged.
+
 Suppression, checked in this order once the group wait is over: *inhibited* (an execution
 alert of a scenario whose ``scenario_deactivated`` alert is open), *silenced* (an active
 :class:`~alerts.silences.Silence` matches), *no route* (no channel). A suppressed alert is
@@ -141,6 +145,7 @@ REASONS = (
     "flood-capped",
     "flood cap summary",
     "no route",
+    "acknowledged",
     "disabled",
     "nothing to resolve",
     "stale",
@@ -152,6 +157,7 @@ INHIBITIONS: tuple[tuple[str, frozenset[str]], ...] = (("scenario_deactivated", 
 
 # When a channel cannot notify now, the reason that explains the most, first.
 _BLOCKED_PRIORITY = (
+    "acknowledged",
     "flood-capped",
     "within group interval",
     "within repeat interval",
@@ -219,6 +225,9 @@ class AlertState:
     recovered_at: float | None = None
     # An execution alert that failed again within group_interval_s of its resolution.
     flapping: bool = False
+    # A person acknowledged this episode (see module doc): no notices but the resolution.
+    acked_at: float | None = None
+    acked_by: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -614,6 +623,7 @@ class _Run:
             alert.opened_at = opened_at
             alert.resolved_at = None
             alert.reason = ""
+            alert.acked_at = alert.acked_by = None  # a new episode: nobody is on it yet
         alert.count += 1
         alert.first_seen = min(alert.first_seen, occurred)
         if occurred >= alert.last_seen or alert.count == 1:
@@ -673,6 +683,9 @@ class _Run:
         blocked: list[str] = []
         for r in routes:
             mark = alert.channels.get(r.channel)
+            if alert.acked_at is not None:
+                blocked.append("acknowledged")  # someone is on it: only the resolution is told
+                continue
             if mark is None or mark.episode != alert.episode:
                 if self.now < alert.opened_at + wait(r):
                     blocked.append("waiting for group")

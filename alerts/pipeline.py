@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -21,6 +21,9 @@ from alerts.policy import Policy
 from alerts.silences import Silence
 from watcher import store as st
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +136,27 @@ def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: 
     return written
 
 
-async def process_events(store: Store, policy: Policy, now: float) -> ProcessReport:
-    """Decide on every unprocessed event (and on time passing: group waits, flood hours)."""
+def _newly_held(before: dict[str, FloodState], after: dict[str, FloodState]) -> dict[str, int]:
+    """Per channel, how many notices the flood cap held back in this decision."""
+    out = {}
+    for channel, fs in after.items():
+        prev = before.get(channel)
+        held_before = len(prev.held) if prev is not None and prev.hour_start == fs.hour_start else 0
+        if len(fs.held) > held_before:
+            out[channel] = len(fs.held) - held_before
+    return out
+
+
+async def process_events(
+    store: Store, policy: Policy, now: float, *, metrics: Metrics | None = None
+) -> ProcessReport:
+    """Decide on every unprocessed event (and on time passing: group waits, flood hours).
+
+    ``metrics`` counts the notices the flood cap held back (outcome "held"), once committed.
+    """
     report = ProcessReport()
 
-    def tx(db: Database) -> tuple[int, int, dict[str, str]]:
+    def tx(db: Database) -> tuple[int, int, dict[str, str], dict[str, int]]:
         events = [
             st._decode("events", r)
             for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
@@ -145,10 +164,13 @@ async def process_events(store: Store, policy: Policy, now: float) -> ProcessRep
         alerts, silences, flood = _load(db, events, now, policy)
         decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
         written = _write(db, decision, events, now)
-        return len(events), written, decision.event_reasons
+        return len(events), written, decision.event_reasons, _newly_held(flood, decision.flood)
 
     while True:
-        n, written, reasons = await store.write(tx)
+        n, written, reasons, held = await store.write(tx)
+        if metrics is not None:
+            for channel, count in held.items():
+                metrics.notification(channel, "held", count)
         report.events += n
         report.notifications += written
         for reason in reasons.values():

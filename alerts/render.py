@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -618,8 +619,10 @@ _LINKS = (
 )
 
 
-def _links(kind: str, p: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every safe link, the kind's one primary link first (the button), then the rest."""
+def payload_links(p: Mapping[str, Any], kind: str = "") -> list[dict[str, Any]]:
+    """``[{label, url, primary}]`` for every safe link in an alert's payload, the kind's one
+    primary link first (the button), then the rest (notices and the status page show the
+    same ones)."""
     primary = _PRIMARY_LINK.get(kind, "run_url")
     links = [
         {"label": label, "url": url, "primary": key == primary}
@@ -698,7 +701,7 @@ def describe(n: Notification, tz: str | tzinfo = "UTC") -> dict[str, Any]:
             "message": str(p.get("error_message") or ""),
         }
 
-    links = _links(n.kind, p)
+    links = payload_links(p, n.kind)
 
     samples = []
     if (count or 0) > 1:

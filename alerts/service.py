@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -15,6 +16,9 @@ from alerts.policy import Policy
 from alerts.render import Renderer
 from watcher.config import Settings
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,10 @@ class Alerter:
         *,
         rng: random.Random | None = None,
         retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.settings = settings
         self._digest_retry_at: dict[str, float] = {}
         self.policy = Policy.from_settings(settings)
@@ -69,14 +75,17 @@ class Alerter:
             released = await release_backoff(self.store, now)
             if released:
                 log.info("start: %d pending notification(s) retried now", released)
-        processed = await process_events(self.store, self.policy, now)
-        delivered = await deliver_due(self.store, self.notifiers, now, rng=self.rng, policy=self.retry)
+        processed = await process_events(self.store, self.policy, now, metrics=self.metrics)
+        delivered = await deliver_due(
+            self.store, self.notifiers, now, rng=self.rng, policy=self.retry, metrics=self.metrics
+        )
         digests = []
         if self.settings.digests:
             from alerts.digest_send import send_due_digests
 
             digests = await send_due_digests(
-                self.settings, self.store, self.notifiers, self.renderer, now, self._digest_retry_at
+                self.settings, self.store, self.notifiers, self.renderer, now, self._digest_retry_at,
+                metrics=self.metrics,
             )
         if now - self._pruned_at >= PRUNE_EVERY_S:
             await self.prune(now)

@@ -805,3 +805,42 @@ def test_a_notification_carries_what_a_renderer_needs() -> None:
     assert notice["payload"]["scenario_name"] == "Sync CRM"
     assert notice["dedup_key"].startswith(notice["fingerprint"] + "|ops|1|firing|")
     assert len(notice["samples"]) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Acknowledgements
+
+
+def acked_caller() -> Caller:
+    """An alert told on "ops" at T0; repeats due an hour after a notice."""
+    caller = Caller(policy=make_policy(group_wait_s=0, repeat_interval_s=HOUR))
+    caller.feed([event("e1")], now=T0)
+    assert caller.phases() == [("firing", "ops")]
+    return caller
+
+
+def test_without_an_acknowledgement_a_new_failure_after_the_repeat_interval_is_repeated() -> None:
+    caller = acked_caller()  # the control for the test below: the same steps, no ack
+    caller.feed([event("e2", t=T0 + 2 * HOUR)], now=T0 + 2 * HOUR)
+    assert caller.phases()[-1] == ("repeat", "ops")
+
+
+def test_an_acknowledged_alert_sends_no_repeat_but_its_resolution_is_still_told() -> None:
+    caller = acked_caller()
+    caller.only().acked_at, caller.only().acked_by = T0 + 60, "ana"
+    later = caller.feed([event("e2", t=T0 + 2 * HOUR, severity="critical")], now=T0 + 2 * HOUR)
+    assert later.notifications == []  # neither a repeat nor an escalation
+    assert later.event_reasons == {"e2": "acknowledged"} and caller.only().reason == "acknowledged"
+    assert caller.tick(T0 + 5 * HOUR).notifications == []
+    done = caller.feed([event("ok", "execution_recovered", t=T0 + 6 * HOUR)], now=T0 + 6 * HOUR)
+    assert [(n.phase, n.channel) for n in done.notifications] == [("resolved", "ops")]
+    assert caller.only().state == RESOLVED
+
+
+def test_a_reopened_alert_starts_unacknowledged_and_is_told_again() -> None:
+    caller = acked_caller()
+    caller.only().acked_at, caller.only().acked_by = T0 + 60, "ana"
+    caller.feed([event("ok", "execution_recovered", t=T0 + 120)], now=T0 + 120)
+    again = caller.feed([event("e3", t=T0 + 2 * HOUR)], now=T0 + 2 * HOUR)
+    assert [n.phase for n in again.notifications] == ["firing"]
+    assert caller.only().acked_at is None and caller.only().acked_by is None

@@ -122,8 +122,14 @@ def run(config_path: Path) -> None:
 
     settings = load_config_or_exit(config_path)
     logging.getLogger().setLevel(settings.logging.level)
+    from watcher.web.app import WebServerError
+
     with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
-        asyncio.run(run_forever(settings))
+        try:
+            asyncio.run(run_forever(settings))
+        except WebServerError as exc:
+            click.echo(f"makewatch run: {exc}", err=True)
+            sys.exit(1)
 
 
 def _parse_for(value: str) -> float:
@@ -137,31 +143,12 @@ def _parse_for(value: str) -> float:
 
 def _check_silence(settings, seconds: float, org: str | None, kind: str | None, reason: str) -> None:  # noqa: ANN001
     """Refuse a silence that would do nothing, or not what was meant, before it is stored."""
-    from alerts.policy import ALERT_KINDS
-    from alerts.silences import MAX_DURATION_S, org_matches
+    from watcher.silences import silence_problem
 
-    if seconds <= 0:
-        raise click.BadParameter("must be longer than 0, such as 30m, 2h or 7d", param_hint="--for")
-    if seconds > MAX_DURATION_S:
-        raise click.BadParameter("must be at most 365d", param_hint="--for")
-    if not reason.strip():
-        raise click.BadParameter(
-            "must not be empty: say why (it is shown in the digest and `silence list`)",
-            param_hint="--reason",
-        )
-    if kind is not None and kind not in ALERT_KINDS:
-        raise click.BadParameter(
-            f"unknown kind {kind!r}; expected one of: {', '.join(ALERT_KINDS)}", param_hint="--kind"
-        )
-    if org is not None:
-        if not org.strip():
-            raise click.BadParameter("must not be empty", param_hint="--org")
-        if not any(org_matches(org, o.organization_id, o.name) for o in settings.organizations):
-            known = ", ".join(f"{o.name} ({o.organization_id})" for o in settings.organizations)
-            raise click.BadParameter(
-                f"{org!r} matches no configured organization; configured: {known}",
-                param_hint="--org",
-            )
+    problem = silence_problem(settings, seconds=seconds, org=org, kind=kind, reason=reason)
+    if problem is not None:
+        option, message = problem
+        raise click.BadParameter(message, param_hint=f"--{option}")
 
 
 @main.group()

@@ -52,6 +52,7 @@ from watcher.settings_base import (
     _Section,
     _toml_type,
 )
+from watcher.web.settings import WebSettings
 
 __all__ = [
     "PLAN_API_LIMITS",
@@ -62,6 +63,7 @@ __all__ = [
     "Secret",
     "Settings",
     "StateSettings",
+    "WebSettings",
     "api_limit_for",
     "budget_per_minute",
     "load_config",
@@ -413,6 +415,7 @@ class Settings(_Section):
     routes: tuple[RouteSettings, ...] = ()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     digests: tuple[DigestSettings, ...] = ()
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from watcher.clock import Clock
 from watcher.config import HttpSettings, OrganizationSettings, budget_per_minute
 from watcher.make import MakeClient, Organization, SlidingWindowLimiter
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +22,12 @@ def make_client(
     org: OrganizationSettings,
     http: HttpSettings,
     clock: Clock,
+    metrics: Metrics | None = None,
 ) -> MakeClient:
     """A client whose budget starts from the config (plan, requests_per_minute, or Free).
 
     :func:`calibrate` then replaces it with the share of Make's own ``license.apiLimit``.
+    With ``metrics``, every response is counted under the organization's configured name.
     """
     return MakeClient(
         session,
@@ -34,6 +40,7 @@ def make_client(
         max_attempts=http.max_attempts,
         user_agent=http.user_agent,
         budget_share=org.budget_share,
+        on_response=metrics.request_observer(org.name) if metrics is not None else None,
     )
 
 

@@ -12,6 +12,7 @@ from watcher.clock import Clock
 from watcher.config import Settings
 from watcher.service import Watcher, format_reports
 from watcher.store import Store
+from watcher.web.app import start_web
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
     with Store.open(settings.state.db_path) as store:
         async with aiohttp.ClientSession() as session:
             watcher = Watcher(settings, store, session, clock)
+            web_server = await start_web(settings, store, watcher)  # None with [web] enabled = false
             task = asyncio.create_task(watcher.run(stop))
             stopper = asyncio.create_task(stop.wait())
             try:
@@ -53,4 +55,6 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
                     pass
             finally:
                 stopper.cancel()
+                if web_server is not None:
+                    await web_server.aclose()
                 await watcher.aclose()  # the notifiers are closed whichever way it ended

@@ -13,6 +13,7 @@ from watcher.config import Settings
 from watcher.orgs import make_client
 from watcher.poller import CycleReport, OrgPoller
 from watcher.store import StateFileError, Store
+from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Watcher:
         clock: Clock | None = None,
         *,
         alert_tick_s: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         from alerts.service import Alerter
 
@@ -36,12 +38,28 @@ class Watcher:
         self.clock = clock or SystemClock()
         #: Set when the state file became unusable: :meth:`run` then stops and raises it.
         self.fatal: StateFileError | None = None
-        self.alerter = Alerter(settings, store, session)
+        #: This instance's Prometheus metrics (its own registry): served on /metrics; the
+        #: loop counts a restarted task with ``self.metrics.task_restarted(name)``.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.alerter = Alerter(settings, store, session, metrics=self.metrics)
         self.alert_tick_s = alert_tick_s
         self.pollers = [
-            OrgPoller(org, make_client(session, org, settings.http, self.clock), store, settings.polling, self.clock)
+            OrgPoller(
+                org,
+                make_client(session, org, settings.http, self.clock, self.metrics),
+                store,
+                settings.polling,
+                self.clock,
+            )
             for org in settings.organizations
         ]
+
+    async def _poll(self, poller: OrgPoller) -> CycleReport:
+        """One cycle of one organization, timed and counted (watcher.web.metrics)."""
+        started = self.clock.time()
+        report = await poller.poll_once()
+        self.metrics.cycle_done(poller.org.name, self.clock.time() - started, report.events)
+        return report
 
     async def poll_once(self) -> list[CycleReport]:
         """One cycle of every organization, concurrently.
@@ -49,7 +67,7 @@ class Watcher:
         A failing organization (Make errors are reported in its CycleReport; anything else is
         logged) never stops or delays the others.
         """
-        results = await asyncio.gather(*(p.poll_once() for p in self.pollers), return_exceptions=True)
+        results = await asyncio.gather(*(self._poll(p) for p in self.pollers), return_exceptions=True)
         reports: list[CycleReport] = []
         for poller, result in zip(self.pollers, results, strict=True):
             if isinstance(result, BaseException):
@@ -142,7 +160,7 @@ class Watcher:
 
         async def poll() -> None:
             nonlocal interval
-            report = await poller.poll_once()
+            report = await self._poll(poller)
             # A quiet cycle every 10 s is not news: log it at debug level only.
             level = logging.INFO if (report.events or not report.ok or report.carried_over) else logging.DEBUG
             log.log(level, "%s", format_report(report))

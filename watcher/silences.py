@@ -1,12 +1,40 @@
-"""Silences in the store: add, list, expire (behind ``makewatch silence ...``)."""
+"""Silences in the store: add, list, expire (behind ``makewatch silence ...`` and the status
+page's forms, which both check a new silence with :func:`silence_problem`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alerts.silences import Silence
+from alerts.silences import MAX_DURATION_S, Silence, org_matches
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
+
+
+def silence_problem(
+    settings: Settings, *, seconds: float, org: str | None, kind: str | None, reason: str
+) -> tuple[str, str] | None:
+    """``(field, message)`` when a new silence would do nothing, or not what was meant; else
+    None. ``field`` is ``for``, ``reason``, ``kind`` or ``org`` (the CLI's option names)."""
+    from alerts.policy import ALERT_KINDS
+
+    if seconds <= 0:
+        return "for", "must be longer than 0, such as 30m, 2h or 7d"
+    if seconds > MAX_DURATION_S:
+        return "for", "must be at most 365d"
+    if not reason.strip():
+        return "reason", "must not be empty: say why (it is shown in the digest and `silence list`)"
+    if kind is not None and kind not in ALERT_KINDS:
+        return "kind", f"unknown kind {kind!r}; expected one of: {', '.join(ALERT_KINDS)}"
+    if org is not None:
+        if not org.strip():
+            return "org", "must not be empty"
+        if not any(org_matches(org, o.organization_id, o.name) for o in settings.organizations):
+            known = ", ".join(f"{o.name} ({o.organization_id})" for o in settings.organizations)
+            return "org", f"{org!r} matches no configured organization; configured: {known}"
+    return None
 
 
 def add_silence(

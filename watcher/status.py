@@ -1,32 +1,121 @@
-"""``makewatch status``: what the store says right now (no call to Make)."""
+"""What the state file says right now (no call to Make), as data and as ``makewatch status``.
+
+The functions returning data (:func:`org_statuses`, :func:`channel_statuses`,
+:func:`open_alerts`, :func:`outbox_counts`, :func:`silences_in_force`) are shared by the
+CLI's text (:func:`status_report`), the web status page, ``/healthz`` and ``/metrics``, so
+that every surface tells the same story. Each takes a ``Database`` inside a read
+transaction (``store.read(lambda db: ...)``) and reads no clock: ``now`` is passed in.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlite_utils import Database
 
+__all__ = [
+    "ChannelStatus",
+    "OrgStatus",
+    "channel_statuses",
+    "open_alerts",
+    "org_statuses",
+    "outbox_counts",
+    "silences_in_force",
+    "status_report",
+    "when",
+]
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+CHANNEL_STATE_PREFIX = "delivery:channel:"  # alerts.delivery.STATE_PREFIX (no import: one-way flow)
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds // 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+@dataclass(frozen=True)
+class ChannelStatus:
+    """One channel's queue: pending rows, the oldest one's creation time, the current run of
+    failures and the last error (its text is what alerts.delivery stored: a status and a
+    short code, never a URL or token)."""
+
+    name: str
+    pending: int = 0
+    oldest_at: float | None = None
+    parked: int = 0
+    failing_since: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_ok_at: float | None = None
+
+    def oldest_age_s(self, now: float) -> float | None:
+        return None if self.oldest_at is None else max(0.0, now - self.oldest_at)
 
 
-def _channel_lines(db: Database, now: float) -> list[str]:
-    """Per channel: pending rows, the oldest one's age, the last error and when (its text
-    is what alerts.delivery stored: a status and a short code, never a URL or token)."""
+@dataclass(frozen=True)
+class OrgStatus:
+    """One organization as the store knows it: its last cycle, failures, scenarios, quota."""
+
+    id: int
+    name: str
+    plan: str | None
+    last_cycle: dict[str, Any] | None  # the cycles row: started_at, finished_at, ok, error, requests, budget_per_minute
+    last_ok_at: float | None  # end of the last successful cycle
+    consecutive_failures: int
+    last_error: str | None
+    scenarios: int
+    active: int
+    switched_off: int
+    incomplete: int
+    pending_reads: int
+    quota_pct: float | None
+    operations_limit: int | None
+
+
+def _one(db: Database, sql: str, args: list[Any]) -> dict[str, Any] | None:
+    return next((dict(r) for r in db.query(sql, args)), None)
+
+
+def org_statuses(db: Database) -> list[OrgStatus]:
+    """Every organization polled at least once, by name."""
+    if not db["organizations"].exists():
+        return []
+    out = []
+    for org in db["organizations"].rows_where(order_by="name"):
+        oid = org["id"]
+        last = _one(db, "SELECT * FROM cycles WHERE org_id = ? ORDER BY id DESC LIMIT 1", [oid])
+        ok = db.execute("SELECT MAX(finished_at) FROM cycles WHERE org_id = ? AND ok = 1", [oid]).fetchone()[0]
+        health = _one(db, "SELECT * FROM org_health WHERE org_id = ?", [oid]) or {}
+        total, active, off, dlq, pending = (
+            v or 0
+            for v in db.execute(
+                "SELECT COUNT(*), SUM(is_active), SUM(is_invalid AND NOT is_active), SUM(dlq_count), "
+                "SUM(pending_since IS NOT NULL) FROM scenarios WHERE org_id = ?",
+                [oid],
+            ).fetchone()
+        )
+        usage = json.loads(org["usage_json"]) if org.get("usage_json") else None
+        out.append(
+            OrgStatus(
+                id=oid,
+                name=org["name"],
+                plan=org["plan"],
+                last_cycle=last,
+                last_ok_at=ok,
+                consecutive_failures=health.get("consecutive_failures") or 0,
+                last_error=health.get("last_error"),
+                scenarios=total,
+                active=active,
+                switched_off=off,
+                incomplete=dlq,
+                pending_reads=pending,
+                quota_pct=(usage or {}).get("used_pct"),
+                operations_limit=(usage or {}).get("operations_limit"),
+            )
+        )
+    return out
+
+
+def channel_statuses(db: Database) -> list[ChannelStatus]:
+    """Every channel that has outbox rows or a delivery state, by name."""
     pending = {
         r["channel"]: (r["n"], r["oldest"])
         for r in db.query(
@@ -34,6 +123,7 @@ def _channel_lines(db: Database, now: float) -> list[str]:
             "WHERE status = 'pending' GROUP BY channel"
         )
     }
+    parked = dict(db.execute("SELECT channel, COUNT(*) FROM outbox WHERE status = 'parked' GROUP BY channel").fetchall())
     # SQLite: a bare column beside MAX() comes from the row holding the maximum.
     errors = {
         r["channel"]: (r["error"], r["at"])
@@ -45,24 +135,90 @@ def _channel_lines(db: Database, now: float) -> list[str]:
     states: dict[str, dict[str, Any]] = {}
     if db["watch_state"].exists():
         for r in db.query("SELECT key, value_json FROM watch_state WHERE key LIKE 'delivery:channel:%'"):
-            states[r["key"][len("delivery:channel:") :]] = json.loads(r["value_json"])
-    names = sorted(set(pending) | set(errors) | set(states))
-    if not names:
-        return []
-    lines = ["channels:"]
-    for name in names:
+            states[r["key"][len(CHANNEL_STATE_PREFIX) :]] = json.loads(r["value_json"])
+    out = []
+    for name in sorted(set(pending) | set(errors) | set(states) | set(parked)):
         n, oldest = pending.get(name, (0, None))
         state = states.get(name, {})
         error, at = errors.get(name, (None, None))
         if state.get("last_error_at") and (at is None or state["last_error_at"] >= at):
             error, at = state.get("last_error"), state["last_error_at"]
-        line = f"  {name}: {n} pending"
-        if oldest is not None:
-            line += f", oldest {_age(now - oldest)}"
-        if state.get("failing_since") is not None:
-            line += f"; failing since {_when(state['failing_since'])}"
-        if error:
-            line += f"; last error {_when(at)}: {error}"
+        out.append(
+            ChannelStatus(
+                name=name,
+                pending=n,
+                oldest_at=oldest,
+                parked=parked.get(name, 0),
+                failing_since=state.get("failing_since"),
+                last_error=error,
+                last_error_at=at,
+                last_ok_at=state.get("last_ok_at"),
+            )
+        )
+    return out
+
+
+def open_alerts(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """Alerts not resolved, newest first, ``payload`` decoded."""
+    sql = "SELECT * FROM alerts WHERE state != 'resolved' ORDER BY last_seen DESC, id DESC"
+    rows = [dict(r) for r in db.query(sql + (f" LIMIT {int(limit)}" if limit else ""))]
+    for row in rows:
+        row["payload"] = json.loads(row.pop("payload_json", None) or "{}")
+    return rows
+
+
+def outbox_counts(db: Database) -> dict[str, int]:
+    """Outbox rows by status (pending, sent, parked)."""
+    counts = dict(db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall())
+    return {k: counts.get(k, 0) for k in ("pending", "sent", "parked")}
+
+
+def silences_in_force(db: Database, now: float) -> list[dict[str, Any]]:
+    """Silences active at ``now``, ``matchers`` decoded, soonest to end first."""
+    rows = [
+        dict(r)
+        for r in db.query(
+            "SELECT * FROM silences WHERE expired_at IS NULL AND starts_at <= ? AND ends_at > ? ORDER BY ends_at, id",
+            [now, now],
+        )
+    ]
+    for row in rows:
+        row["matchers"] = json.loads(row.pop("matchers_json", None) or "{}")
+    return rows
+
+
+# --- the text of `makewatch status` -----------------------------------------------------------
+
+
+def when(ts: float | None) -> str:
+    """Epoch seconds as ``2026-09-21 14:13:20 UTC`` (the zone always shown), or "never"."""
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def age(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.5 h``: a duration short enough for a table cell."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _channel_lines(channels: list[ChannelStatus], now: float) -> list[str]:
+    if not channels:
+        return []
+    lines = ["channels:"]
+    for c in channels:
+        line = f"  {c.name}: {c.pending} pending"
+        if c.oldest_at is not None:
+            line += f", oldest {age(now - c.oldest_at)}"
+        if c.failing_since is not None:
+            line += f"; failing since {when(c.failing_since)}"
+        if c.last_error:
+            line += f"; last error {when(c.last_error_at)}: {c.last_error}"
         lines.append(line)
     return lines
 
@@ -70,56 +226,36 @@ def _channel_lines(db: Database, now: float) -> list[str]:
 def status_report(db: Database, now: float) -> str:
     """Organizations (last cycle, failures, budget), open alerts, the outbox, silences."""
     lines: list[str] = []
-    orgs = list(db["organizations"].rows_where(order_by="name")) if db["organizations"].exists() else []
+    orgs = org_statuses(db)
     if not orgs:
         if not db["outbox"].exists() or not db["outbox"].count:
             return "No organization polled yet (run `makewatch once` or `makewatch run`)."
         lines.append("No organization polled yet.")
     for org in orgs:
-        last = next(
-            iter(db.query("SELECT * FROM cycles WHERE org_id = ? ORDER BY id DESC LIMIT 1", [org["id"]])), None
-        )
-        health = next(iter(db.query("SELECT * FROM org_health WHERE org_id = ?", [org["id"]])), None)
-        scenarios = db.execute(
-            "SELECT COUNT(*), SUM(is_active), SUM(is_invalid AND NOT is_active), SUM(dlq_count), "
-            "SUM(pending_since IS NOT NULL) FROM scenarios WHERE org_id = ?",
-            [org["id"]],
-        ).fetchone()
-        lines.append(f"{org['name']} (organization {org['id']}, plan {org['plan'] or '?'})")
+        last = org.last_cycle
+        lines.append(f"{org.name} (organization {org.id}, plan {org.plan or '?'})")
         if last:
             state = "ok" if last["ok"] else f"FAILED: {last['error']}"
             lines.append(
-                f"  last cycle {_when(last['started_at'])}: {state}; {last['requests']} requests "
+                f"  last cycle {when(last['started_at'])}: {state}; {last['requests']} requests "
                 f"(budget {last['budget_per_minute']}/min)"
             )
-        if health and health["consecutive_failures"]:
-            lines.append(f"  failing for {health['consecutive_failures']} cycle(s): {health['last_error']}")
-        total, active, off, dlq, pending = (v or 0 for v in scenarios)
+        if org.consecutive_failures:
+            lines.append(f"  failing for {org.consecutive_failures} cycle(s): {org.last_error}")
         lines.append(
-            f"  scenarios {total} ({active} active, {off} switched off by errors), "
-            f"{dlq} incomplete executions, {pending} waiting to be read"
+            f"  scenarios {org.scenarios} ({org.active} active, {org.switched_off} switched off by errors), "
+            f"{org.incomplete} incomplete executions, {org.pending_reads} waiting to be read"
         )
-        usage = json.loads(org["usage_json"]) if org.get("usage_json") else None
-        if usage and usage.get("used_pct") is not None:
-            lines.append(f"  quota {usage['used_pct']} % of {usage['operations_limit']} operations")
-    open_alerts = list(
-        db.query(
-            "SELECT kind, severity, state, count, last_seen, payload_json FROM alerts "
-            "WHERE state != 'resolved' ORDER BY last_seen DESC LIMIT 20"
-        )
-    )
-    lines.append(f"open alerts: {len(open_alerts)}" + (" (latest 20)" if len(open_alerts) == 20 else ""))
-    for a in open_alerts:
-        p: dict[str, Any] = json.loads(a["payload_json"] or "{}")
+        if org.quota_pct is not None:
+            lines.append(f"  quota {org.quota_pct} % of {org.operations_limit} operations")
+    alerts = open_alerts(db, limit=20)
+    lines.append(f"open alerts: {len(alerts)}" + (" (latest 20)" if len(alerts) == 20 else ""))
+    for a in alerts:
+        p = a["payload"]
         what = p.get("scenario_name") or p.get("hook_name") or p.get("organization") or ""
-        lines.append(f"  [{a['severity']}] {a['kind']} {a['state']} x{a['count']}: {what} (last {_when(a['last_seen'])})")
-    counts = dict(db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall())
-    lines.append(
-        f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, {counts.get('parked', 0)} parked"
-    )
-    lines += _channel_lines(db, now)
-    silences = db.execute(
-        "SELECT COUNT(*) FROM silences WHERE expired_at IS NULL AND starts_at <= ? AND ends_at > ?", [now, now]
-    ).fetchone()[0]
-    lines.append(f"silences in force: {silences}")
+        lines.append(f"  [{a['severity']}] {a['kind']} {a['state']} x{a['count']}: {what} (last {when(a['last_seen'])})")
+    counts = outbox_counts(db)
+    lines.append(f"outbox: {counts['pending']} pending, {counts['sent']} sent, {counts['parked']} parked")
+    lines += _channel_lines(channel_statuses(db), now)
+    lines.append(f"silences in force: {len(silences_in_force(db, now))}")
     return "\n".join(lines)

@@ -355,6 +355,14 @@ def m007_cursor_floor(db: Database) -> None:
     db["cursors"].add_column("floor_ms", int)
 
 
+def m008_acknowledgements(db: Database) -> None:
+    """Schema v8: ``alerts.acked_at``/``acked_by``: a person acknowledged the alert (from the
+    status page); the engine sends it no more notices but its resolution, and a re-opened
+    alert starts unacknowledged."""
+    db["alerts"].add_column("acked_at", float)
+    db["alerts"].add_column("acked_by", str)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -365,6 +373,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m005_error_rate_stats,
     m006_recovered_before_notice,
     m007_cursor_floor,
+    m008_acknowledgements,
 )
 
 

@@ -85,6 +85,7 @@ class MakeClient:
         max_attempts: int = 5,
         user_agent: str = DEFAULT_USER_AGENT,
         budget_share: float = 1.0,
+        on_response: Callable[[str, int | None], None] | None = None,
     ) -> None:
         if auth_scheme not in ("token", "bearer"):
             raise ValueError("auth_scheme must be 'token' or 'bearer'")
@@ -105,6 +106,9 @@ class MakeClient:
         # When Make started answering 429 (None once a request passes again).
         self.rate_limited_since: float | None = None
         self._malformed_logged: set[str] = set()
+        # Told of every attempt's outcome: (path without query, HTTP status or None when no
+        # response came). The service counts requests with it (watcher.web.metrics).
+        self._on_response = on_response
 
     def __repr__(self) -> str:
         return f"MakeClient(base_url={self.base_url!r}, token='***')"
@@ -160,11 +164,14 @@ class MakeClient:
                     self._note_ratelimit(resp)
                     status = resp.status
         except TimeoutError as exc:
+            self._observe(path, None)
             raise MakeApiError(None, "TIMEOUT", "request timed out", path=path) from exc
         except aiohttp.ClientError as exc:
+            self._observe(path, None)
             # str(exc) names host and port at most; the token is only in a header.
             raise MakeApiError(None, "NETWORK", f"{type(exc).__name__}: {exc}"[:300], path=path) from exc
 
+        self._observe(path, status)
         if status == 429:
             self._pause_after_429(resp)
             if self.rate_limited_since is None:
@@ -179,6 +186,10 @@ class MakeClient:
             raise MakeApiError(
                 status, "MALFORMED", "response is not valid JSON", retryable=True, path=path
             ) from exc
+
+    def _observe(self, path: str, status: int | None) -> None:
+        if self._on_response is not None:
+            self._on_response(path, status)
 
     def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
         """Read Make's undocumented ``x-ratelimit-*`` headers when they are present."""
