@@ -32,7 +32,9 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port of the Make API (0: any free port).")
+@click.option("--slack-port", default=8081, show_default=True, type=int, help="TCP port of the Slack stand-in (0: none).")
+@click.option("--smtp-port", default=2525, show_default=True, type=int, help="TCP port of the mail sink (0: none).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the generated world.")
 @click.option(
     "--speed",
@@ -41,11 +43,20 @@ def main(verbose: bool) -> None:
     type=float,
     help="How many simulated seconds pass per real second.",
 )
-def simulate(host: str, port: int, seed: int, speed: float) -> None:
-    """Serve the bundled Make API v2 simulator (base URL http://HOST:PORT/api/v2)."""
-    from watcher.simulator import serve
+def simulate(host: str, port: int, slack_port: int, smtp_port: int, seed: int, speed: float) -> None:
+    """Serve the Make API v2 simulator, a Slack stand-in and a mail sink; print the config to use.
 
-    asyncio.run(serve(host=host, port=port, seed=seed, speed=speed))
+    The Make API is at http://HOST:PORT/api/v2. Prints each organization's id and token, the
+    makewatch.toml lines that watch them, then each Slack message and e-mail received.
+    """
+    from watcher.testing.standins import serve_standins
+
+    try:
+        asyncio.run(
+            serve_standins(host=host, port=port, slack_port=slack_port, smtp_port=smtp_port, seed=seed, speed=speed)
+        )
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
