@@ -68,15 +68,27 @@ def simulate(host: str, port: int, slack_port: int, smtp_port: int, seed: int, s
     type=float,
     help="Simulated minutes between the first and the second cycle.",
 )
-def demo(seed: int, minutes: float) -> None:
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write the digest, the alert e-mails and the Slack messages.",
+)
+@click.pass_context
+def demo(ctx: click.Context, seed: int, minutes: float, out_dir: Path) -> None:
     """Run makewatch on embedded defaults: the bundled Make simulator, a temporary SQLite file.
 
     Needs no configuration, token or network: everything runs on 127.0.0.1, and the
-    simulator's clock runs 600 times faster than real time.
+    simulator's clock runs 600 times faster than real time. Progress goes to stderr.
     """
     from watcher.demo import run_demo
 
-    click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes)))
+    if not ctx.find_root().params.get("verbose"):
+        # The progress line is what to watch; INFO logs (migrations, budgets) would break it.
+        logging.getLogger().setLevel(logging.WARNING)
+    click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes, out_dir=out_dir, progress=sys.stderr)))
 
 
 CONFIG_OPTION = click.option(
