@@ -408,6 +408,36 @@ def status(config_path: Path) -> None:
         click.echo(store.read_sync(lambda db: status_report(db, time.time())))
 
 
+@main.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:9464/healthz",
+    show_default=True,
+    help="The health endpoint of a running `makewatch run`.",
+)
+@click.option("--timeout", "timeout_s", default=5.0, show_default=True, type=float, help="Seconds to wait.")
+def health(url: str, timeout_s: float) -> None:
+    """Ask a running makewatch whether it is healthy: print its answer, exit 0 if it is (HTTP 200).
+
+    Exits 1 on any other status, or when nothing answers (the container's HEALTHCHECK).
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - the user's URL
+            click.echo(resp.read().decode("utf-8", "replace"))
+            sys.exit(0 if resp.status == 200 else 1)
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode("utf-8", "replace"))
+        click.echo(f"makewatch: {url} answered HTTP {exc.code}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"makewatch: cannot reach {url}: {reason}", err=True)
+        sys.exit(1)
+
+
 @contextmanager
 def state_file_guard(db_path: Path) -> Iterator[None]:
     """Report an unusable state file (or one of a newer makewatch) in one line; exit 1.
