@@ -19,7 +19,8 @@ import pytest
 from conftest import makewatch
 
 from watcher.clock import ManualClock
-from watcher.simulator import World
+from watcher.simulator import Faults, World
+from watcher.simulator.world import FAULT_KNOBS
 from watcher.testing.mail_sink import free_port
 from watcher.testing.standins import (
     BLOCK_BEGIN,
@@ -171,3 +172,13 @@ def test_simulate_without_stand_ins_prints_organizations_only(tmp_path: Path) ->
     assert "[channels." not in config.toml and "[alerts]" not in config.toml
     world = World.generate(seed=2, clock=ManualClock())
     assert sorted(config.env.values()) == sorted(world.tokens_by_org.values())
+
+
+def test_every_fault_knob_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Fault knobs") : readme.index("## Configuration")]
+    for knob in (*FAULT_KNOBS, "error_5xx_status", "org_id", "path_regex", "scopes", "reset"):
+        assert f"| `{knob}` |" in section, knob
+    # ...and nothing else is: every name in the table is one Faults.update accepts.
+    for name in re.findall(r"^\| `(\w+)` \|", section, re.M):
+        Faults().update({name: True if name == "reset" else getattr(Faults(), name, None)})
