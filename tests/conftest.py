@@ -131,6 +131,14 @@ def makewatch(*args: str) -> list[str]:
     return [sys.executable, "-m", "watcher.cli", *args]
 
 
+def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``makewatch run`` as a subprocess, its stderr kept for :func:`stop`."""
+    return subprocess.Popen(
+        makewatch("run", "--config", str(cfg)), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def cycles(db: Path) -> int:
     """Cycles a makewatch has recorded in the state file ``db`` (0 before the first)."""
     if not db.exists():

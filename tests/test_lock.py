@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import makewatch, stop, wait_until_running
+from conftest import makewatch, start_run, stop, wait_until_running
 
 from watcher.lock import AlreadyRunningError, StateLock, lock_path_for
-
-
-def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        makewatch("run", "--config", str(cfg)), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
 
 
 def test_a_second_run_on_the_same_state_file_exits_1_naming_the_first(service):
