@@ -19,18 +19,11 @@ from watcher.demo import DEMO_SPEED, run_demo
 
 PARIS = ZoneInfo("Europe/Paris")
 PROGRESS = re.compile(
-    r"^makewatch demo: simulated \d\d:\d\d UTC · (?P<what>[^·]+) · cycles (?P<cycles>\d)/2 · "
-    r"events (?P<events>\d+) · Slack messages (?P<slack>\d+) · e-mails (?P<mails>\d+)$"
+    r"^\[\d\d:\d\d simulated\] (?P<what>[^·]+) · cycles (?P<cycles>\d)/2 · "
+    r"events (?P<events>\d+) · Slack (?P<slack>\d+) · e-mails (?P<mails>\d+)$"
 )
 # With --minutes 30: a line per step, and one per 10 simulated minutes of the wait.
-STEPS_30 = [
-    "first cycle (the baseline)",
-    "waiting: 10 of 30 simulated minutes",
-    "waiting: 20 of 30 simulated minutes",
-    "second cycle",
-    "sending the daily digest",
-    "done",
-]
+STEPS_30 = ["first cycle", "waiting 10/30 min", "waiting 20/30 min", "second cycle", "daily digest", "done"]
 
 
 def assert_a_demo_report(output: str) -> None:
@@ -135,7 +128,8 @@ async def test_demo_sends_only_its_own_digest_whatever_the_hour(start: str) -> N
     assert_progress_adds_up(progress_of(progress.getvalue().splitlines()), report)
 
 
-async def test_on_a_terminal_the_progress_line_is_rewritten_in_place() -> None:
+async def test_on_a_terminal_the_progress_line_is_rewritten_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: the line is short by itself
     progress = io.StringIO()
     await run_demo(seed=1, minutes=5, progress=progress, tty=True)
     text = progress.getvalue()
@@ -143,12 +137,7 @@ async def test_on_a_terminal_the_progress_line_is_rewritten_in_place() -> None:
     updates = text.rstrip("\n").split("\r")[1:]
     # Every simulated minute of the wait (1..4; the 5th is the second cycle's), and the steps.
     whats = [PROGRESS.match(u.rstrip()).group("what").strip() for u in updates]
-    assert whats == [
-        "first cycle (the baseline)",
-        *(f"waiting: {k} of 5 simulated minutes" for k in range(1, 5)),
-        "second cycle",
-        "sending the daily digest",
-        "done",
-    ]
+    assert whats == ["first cycle", *(f"waiting {k}/5 min" for k in range(1, 5)), "second cycle", "daily digest", "done"]
+    assert all(len(u) < 80 for u in updates)  # one row of an 80-column terminal: \r rewrites it
     # Each update covers the longer one it replaces.
     assert all(len(b) >= len(a.rstrip()) for a, b in zip(updates, updates[1:], strict=False))

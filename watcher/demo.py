@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,11 +91,10 @@ class Progress:
         if self.stream is None:
             return
         now = datetime.fromtimestamp(self.clock.time(), tz=UTC).strftime("%H:%M")
-        line = (
-            f"makewatch demo: simulated {now} UTC · {what} · cycles {cycles}/2 · events {events} · "
-            f"Slack messages {slack} · e-mails {mails}"
-        )
+        line = f"[{now} simulated] {what} · cycles {cycles}/2 · events {events} · Slack {slack} · e-mails {mails}"
         if self.tty:
+            # A line wider than the terminal wraps, and \r then rewrites only its last row.
+            line = line[: shutil.get_terminal_size().columns - 1]
             # Pad over the longer line it replaces; \x1b[K would leave a dumb terminal's junk.
             self.stream.write("\r" + line.ljust(self._width))
             self._width = len(line)
@@ -160,7 +160,7 @@ async def run_demo(
                     watcher = Watcher(watching, store, session, clock)
                     try:
                         started = clock.time()
-                        await figures.show(line, "first cycle (the baseline)")
+                        await figures.show(line, "first cycle")
                         first, first_alerts = await watcher.cycle()
                         figures.cycles = 1
                         after_first = await store.read(lambda d: d["events"].count)
@@ -168,7 +168,7 @@ async def run_demo(
                         await figures.show(line, "second cycle")
                         second, second_alerts = await watcher.cycle()
                         figures.cycles = 2
-                        await figures.show(line, "sending the daily digest")
+                        await figures.show(line, "daily digest")
                         digest = await _send_digest(settings, store, watcher, started, clock.time())
                         await figures.show(line, "done")
                     finally:
@@ -210,7 +210,7 @@ async def _wait(clock: Clock, minutes: float, line: Progress, figures: _Figures)
     k = 1
     while begin + k * step < end:
         await clock.sleep(begin + k * step - clock.time())
-        await figures.show(line, f"waiting: {k * line.step_min} of {minutes:g} simulated minutes")
+        await figures.show(line, f"waiting {k * line.step_min}/{minutes:g} min")
         k += 1
     await clock.sleep(end - clock.time())
 
