@@ -403,7 +403,7 @@ def _headline(
             return f"{s} {failed} again{more} ({_times(count)} since {_clock(first, last, tz)}){tail}"
         if count > 1:
             return f"{s} {failed} {_times(count)} since {_clock(first, last, tz)}{tail}"
-        return f"{s} {failed} at {_clock(last or first, None, tz)}{tail}" if (last or first) else f"{s} {failed}{tail}"
+        return f"{s} {failed} at {_clock(last or first, last or first, tz)}{tail}" if (last or first) else f"{s} {failed}{tail}"
     if kind == "execution_recovered":
         at = _clock(_epoch_of(p.get("timestamp")) or last, last, tz)
         return f"{s} ran fine again" + (f" at {at}" if at else "")

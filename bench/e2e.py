@@ -96,10 +96,10 @@ if str(ROOT) not in sys.path:
 from bench.stats import max_in_window, percentile  # noqa: E402
 from watcher.clock import ScaledClock  # noqa: E402
 from watcher.config import load_config  # noqa: E402
-from watcher.demo import serve_local  # noqa: E402
 from watcher.simulator import LedgerEntry, World, create_app  # noqa: E402
 from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app  # noqa: E402
 from watcher.testing.slack_standin import SlackRequest  # noqa: E402
+from watcher.testing.standins import serve_local  # noqa: E402
 
 LATE_S = 120.0
 BUDGET_SHARE = 0.5  # makewatch's default budget_share; the config leaves it unset

@@ -6,6 +6,8 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Self
 
 import aiohttp
 import pytest
@@ -22,6 +25,7 @@ from aiohttp import web
 from watcher.clock import ScaledClock, SystemClock
 from watcher.make import MakeClient, SlidingWindowLimiter
 from watcher.simulator import World, create_app
+from watcher.store import Store
 
 START = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 
@@ -73,11 +77,12 @@ def limiter(per_minute: int, clock, margin_s: float = 1.0) -> SlidingWindowLimit
 # --- makewatch as a subprocess, the simulator in a thread that outlives it -----------------
 
 
-class SimThread:
-    """The simulator in a thread of its own, so it outlives every killed poller."""
+class AppThread:
+    """An aiohttp application served on 127.0.0.1 from a thread of its own, so that it
+    outlives the subprocesses a test starts and kills, and answers while the test blocks."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -85,7 +90,7 @@ class SimThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(create_app(self.world), access_log=None)
+        runner = web.AppRunner(self.app, access_log=None)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
@@ -96,7 +101,7 @@ class SimThread:
         self.loop.run_until_complete(runner.cleanup())
         self.loop.close()
 
-    def __enter__(self) -> SimThread:
+    def __enter__(self) -> Self:
         self.thread.start()
         self.ready.wait(10)
         return self
@@ -104,6 +109,14 @@ class SimThread:
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class SimThread(AppThread):
+    """The simulator in a thread of its own, so it outlives every killed poller."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(create_app(world))
+        self.world = world
 
     def inject_error(self, scenario_id: int, n: int) -> str:
         body = json.dumps({"scenarioId": scenario_id, "status": 3, "errorName": "DataError", "errorMessage": f"row {n}"}).encode()
@@ -116,6 +129,43 @@ class SimThread:
 
 def makewatch(*args: str) -> list[str]:
     return [sys.executable, "-m", "watcher.cli", *args]
+
+
+def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``makewatch run`` as a subprocess, its stderr kept for :func:`stop`."""
+    return subprocess.Popen(
+        makewatch("run", "--config", str(cfg)), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def cycles(db: Path) -> int:
+    """Cycles a makewatch has recorded in the state file ``db`` (0 before the first)."""
+    if not db.exists():
+        return 0
+    with Store.open(db) as store:
+        return store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0)
+
+
+def wait_until_running(proc: subprocess.Popen[str], db: Path, timeout_s: float = 20.0) -> int:
+    """Wait until ``proc`` has completed a cycle; return the cycle count then."""
+    deadline = time.monotonic() + timeout_s
+    start = cycles(db)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"run exited early: {proc.communicate()[1]}"
+        now = cycles(db)
+        if now > start:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"no cycle within {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, as systemd and Docker stop it: it must exit 0; returns its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    return stderr
 
 
 @pytest.fixture

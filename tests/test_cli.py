@@ -25,7 +25,7 @@ LINE = re.compile(r"organization (\d+) '([^']+)' plan=(\w+) .* token=([0-9a-f-]+
 @pytest.fixture(scope="module")
 def simulator():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watcher.cli", "simulate", "--port", "0", "--seed", "3"],
+        [sys.executable, "-m", "watcher.cli", "simulate", "--port", "0", "--slack-port", "0", "--smtp-port", "0", "--seed", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

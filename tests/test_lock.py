@@ -9,44 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import makewatch
+from conftest import makewatch, start_run, stop, wait_until_running
 
 from watcher.lock import AlreadyRunningError, StateLock, lock_path_for
-from watcher.store import Store
-
-
-def start_run(cfg: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        makewatch("run", "--config", str(cfg)), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def cycles(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with Store.open(db) as store:
-        return store.read_sync(lambda d: d["cycles"].count if d["cycles"].exists() else 0)
-
-
-def wait_until_running(proc: subprocess.Popen[str], db: Path, timeout_s: float = 20.0) -> int:
-    """Wait until ``proc`` has completed a cycle; return the cycle count then."""
-    deadline = time.monotonic() + timeout_s
-    start = cycles(db)
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"run exited early: {proc.communicate()[1]}"
-        now = cycles(db)
-        if now > start:
-            return now
-        time.sleep(0.1)
-    raise AssertionError(f"no cycle within {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=15)
-    assert proc.returncode == 0, stderr
-    return stderr
 
 
 def test_a_second_run_on_the_same_state_file_exits_1_naming_the_first(service):

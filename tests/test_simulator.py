@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from watcher.clock import Clock, ManualClock, ScaledClock
-from watcher.simulator import ALL_READ_SCOPES, FaultScope, RequestRecord, World, create_app, serve
+from watcher.simulator import ALL_READ_SCOPES, FaultScope, RequestRecord, World, create_app
 from watcher.simulator.world import iso_ms, to_ms
 
 T0 = 1_782_984_000.0  # 2026-07-02T09:20:00Z, a window boundary (divisible by 60)
@@ -839,19 +839,3 @@ def test_generate_builds_the_demo_world_deterministically(clock: ManualClock) ->
     ratios = sorted(o.operations_used / o.operations_limit for o in world.organizations.values())
     assert 0.9 <= ratios[-1] < 1.0
     assert sum(len(s.logs) for s in scenarios) > 100  # some history already
-
-
-async def test_serve_prints_the_base_url_and_tokens(capsys: pytest.CaptureFixture[str]) -> None:
-    task = asyncio.create_task(serve(host="127.0.0.1", port=0, seed=1, speed=100.0))
-    out = ""
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        out += capsys.readouterr().out
-        if "Globex" in out:
-            break
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert re.search(r"http://127\.0\.0\.1:\d+/api/v2", out)
-    for name in ("Northwind Traders", "Acme Agency", "Globex Ops"):
-        assert re.search(name + r".*plan=\w+.*token=[0-9a-f-]{36}", out)

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import makewatch
-from test_lock import cycles, start_run
+from conftest import cycles, makewatch, start_run
 
 from watcher.store import StateFileError, Store
 

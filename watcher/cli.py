@@ -32,7 +32,9 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port of the Make API (0: any free port).")
+@click.option("--slack-port", default=8081, show_default=True, type=int, help="TCP port of the Slack stand-in (0: none).")
+@click.option("--smtp-port", default=2525, show_default=True, type=int, help="TCP port of the mail sink (0: none).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the generated world.")
 @click.option(
     "--speed",
@@ -41,11 +43,20 @@ def main(verbose: bool) -> None:
     type=float,
     help="How many simulated seconds pass per real second.",
 )
-def simulate(host: str, port: int, seed: int, speed: float) -> None:
-    """Serve the bundled Make API v2 simulator (base URL http://HOST:PORT/api/v2)."""
-    from watcher.simulator import serve
+def simulate(host: str, port: int, slack_port: int, smtp_port: int, seed: int, speed: float) -> None:
+    """Serve the Make API v2 simulator, a Slack stand-in and a mail sink; print the config to use.
 
-    asyncio.run(serve(host=host, port=port, seed=seed, speed=speed))
+    The Make API is at http://HOST:PORT/api/v2. Prints each organization's id and token, the
+    makewatch.toml lines that watch them, then each Slack message and e-mail received.
+    """
+    from watcher.testing.standins import serve_standins
+
+    try:
+        asyncio.run(
+            serve_standins(host=host, port=port, slack_port=slack_port, smtp_port=smtp_port, seed=seed, speed=speed)
+        )
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
@@ -57,15 +68,27 @@ def simulate(host: str, port: int, seed: int, speed: float) -> None:
     type=float,
     help="Simulated minutes between the first and the second cycle.",
 )
-def demo(seed: int, minutes: float) -> None:
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write the digest, the alert e-mails and the Slack messages.",
+)
+@click.pass_context
+def demo(ctx: click.Context, seed: int, minutes: float, out_dir: Path) -> None:
     """Run makewatch on embedded defaults: the bundled Make simulator, a temporary SQLite file.
 
     Needs no configuration, token or network: everything runs on 127.0.0.1, and the
-    simulator's clock runs 600 times faster than real time.
+    simulator's clock runs 600 times faster than real time. Progress goes to stderr.
     """
     from watcher.demo import run_demo
 
-    click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes)))
+    if not ctx.find_root().params.get("verbose"):
+        # The progress line is what to watch; INFO logs (migrations, budgets) would break it.
+        logging.getLogger().setLevel(logging.WARNING)
+    click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes, out_dir=out_dir, progress=sys.stderr)))
 
 
 CONFIG_OPTION = click.option(
@@ -370,6 +393,36 @@ def status(config_path: Path) -> None:
         return
     with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
         click.echo(store.read_sync(lambda db: status_report(db, time.time())))
+
+
+@main.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:9464/healthz",
+    show_default=True,
+    help="The health endpoint of a running `makewatch run`.",
+)
+@click.option("--timeout", "timeout_s", default=5.0, show_default=True, type=float, help="Seconds to wait.")
+def health(url: str, timeout_s: float) -> None:
+    """Ask a running makewatch whether it is healthy: print its answer, exit 0 if it is (HTTP 200).
+
+    Exits 1 on any other status, or when nothing answers (the container's HEALTHCHECK).
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - the user's URL
+            click.echo(resp.read().decode("utf-8", "replace"))
+            sys.exit(0 if resp.status == 200 else 1)
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode("utf-8", "replace"))
+        click.echo(f"makewatch: {url} answered HTTP {exc.code}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"makewatch: cannot reach {url}: {reason}", err=True)
+        sys.exit(1)
 
 
 @contextmanager

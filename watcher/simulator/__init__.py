@@ -3,13 +3,14 @@
 ``World`` holds organizations, teams, scenarios, hooks and tokens; its scenarios run on an
 injected clock (check runs, successes, warnings, errors with their side effects). ``create_app``
 serves it with the live API's shapes, auth, per-organization rate limits and fault knobs;
-``serve`` runs the demo world (``World.generate``) on a port.
+``watcher.testing.standins`` serves the demo world (``World.generate``) with the other stand-ins
+(``makewatch simulate``).
 
     world = World.generate(seed=1, clock=ManualClock())
     app = create_app(world)            # GET /api/v2/..., admin under /_sim/...
 """
 
-from watcher.simulator.app import create_app, serve
+from watcher.simulator.app import create_app
 from watcher.simulator.world import (
     ALL_READ_SCOPES,
     Faults,
@@ -35,5 +36,4 @@ __all__ = [
     "Team",
     "World",
     "create_app",
-    "serve",
 ]

@@ -16,7 +16,6 @@ steps 2-5 consume rate-limit budget (guess: Make's accounting of rejected calls 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import math
@@ -27,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from watcher.clock import Clock, ManualClock, ScaledClock
+from watcher.clock import ManualClock
 from watcher.simulator.world import (
     DAY_S,
     STATUS_NAMES,
@@ -1053,32 +1052,3 @@ def create_app(world: World) -> web.Application:
     app.router.add_route("*", "/api/v2/{tail:.*}", _unknown_api_path)
     return app
 
-
-async def serve(
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    seed: int = 1,
-    speed: float = 1.0,
-    clock: Clock | None = None,
-) -> None:
-    """Run the demo world forever, printing the base URL and each organization's token."""
-    world = World.generate(seed=seed, clock=clock or ScaledClock(speed))
-    runner = web.AppRunner(create_app(world))
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    try:
-        bound = runner.addresses[0][1] if runner.addresses else port
-        print(
-            f"Make API v2 simulator: http://{host}:{bound}/api/v2 (seed {seed}, speed x{speed:g})",
-            flush=True,
-        )
-        for org in world.organizations.values():
-            print(
-                f"  organization {org.id} {org.name!r} plan={org.plan} apiLimit={org.api_limit} "
-                f"zone={org.zone} token={world.tokens_by_org.get(org.id)}",
-                flush=True,
-            )
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()

@@ -29,6 +29,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,9 @@ class SlackState:
         self.delay_s = 0.0
         self._failures: deque[_Failure] = deque()
         self._seq = 0
+        # Called with each message posted and each message updated (``makewatch simulate``
+        # prints them as they arrive); an update passes the same, now edited, message.
+        self.listeners: list[Callable[[SlackMessage], None]] = []
 
     # --- knobs ----------------------------------------------------------------------
 
@@ -186,6 +190,12 @@ class SlackState:
         return [r for r in self.requests if r.method == method]
 
     # --- internals ------------------------------------------------------------------
+
+    def _received(self, message: SlackMessage, *, new: bool = True) -> None:
+        if new:
+            self.messages.append(message)
+        for listener in self.listeners:
+            listener(message)
 
     def _next_ts(self) -> str:
         self._seq += 100
@@ -340,6 +350,7 @@ def create_slack_app(state: SlackState) -> web.Application:
                 return answer({"ok": False, "error": "message_not_found"})
             message.edits.append({"text": message.text, "blocks": message.blocks})
             message.text, message.blocks = text or "", blocks or []
+            state._received(message, new=False)
             return answer(
                 {
                     "ok": True,
@@ -360,7 +371,7 @@ def create_slack_app(state: SlackState) -> web.Application:
             icon_emoji=params.get("icon_emoji"),
             metadata=params.get("metadata"),
         )
-        state.messages.append(message)
+        state._received(message)
         return answer(
             {"ok": True, "channel": channel, "ts": message.ts, "message": _message_json(message)}
         )
@@ -401,7 +412,7 @@ def create_slack_app(state: SlackState) -> web.Application:
         problem = _limit_problem(body.get("text"), body.get("blocks"))
         if problem:
             return answer(problem if problem == "no_text" else "invalid_blocks", 400)
-        state.messages.append(
+        state._received(
             SlackMessage(
                 channel=channel,
                 ts=state._next_ts(),
