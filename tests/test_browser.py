@@ -222,6 +222,55 @@ def test_render_writes_the_html_and_a_png_of_it(browser: Browser, tmp_path: Path
     assert int.from_bytes(data[16:20], "big") == 600  # the IHDR width
 
 
+def test_render_shows_the_times_in_the_zone_asked_for() -> None:
+    result = CliRunner().invoke(
+        main, ["render", "--kind", "execution_error", "--channel", "email", "--timezone", "Asia/Tokyo"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "since 22:13 JST" in result.output and "Times in Asia/Tokyo" in result.output
+    bad = CliRunner().invoke(main, ["render", "--kind", "quota", "--channel", "email", "--timezone", "Mars/Base"])
+    assert bad.exit_code == 2 and "unknown time zone" in bad.output
+
+
+def test_digest_png_is_a_screenshot_of_the_digest(browser: Browser, tmp_path: Path) -> None:
+    """`makewatch digest --png`: a user changing the digest template sees the result."""
+    cfg = tmp_path / "makewatch.toml"
+    cfg.write_text(
+        f"""[[organizations]]
+name = "Acme"
+base_url = "https://eu1.make.com/api/v2"
+organization_id = 1
+token_env = "MAKE_TOKEN_ACME"
+
+[state]
+db_path = "{tmp_path / "s.db"}"
+
+[channels.mail]
+type = "email"
+smtp_host = "127.0.0.1"
+security = "none"
+from_addr = "makewatch@agency.example"
+to = ["ops@agency.example"]
+
+[[digests]]
+recipients = ["lead@agency.example"]
+at = "08:00"
+timezone = "Europe/Paris"
+""",
+        encoding="utf-8",
+    )
+    png = tmp_path / "digest.png"
+    result = CliRunner().invoke(
+        main,
+        ["digest", "--config", str(cfg), "--recipient", "lead@agency.example", "--png", str(png), "--width", "390"],
+        env={"MAKE_TOKEN_ACME": "t"},
+    )
+    assert result.exit_code == 0, result.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") == 390
+    assert "Daily digest" not in result.stdout  # the text part is not printed unless asked
+
+
 def test_render_png_is_refused_for_slack(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["render", "--kind", "quota", "--channel", "slack", "--png", str(tmp_path / "x.png")]

@@ -91,6 +91,20 @@ def demo(ctx: click.Context, seed: int, minutes: float, out_dir: Path) -> None:
     click.echo(asyncio.run(run_demo(seed=seed, minutes=minutes, out_dir=out_dir, progress=sys.stderr)))
 
 
+PNG_OPTION = click.option(
+    "--png",
+    "png_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a screenshot of the HTML part to FILE (needs makewatch[browser] and Chromium).",
+)
+WIDTH_OPTION = click.option(
+    "--width",
+    type=click.IntRange(min=200, max=4000),
+    default=800,
+    show_default=True,
+    help="With --png: the viewport width in CSS px (390 for a phone).",
+)
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -286,18 +300,13 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="E-mail only: write the HTML part to FILE (instead of printing it).",
 )
+@PNG_OPTION
+@WIDTH_OPTION
 @click.option(
-    "--png",
-    "png_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="E-mail only: write a screenshot of the HTML part to FILE (needs makewatch[browser] and Chromium).",
-)
-@click.option(
-    "--width",
-    type=click.IntRange(min=200, max=4000),
-    default=800,
+    "--timezone",
+    default="UTC",
     show_default=True,
-    help="With --png: the viewport width in CSS px (390 for a phone).",
+    help="Show the times in this zone, as a channel with `timezone` set would.",
 )
 def render(
     kind: str,
@@ -307,6 +316,7 @@ def render(
     html_path: Path | None,
     png_path: Path | None,
     width: int,
+    timezone: str,
 ) -> None:
     """Preview a notification with sample data: Slack Block Kit JSON, or the e-mail parts."""
     import json
@@ -319,11 +329,17 @@ def render(
         n = sample_notification(kind, channel_type, phase=phase)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--kind") from None
+    from watcher.settings_base import zone
+
+    try:
+        tz = zone(timezone)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
     renderer = Renderer(templates_dir)
     if channel_type == "slack":
-        click.echo(json.dumps(renderer.render_slack(n), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(renderer.render_slack(n, tz=tz), indent=2, ensure_ascii=False))
         return
-    subject, text, html = renderer.render_email(n)
+    subject, text, html = renderer.render_email(n, tz)
     if html_path is None:
         click.echo(f"Subject: {subject}\n\n{text}\n\n--- HTML ---\n{html}")
     else:
@@ -331,14 +347,19 @@ def render(
         html_path.write_text(html, encoding="utf-8")
         click.echo(f"HTML written to {html_path}", err=True)
     if png_path is not None:
-        from watcher.browser import BrowserUnavailable, screenshot_html
+        _write_png(html, png_path, width)
 
-        try:
-            screenshot_html(html, png_path, width=width)
-        except BrowserUnavailable as exc:
-            click.echo(f"cannot write {png_path}: {exc}", err=True)
-            sys.exit(1)
-        click.echo(f"screenshot ({width} px wide) written to {png_path}", err=True)
+
+def _write_png(html: str, png_path: Path, width: int) -> None:
+    """A screenshot of ``html`` through the system Chromium, or exit 1 saying why not."""
+    from watcher.browser import BrowserUnavailable, screenshot_html
+
+    try:
+        screenshot_html(html, png_path, width=width)
+    except BrowserUnavailable as exc:
+        click.echo(f"cannot write {png_path}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"screenshot ({width} px wide) written to {png_path}", err=True)
 
 
 @main.command()
@@ -346,9 +367,20 @@ def render(
 @click.option("--recipient", required=True, help="A recipient of a [[digests]] table.")
 @click.option("--dry-run", is_flag=True, help="Print the text part (the default).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the HTML part to FILE.")
+@PNG_OPTION
+@WIDTH_OPTION
 @click.option("--send", is_flag=True, help="Send it now by e-mail.")
 @click.option("--record", is_flag=True, help="With --send: record it like a scheduled digest (it will not be sent again).")
-def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | None, send: bool, record: bool) -> None:
+def digest(
+    config_path: Path,
+    recipient: str,
+    dry_run: bool,
+    html_path: Path | None,
+    png_path: Path | None,
+    width: int,
+    send: bool,
+    record: bool,
+) -> None:
     """Build the digest of the latest ended period for a recipient: print, write or send it."""
     import time
 
@@ -365,11 +397,13 @@ def digest(config_path: Path, recipient: str, dry_run: bool, html_path: Path | N
     except LookupError as exc:
         click.echo(f"makewatch: {exc}", err=True)
         sys.exit(2)
-    if dry_run or not (send or html_path):
+    if dry_run or not (send or html_path or png_path):
         click.echo(text)
     if html_path:
         html_path.write_text(html, encoding="utf-8")
         click.echo(f"HTML part written to {html_path}", err=True)
+    if png_path is not None:
+        _write_png(html, png_path, width)
     if run is not None:
         if run.sent:
             click.echo(f"digest sent to {recipient}" + (" and recorded" if record else ""))
