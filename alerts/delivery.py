@@ -215,7 +215,7 @@ async def deliver_due(
                 report.parked += 1
                 _count(metrics, channel, "parked")
                 report.errors.append(f"{channel}: {exc.message}")
-                log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message)
+                log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message, extra={"channel": channel})
                 continue
             wait = policy.wait(attempts, exc.retry_after_s, rng)
             states[channel] = await _retry_later(
@@ -228,6 +228,7 @@ async def deliver_due(
             log.warning(
                 "channel %s: outbox row %s failed (attempt %d), retry in %.0f s: %s",
                 channel, row["id"], attempts, wait, exc.message,
+                extra={"channel": channel},
             )
             continue
         states[channel] = await _mark_sent(store, row, now, ref, state)
@@ -281,7 +282,8 @@ def _report_outage(db: Database, channel: str, state: dict[str, Any], now: float
     state["reported"] = True
     st.set_watch_state(db, {STATE_PREFIX + channel: state}, now)
     log.error(
-        "channel %s: failing for %.0f minutes: %s", channel, (now - since) / 60, state.get("last_error")
+        "channel %s: failing for %.0f minutes: %s", channel, (now - since) / 60, state.get("last_error"),
+        extra={"channel": channel},
     )
 
 
@@ -309,7 +311,7 @@ async def _mark_sent(
         if state.get("reported") and state.get("failing_since") is not None:
             since = float(state["failing_since"])
             st.insert_events(db, [_health_event(channel, since, now, recovered=True, error=None)])
-            log.warning("channel %s: delivering again after %.0f minutes", channel, (now - since) / 60)
+            log.warning("channel %s: delivering again after %.0f minutes", channel, (now - since) / 60, extra={"channel": channel})
         if new != state:
             st.set_watch_state(db, {STATE_PREFIX + channel: new}, now)
         return new

@@ -404,6 +404,9 @@ def _headline(
         if count > 1:
             return f"{s} {failed} {_times(count)} since {_clock(first, last, tz)}{tail}"
         return f"{s} {failed} at {_clock(last or first, last or first, tz)}{tail}" if (last or first) else f"{s} {failed}{tail}"
+    if kind == "test":
+        where = f" on channel {p['channel']}" if p.get("channel") else ""
+        return f"makewatch test message{where}: alerts will reach you here (nothing is wrong)"
     if kind == "execution_recovered":
         at = _clock(_epoch_of(p.get("timestamp")) or last, last, tz)
         return f"{s} ran fine again" + (f" at {at}" if at else "")

@@ -514,6 +514,9 @@ def write_config(workdir: Path, base_url: str, slack_url: str, cast: Cast) -> tu
         f"""[state]
 db_path = {json.dumps(str(workdir / "state.db"))}
 
+[web]
+listen = "127.0.0.1:0"
+
 [alerts]
 default_channels = ["ops-webhook", "oncall-bot"]
 

@@ -90,7 +90,8 @@ class AppThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.app, access_log=None)
+        # A handler still asleep (a stand-in told to be slow) must not hold the test up.
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
@@ -183,6 +184,7 @@ def service(tmp_path: Path):
             f'[[organizations]]\nname = "Solo"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
             f'organization_id = {org.id}\ntoken_env = "TOK"\n'
             f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
+            '[web]\nlisten = "127.0.0.1:0"\n'
         )
         yield cfg, db, {**os.environ, "TOK": token}
 

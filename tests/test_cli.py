@@ -280,6 +280,23 @@ to = ["ops@agency.example"]
         assert "channel mail (email): ok" in result.output
         assert "channel deadmail (email): FAILED: " in result.output and "cannot connect" in result.output
         assert [r.method for r in slack.requests] == ["auth.test"] and sink.messages == []
+
+        # --send-test posts to every channel, the webhook included, and says which failed.
+        slack.webhooks = {"x": "C0WEBHOOK"}
+        sent = CliRunner().invoke(main, ["check", "--config", str(cfg), "--send-test"], env=env)
+        assert sent.exit_code == 1, sent.output
+        for name in ("bot (slack_bot)", "hook (slack_webhook)", "mail (email)"):
+            assert f"channel {name}: test message sent" in sent.output
+        assert "channel deadmail (email): FAILED: " in sent.output and "cannot connect" in sent.output
+        posted = {m.channel: m.all_text() for m in slack.messages}
+        assert set(posted) == {"C0ALERTS", "C0WEBHOOK"}
+        assert all("makewatch test message" in t and "nothing is wrong" in t for t in posted.values())
+        [(_, mail)] = sink.messages
+        assert "makewatch test message on channel mail" in str(mail["Subject"]) + mail.get_body(("plain",)).get_content()
+        slack.webhooks = {}  # the webhook is gone: Slack answers 404 no_service
+        gone = CliRunner().invoke(main, ["check", "--config", str(cfg), "--send-test"], env=env)
+        assert "channel hook (slack_webhook): FAILED: " in gone.output and "no_service" in gone.output
+        assert env["HOOK"] not in sent.output + gone.output  # the webhook URL is the secret
     finally:
         smtp.stop()
         loop.call_soon_threadsafe(loop.stop)

@@ -36,6 +36,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path: Path):
             f'[[organizations]]\nname = "Crashy"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
             f'organization_id = {org.id}\ntoken_env = "TOK"\n'
             f'[state]\ndb_path = "{db}"\n[polling]\npoll_interval_s = 1.0\n'
+            '[web]\nlisten = "127.0.0.1:0"\n'  # never the default port: another run may hold it
         )
         env = {**os.environ, "TOK": token}
         subprocess.run(makewatch("once", "--config", str(cfg)), env=env, check=True, capture_output=True, timeout=60)

@@ -413,7 +413,6 @@ def test_makewatch_run_serves_healthz_and_stops_on_sigterm(service):
     from conftest import makewatch
 
     cfg, _db, env = service
-    cfg.write_text(cfg.read_text() + '[web]\nlisten = "127.0.0.1:0"\n')
     proc = subprocess.Popen(makewatch("run", "--config", str(cfg)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = None

@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 
+from alerts.notify.base import Notification
 from watcher.clock import Clock, SystemClock
 from watcher.config import OrganizationSettings, Settings
 from watcher.make import MakeApiError
@@ -51,8 +52,36 @@ async def check_org(
     return True, lines
 
 
-async def check_channels(settings: Settings, session: aiohttp.ClientSession) -> tuple[bool, list[str]]:
-    """Each channel reached without sending anything: Slack bot auth.test, SMTP login."""
+def test_notification(channel: str, now: float) -> Notification:
+    """The message ``makewatch check --send-test`` posts: says what it is, alarms nobody."""
+    return Notification(
+        outbox_id=0,
+        channel=channel,
+        kind="test",
+        phase="firing",
+        severity="info",
+        reason="test",
+        alert={
+            "fingerprint": f"test:{channel}",
+            "org_id": None,
+            "team_id": None,
+            "scenario_id": None,
+            "count": 1,
+            "count_since_notice": 1,
+            "first_seen": now,
+            "last_seen": now,
+            "payload": {"channel": channel},
+            "samples": [],
+        },
+    )
+
+
+async def check_channels(
+    settings: Settings, session: aiohttp.ClientSession, *, send_test: bool = False, now: float = 0.0
+) -> tuple[bool, list[str]]:
+    """Each channel reached without sending anything (Slack bot ``auth.test``, SMTP login),
+    or, with ``send_test``, by posting a test message: an incoming webhook can only be
+    verified that way."""
     from alerts.notify import DeliveryError, build_notifier
     from alerts.render import Renderer
 
@@ -65,8 +94,15 @@ async def check_channels(settings: Settings, session: aiohttp.ClientSession) -> 
         notifier = build_notifier(name, channel, session=session, renderer=renderer)
         verify = getattr(notifier, "verify", None)
         try:
+            if send_test:
+                await notifier.send(test_notification(name, now))
+                lines.append(f"channel {name} ({channel.type}): test message sent")
+                continue
             if verify is None:
-                lines.append(f"channel {name} ({channel.type}): not checked (a webhook can only be tested by posting)")
+                lines.append(
+                    f"channel {name} ({channel.type}): not checked (a webhook can only be tested "
+                    "by posting: makewatch check --send-test)"
+                )
                 continue
             info = await verify()
             detail = ", ".join(f"{k} {v}" for k, v in info.items() if v not in (None, ""))
@@ -79,13 +115,15 @@ async def check_channels(settings: Settings, session: aiohttp.ClientSession) -> 
     return ok, lines
 
 
-async def run_check(settings: Settings, clock: Clock | None = None) -> tuple[bool, str]:
+async def run_check(settings: Settings, clock: Clock | None = None, *, send_test: bool = False) -> tuple[bool, str]:
     clock = clock or SystemClock()
     async with aiohttp.ClientSession() as session:
         results = await asyncio.gather(
             *(check_org(session, settings, org, clock) for org in settings.organizations)
         )
-        channels_ok, channel_lines = await check_channels(settings, session)
+        channels_ok, channel_lines = await check_channels(
+            settings, session, send_test=send_test, now=clock.time()
+        )
     ok = all(r[0] for r in results) and channels_ok
     text = "\n".join([*(line for _, lines in results for line in lines), *channel_lines])
     return ok, text

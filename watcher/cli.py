@@ -117,15 +117,22 @@ CONFIG_OPTION = click.option(
 
 @main.command()
 @CONFIG_OPTION
-def check(config_path: Path) -> None:
-    """Validate the config, then check each organization's token, plan, budget and scopes.
+@click.option(
+    "--send-test",
+    is_flag=True,
+    help="Post a test message to every channel (the only way to verify an incoming webhook).",
+)
+def check(config_path: Path, send_test: bool) -> None:
+    """Validate the config, then check each organization's token, plan, budget and scopes,
+    and each channel (or, with --send-test, post a test message to it).
 
-    Exits 2 on a configuration error, 1 when an organization cannot be read, else 0.
+    Exits 2 on a configuration error, 1 when an organization cannot be read or a channel
+    failed (the line says why), else 0.
     """
     from watcher.check import run_check
 
     settings = load_config_or_exit(config_path)
-    ok, report = asyncio.run(run_check(settings))
+    ok, report = asyncio.run(run_check(settings, send_test=send_test))
     click.echo(report)
     sys.exit(0 if ok else 1)
 
@@ -149,16 +156,25 @@ def once(config_path: Path) -> None:
 
 @main.command()
 @CONFIG_OPTION
-def run(config_path: Path) -> None:
-    """Poll every organization every polling.poll_interval_s until SIGTERM or Ctrl-C.
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines for a person (text) or one JSON object a line; default: logging.format.",
+)
+def run(config_path: Path, log_format: str | None) -> None:
+    """Poll every organization at its pace and alert, until SIGTERM or Ctrl-C (exit 0).
 
-    Exits 1 if another makewatch runs on the same state file, or when the state file becomes
-    unusable (read-only, corrupt, deleted); 2 on a configuration error.
+    On the signal, polling stops and deliveries in flight get service.shutdown_timeout_s to
+    finish. Exits 1 if another makewatch runs on the same state file, when the state file
+    becomes unusable (read-only, corrupt, deleted) or the web port is taken; 2 on a
+    configuration error.
     """
+    from watcher.logs import configure, secrets_of
     from watcher.runner import run_forever
 
     settings = load_config_or_exit(config_path)
-    logging.getLogger().setLevel(settings.logging.level)
+    level = logging.DEBUG if logging.getLogger().level == logging.DEBUG else settings.logging.level
+    configure(level, log_format or settings.logging.format, secrets_of(settings))
     from watcher.web.app import WebServerError
 
     with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):

@@ -396,11 +396,21 @@ class LoggingSettings(_Section):
     """``[logging]``."""
 
     level: LogLevel = "INFO"
+    #: ``text`` (a line for a person) or ``json`` (one object a line, for a log pipeline).
+    format: Literal["text", "json"] = "text"
 
     @field_validator("level", mode="before")
     @classmethod
     def _uppercase(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+
+class ServiceSettings(_Section):
+    """``[service]``: how ``makewatch run`` behaves as a process."""
+
+    #: After SIGTERM/SIGINT: how long deliveries in flight may take to finish (below the
+    #: 10 s Docker waits before SIGKILL). What is not done stays in the outbox.
+    shutdown_timeout_s: Annotated[StrictFloat, Field(gt=0, le=600)] = 8.0
 
 
 class Settings(_Section):
@@ -416,6 +426,7 @@ class Settings(_Section):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     digests: tuple[DigestSettings, ...] = ()
     web: WebSettings = Field(default_factory=WebSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

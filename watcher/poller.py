@@ -33,6 +33,7 @@ from watcher import events as ev
 from watcher import store as st
 from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
+from watcher.logs import ContextLog
 from watcher.make import MakeApiError, MakeClient, Organization, Scenario
 from watcher.make.models import Hook, UsageDay, imt_sort_key
 from watcher.orgs import calibrate
@@ -270,6 +271,8 @@ class OrgPoller:
         self.clock = clock
         self.org_id = org.organization_id
         self.ui = ev.ui_base(org.api_base_url)
+        #: Log records of this organization carry ``org`` (a field of JSON log lines).
+        self.log = ContextLog(log, org=org.name)
         self.info: Organization | None = None
         self._cycle_start_requests = 0
         self._usage: dict[str, Any] | None = None
@@ -291,7 +294,7 @@ class OrgPoller:
             # Any failure but a rejected token is tried again soon: even an HTML 403 may be a
             # passing Cloudflare hiccup, and a cycle that fails costs a request or two.
             report.retryable = not exc.is_auth_error
-            log.warning("organization %s: cycle failed: %s", self.org.name, exc)
+            self.log.warning("organization %s: cycle failed: %s", self.org.name, exc)
             await self._record_failure(exc, report)
         finally:
             report.requests = self.client.requests_sent - start_requests
@@ -334,7 +337,7 @@ class OrgPoller:
         try:
             await self.store.write(lambda db: db["cycles"].insert(row))
         except Exception:  # statistics must never fail a cycle
-            log.exception("organization %s: could not record cycle statistics", self.org.name)
+            self.log.exception("organization %s: could not record cycle statistics", self.org.name)
 
     async def _cycle(self, report: CycleReport) -> None:
         now = self.clock.time()
@@ -431,7 +434,7 @@ class OrgPoller:
         try:
             info = Organization.parse(raw)
         except Exception:  # a stored copy that no longer parses: read it again
-            log.debug("organization %s: stored organization unreadable; reading it", self.org.name)
+            self.log.debug("organization %s: stored organization unreadable; reading it", self.org.name)
             return
         api_limit = info.license.api_limit if info.license else None
         self.client.limiter.set_limit(budget_per_minute(self.org, api_limit))
@@ -458,7 +461,7 @@ class OrgPoller:
         except MakeApiError as exc:
             if exc.retryable:
                 raise
-            log.warning("organization %s: usage not readable: %s", self.org.name, exc)
+            self.log.warning("organization %s: usage not readable: %s", self.org.name, exc)
             usage = []
             if exc.status in (401, 403):
                 out.append(self._scope_missing("organizations:read", exc, now))
@@ -507,7 +510,7 @@ class OrgPoller:
             except MakeApiError as exc:
                 if exc.retryable:
                     raise
-                log.warning("organization %s: hooks of team %s not readable: %s", self.org.name, team_id, exc)
+                self.log.warning("organization %s: hooks of team %s not readable: %s", self.org.name, team_id, exc)
                 if exc.status in (401, 403):
                     out.append(self._scope_missing("hooks:read", exc, now))
                     break
@@ -802,12 +805,12 @@ class OrgPoller:
         except MakeApiError as exc:
             if exc.status == 404:
                 # The scenario was deleted between the inventory and this read.
-                log.info("organization %s: scenario %s is gone (404); dropping its pending read", self.org.name, sid)
+                self.log.info("organization %s: scenario %s is gone (404); dropping its pending read", self.org.name, sid, extra={"scenario": sid})
                 await self.store.write(
                     lambda db: st.upsert_scenarios(db, [{"id": sid, "pending_since": None, "pending_reason": None}])
                 )
                 return
-            log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc)
+            self.log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc, extra={"scenario": sid})
             raise
 
         events: list[ev.Event] = list(scope_events)
@@ -933,7 +936,7 @@ class OrgPoller:
         try:
             state = (await self.store.read(lambda db: st.get_watch_state(db, key))).get(key) or {}
         except Exception:
-            log.exception("organization %s: could not read rate-limit state", self.org.name)
+            self.log.exception("organization %s: could not read rate-limit state", self.org.name)
             return
         reported, seq = bool(state.get("reported")), int(state.get("seq", 0))
         if long == reported or (not long and since is not None):

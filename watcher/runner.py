@@ -29,8 +29,11 @@ async def run_once(settings: Settings, clock: Clock | None = None) -> tuple[bool
 
 
 async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
-    """The service loop; SIGTERM/SIGINT stop it between cycles (a cycle in flight is cancelled
-    at once: every write it made is a whole transaction, so nothing is half done)."""
+    """The service loop until SIGTERM/SIGINT (or a state file it cannot use).
+
+    On the signal polling stops at once and deliveries in flight get
+    ``service.shutdown_timeout_s`` to finish (see :meth:`Watcher.run`); then the web endpoint
+    and the notifiers are closed and the process exits 0."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -38,23 +41,21 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
+    timeout = settings.service.shutdown_timeout_s
     with Store.open(settings.state.db_path) as store:
         async with aiohttp.ClientSession() as session:
             watcher = Watcher(settings, store, session, clock)
             web_server = await start_web(settings, store, watcher)  # None with [web] enabled = false
-            task = asyncio.create_task(watcher.run(stop))
-            stopper = asyncio.create_task(stop.wait())
             try:
-                # The service ends on a signal, or by itself (a state file it cannot use).
+                task = asyncio.create_task(watcher.run(stop, shutdown_timeout_s=timeout))
+                stopper = asyncio.create_task(stop.wait())
                 await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                log.info("stopping")
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-            finally:
                 stopper.cancel()
+                log.info("stopping: polling ends now; deliveries in flight get up to %.0f s", timeout)
+                # Watcher.run bounds its own shutdown; this bound is for a bug in it.
+                await asyncio.wait_for(task, timeout + 5.0)
+                log.info("stopped")
+            finally:
                 if web_server is not None:
                     await web_server.aclose()
                 await watcher.aclose()  # the notifiers are closed whichever way it ended

@@ -43,6 +43,9 @@ class Watcher:
         self.metrics = metrics if metrics is not None else Metrics()
         self.alerter = Alerter(settings, store, session, metrics=self.metrics)
         self.alert_tick_s = alert_tick_s
+        #: Set when a poll found new events: the alert loop decides at once instead of at
+        #: its next tick (up to alert_tick_s of latency saved on every first notice).
+        self._news = asyncio.Event()
         self.pollers = [
             OrgPoller(
                 org,
@@ -91,15 +94,23 @@ class Watcher:
         reports = await self.poll_once()
         return reports, await self.alert()
 
-    async def _every(self, interval, stop: asyncio.Event, work) -> None:  # noqa: ANN001
-        """Run ``work`` every ``interval`` seconds (a number, or a function giving the next one)."""
+    async def _every(self, interval, stop: asyncio.Event, work, name: str = "task", wake: asyncio.Event | None = None) -> None:  # noqa: ANN001
+        """Run ``work`` every ``interval`` seconds (a number, or a function giving the next one).
+
+        A round that crashes (an error makewatch did not foresee) is logged, counted in
+        ``makewatch_task_restarts_total{task=name}`` and started again after a backoff that
+        doubles from 5 s to 5 min while it keeps crashing, so a persistent bug neither stops
+        the service nor spins it."""
+        crashes = 0
         while not stop.is_set():
             started = self.clock.time()
+            pause = 0.0
             try:
                 await work()
                 # A deleted state file raises nothing by itself (the open connection writes on
                 # to the unlinked inode), so look at the path after each round.
                 self.store.check_file()
+                crashes = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -109,14 +120,48 @@ class Watcher:
                     self.fatal = self.fatal or problem
                     stop.set()
                     return
-                log.exception("unexpected error; going on")
+                crashes += 1
+                pause = restart_backoff_s(crashes)
+                self.metrics.task_restarted(name)
+                log.exception("%s: unexpected error (%d in a row); starting it again in %.0f s", name, crashes, pause)
             every = interval() if callable(interval) else interval
-            wait = max(0.0, started + every - self.clock.time())
-            sleeper = asyncio.ensure_future(self.clock.sleep(wait))
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (sleeper, stopper):
+            wait = max(pause, started + every - self.clock.time(), 0.0)
+            if not await self._sleep_unless(stop, wait, None if pause else wake):
+                return
+
+    async def _sleep_unless(self, stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
+        """Sleep ``seconds`` on the service clock, or until ``wake`` is set (then cleared);
+        False (at once) when ``stop`` is set."""
+        waits = {asyncio.ensure_future(self.clock.sleep(seconds)), asyncio.ensure_future(stop.wait())}
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
                 task.cancel()
+        if wake is not None:
+            wake.clear()
+        return not stop.is_set()
+
+    async def _supervised(self, name: str, stop: asyncio.Event, loop) -> None:  # noqa: ANN001
+        """Keep the coroutine ``loop()`` running until ``stop``: if it dies of an error (not of
+        a state-file problem, which stops the service), log it, count it and start it again
+        after a backoff."""
+        crashes = 0
+        while not stop.is_set():
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                crashes += 1
+                pause = restart_backoff_s(crashes)
+                self.metrics.task_restarted(name)
+                log.exception("%s: the task died (%d in a row); starting it again in %.0f s", name, crashes, pause)
+                if not await self._sleep_unless(stop, pause):
+                    return
 
     def _state_file_problem(self, exc: Exception) -> StateFileError | None:
         problem = self.store.state_file_error(exc)
@@ -128,8 +173,14 @@ class Watcher:
                 problem = gone
         return problem
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``poll_interval_s`` and alert every few seconds until ``stop`` is set.
+    async def run(self, stop: asyncio.Event, shutdown_timeout_s: float = 8.0) -> None:
+        """Poll every organization at its own pace and alert every few seconds until ``stop``.
+
+        On ``stop``, polling ends at once (a cycle in flight is cancelled: each of its writes
+        is a whole transaction) and the alert round in flight, with its deliveries, gets up to
+        ``shutdown_timeout_s`` to finish, so a notice Slack or the SMTP server is accepting
+        right now is recorded as sent rather than sent again after the restart. What is not
+        done by then stays in the outbox.
 
         Raises :class:`StateFileError` (after setting ``stop``) when the state file becomes
         unusable: read-only, corrupt, deleted or replaced, disk full.
@@ -140,16 +191,29 @@ class Watcher:
             if report.processed.events or report.delivered.sent or report.delivered.retried:
                 log.info("%s", report.summary())
 
+        polls = [
+            asyncio.create_task(self._supervised("poll", stop, lambda p=p: self._poll_loop(p, stop)))
+            for p in self.pollers
+        ]
+        alerts = asyncio.create_task(
+            self._supervised("alerts", stop, lambda: self._every(self.alert_tick_s, stop, alert, "alerts", self._news))
+        )
+        tasks = [*polls, alerts]
         try:
-            await asyncio.gather(
-                *(self._poll_loop(poller, stop) for poller in self.pollers),
-                self._every(self.alert_tick_s, stop, alert),
-            )
-        except asyncio.CancelledError:
-            # The caller cancels us when it sees ``stop``, which a fatal problem sets: that
-            # cancellation is our own stop, and the problem is the outcome to report.
-            if self.fatal is None:
-                raise
+            await stop.wait()
+            for task in polls:
+                task.cancel()
+            _, late = await asyncio.wait({alerts}, timeout=shutdown_timeout_s)
+            if late:
+                log.warning(
+                    "stopping: deliveries still in flight after %.0f s are cancelled; "
+                    "they stay in the outbox and are sent after the restart",
+                    shutdown_timeout_s,
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.fatal is not None:
             raise self.fatal
 
@@ -163,13 +227,20 @@ class Watcher:
             report = await self._poll(poller)
             # A quiet cycle every 10 s is not news: log it at debug level only.
             level = logging.INFO if (report.events or not report.ok or report.carried_over) else logging.DEBUG
-            log.log(level, "%s", format_report(report))
+            log.log(level, "%s", format_report(report), extra={"org": report.org, "events": dict(report.events)})
+            if report.events:
+                self._news.set()
             interval = poller.next_interval_s(report)
 
-        await self._every(lambda: interval, stop, poll)
+        await self._every(lambda: interval, stop, poll, "poll")
 
     async def aclose(self) -> None:
         await self.alerter.aclose()
+
+
+def restart_backoff_s(crashes: int) -> float:
+    """The pause before starting a crashed task again: 5 s, doubling, at most 5 minutes."""
+    return min(300.0, 5.0 * 2 ** (max(crashes, 1) - 1))
 
 
 def format_report(r: CycleReport) -> str:
