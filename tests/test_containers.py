@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,14 +86,6 @@ class Healthz(AppThread):
         return f"http://127.0.0.1:{self.port}/healthz"
 
 
-@pytest.fixture
-def health_url() -> Iterator[str]:
-    """The /healthz the HEALTHCHECK asks. The web endpoint is being written elsewhere; once it
-    is merged this returns the running service's own URL (its [web] listen address)."""
-    with Healthz(200) as server:
-        yield server.url
-
-
 # --- makewatch health --------------------------------------------------------------------------
 
 
@@ -150,8 +141,13 @@ def test_the_build_context_leaves_out_venvs_and_state_but_not_what_the_image_cop
     assert copied and not any(ignored(src) for src in copied), copied
 
 
-def test_the_image_command_starts_polls_and_stops_on_sigterm_outside_docker(service, health_url: str) -> None:
+def test_the_image_command_starts_polls_and_stops_on_sigterm_outside_docker(service) -> None:
+    """The image's ENTRYPOINT + CMD, and its HEALTHCHECK against that service's own /healthz
+    (on a free port here: the image's default 127.0.0.1:9464 may be taken on a test machine)."""
     cfg, db, env = service
+    port = free_port()
+    cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+    health_url = f"http://127.0.0.1:{port}/healthz"
     proc = subprocess.Popen(
         here(image_command(), **{CONTAINER_CONFIG: str(cfg)}),
         env=env,
@@ -166,9 +162,13 @@ def test_the_image_command_starts_polls_and_stops_on_sigterm_outside_docker(serv
             here(healthcheck_command()) + ["--url", health_url], capture_output=True, text=True, timeout=30
         )
         assert check.returncode == 0, check.stdout + check.stderr
+        assert json.loads(check.stdout)["status"] == "ok"  # the service's own answer
+        assert json.loads(check.stdout)["organizations"]["Solo"]["ok"] is True
     finally:
         stderr = stop(proc)
     assert "Traceback" not in stderr
+    after = subprocess.run(here(healthcheck_command()) + ["--url", health_url], capture_output=True, text=True, timeout=30)
+    assert after.returncode == 1 and "cannot reach" in after.stderr  # stopped: unhealthy
 
 
 # --- compose and systemd -----------------------------------------------------------------------
