@@ -278,6 +278,8 @@ def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[st
             "access_denied": "Access denied (403): wrong zone, or the token lacks a scope.",
             "scope_missing": "The token lacks a read scope; part of the monitoring is blind.",
             "unreachable": "Make could not be reached for several cycles in a row.",
+            "rate_limited": "Make has answered 429 (too many requests) for over 2 minutes: polling of "
+            "this organization waits; other integrations may be using its API budget.",
             "channel_failed": "A notification channel refused a message for good; it is parked.",
             "channel_failing": "A notification channel has failed every delivery for 10 minutes; "
             "its messages wait and are retried.",
@@ -370,6 +372,7 @@ _HEALTH_HEADLINES = {
     "access_denied": "Make denied access (403)",
     "scope_missing": "the API token lacks a read scope",
     "unreachable": "Make is unreachable",
+    "rate_limited": "Make keeps answering 429, polling waits",
     "channel_failed": "a notification channel refused a message for good",
     "channel_failing": "a notification channel keeps failing",
 }

@@ -630,3 +630,21 @@ def test_the_team_and_organization_are_on_the_context_line(renderer: Renderer):
     assert message["blocks"][-1]["elements"][0]["text"] == (
         "Acme Ops · Ops (812) · Mon 21 Sep 13:13–14:13 UTC · 4 occurrences · First notice"
     )
+
+
+def _emitted_health_problems() -> set[str]:
+    """Every watcher_health ``problem`` the poller and the delivery loop can emit (read from
+    their source, so a new one cannot be added without words for it)."""
+    root = Path(__file__).resolve().parent.parent
+    text = "".join((root / p).read_text() for p in ("watcher/poller.py", "alerts/delivery.py"))
+    return {a or b for a, b in re.findall(r'"problem": "([a-z_]+)"|problem = "([a-z_]+)"', text)}
+
+
+@pytest.mark.parametrize("problem", sorted(_emitted_health_problems()))
+def test_every_health_problem_is_told_in_words(renderer: Renderer, problem: str):
+    n = notification("watcher_health", payload={"problem": problem})
+    head = header(renderer.render_slack(n))
+    _, text, _ = renderer.render_email(n)
+    # Without words of its own the code itself would show: "makewatch health: rate_limited".
+    assert f"health: {problem}" not in head and f"Problem: {problem}" not in text, (head, text)
+    assert len(_emitted_health_problems()) >= 7  # the source scan finds them all

@@ -431,3 +431,25 @@ def test_makewatch_run_serves_healthz_and_stops_on_sigterm(service):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_the_readmes_prometheus_rules_use_only_metrics_makewatch_exposes():
+    """README "Health and metrics": a sample rule on a misspelt metric would never fire."""
+    from pathlib import Path
+
+    from watcher.web.metrics import ChannelGauges, Metrics, OrgGauges, ScrapeState
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rules = readme.split("```yaml\ngroups:\n  - name: makewatch\n", 1)[1].split("```", 1)[0]
+    used = set(re.findall(r"\b(makewatch_[a-z_]+)", rules))
+    metrics = Metrics()
+    metrics.task_restarted("poll")
+    text = metrics.exposition(
+        ScrapeState(
+            orgs=[OrgGauges("A", 1, 30, 5.0, 0, rate_limited=False)],
+            channels=[ChannelGauges("slack", 0, 0.0)],
+        )
+    ).decode()
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    exposed |= {f.name + "_total" for f in text_string_to_metric_families(text) if f.type == "counter"}
+    assert len(used) >= 5 and used <= exposed, used - exposed
