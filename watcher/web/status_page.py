@@ -17,7 +17,7 @@ import jinja2
 from sqlite_utils import Database
 
 from alerts.policy import ALERT_KINDS
-from alerts.render import payload_links, safe_url
+from alerts.render import KIND_TITLES, payload_links, safe_url
 from watcher.events import scenario_link, ui_base
 from watcher.resources import templates_dir
 from watcher.status import (
@@ -111,6 +111,7 @@ def _alert_view(a: Mapping[str, Any], settings: Settings, now: float) -> dict[st
     return {
         "id": a["id"],
         "kind": a["kind"],
+        "kind_title": KIND_TITLES.get(a["kind"], a["kind"]),
         "severity": a["severity"],
         "state": a["state"],
         "reason": a["reason"] or "",
