@@ -21,6 +21,7 @@ from typing import Self
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 
 from watcher.clock import ScaledClock, SystemClock
 from watcher.make import MakeClient, SlidingWindowLimiter
@@ -28,6 +29,29 @@ from watcher.simulator import World, create_app
 from watcher.store import Store
 
 START = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+
+# Hypothesis (the fuzz tests). "ci", the default: the same examples on every run (fixed
+# seeds), no deadline (a loaded 2-core runner must not flake), no example database (nothing
+# written to .hypothesis/), few enough examples that the fuzz modules take seconds.
+# HYPOTHESIS_PROFILE=thorough explores many more, with fresh random seeds, locally.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    derandomize=False,
+    deadline=None,
+    database=None,
+    max_examples=3000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @dataclass
