@@ -580,7 +580,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Setti
                 and any(o is not err and o["loc"][: len(err["loc"])] == err["loc"] for o in errors)
             )
         ]
-        problems = [_to_config_error(path, err) for err in errors]
+        problems = [_to_config_error(path, err, data) for err in errors]
         raise ConfigError(path, problems[0].key, problems[0].message, also=problems[1:]) from None
 
     _warn_about_risky_choices(path, data, settings)
@@ -689,7 +689,7 @@ def _format_key(loc: Sequence[str | int]) -> str:
     return key
 
 
-def _to_config_error(path: Path, err: Any) -> ConfigError:
+def _to_config_error(path: Path, err: Any, data: dict[str, Any]) -> ConfigError:
     """Turn one pydantic error into file + key + a message in the file's vocabulary.
 
     Only ``msg``, the error type and the *type* of the input are used, never the input.
@@ -728,7 +728,27 @@ def _to_config_error(path: Path, err: Any) -> ConfigError:
         )
     else:
         message = message.replace("Input should be", "must be")
-    return ConfigError(path, _format_key(loc) or "(top level)", message)
+    return ConfigError(path, _format_key(_file_loc(data, loc)) or "(top level)", message)
+
+
+def _file_loc(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` as the file spells it, without the parts pydantic adds that are no key.
+
+    A discriminated union adds its tag (``channels.oncall.slack_bot.token_env`` for the file's
+    ``channels.oncall.token_env``), a plain union the member type after a value. A last part
+    the file lacks is kept: it is the missing or unknown key.
+    """
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (isinstance(node, dict | list) and i == len(loc) - 1):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
