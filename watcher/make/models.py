@@ -34,7 +34,7 @@ def as_int(value: Any, default: int = 0) -> int:
     except ValueError:
         try:
             return int(float(str(value)))
-        except ValueError:
+        except (ValueError, OverflowError):  # "nan"; 1e999 (json reads it as inf); 5000 digits
             return default
 
 
@@ -45,6 +45,15 @@ def as_opt_int(value: Any) -> int | None:
         return int(str(value).strip())
     except ValueError:
         return None
+
+
+def as_opt_str(value: Any) -> str | None:
+    """A text field: a number becomes its digits, anything but text (a list, an object) None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def as_bool(value: Any) -> bool:
@@ -59,14 +68,19 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, int | float):
         v = float(value)
-        if v > 1e11:  # milliseconds
-            v /= 1000.0
-        return datetime.fromtimestamp(v, tz=UTC)
+        return _from_epoch_s(v / 1000.0 if v > 1e11 else v)  # > 1e11: milliseconds
     try:
         dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _from_epoch_s(v: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(v, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # nan, inf, beyond year 9999 or before 1
+        return None
 
 
 _DMY = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
@@ -95,6 +109,17 @@ def _require_id(obj: Any, what: str, key: str = "id") -> Any:
     return value
 
 
+def _path_id(value: Any, what: str, key: str = "id") -> str:
+    """An id the client will put in a URL path (``/dlqs/{id}``): text or an integer, and no
+    character that would move the path."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MalformedEntry(f"{what}: {key!r} is not a string or an integer")
+    s = str(value)
+    if any(c in s for c in "/?#%") or s in (".", "..") or not s.strip():
+        raise MalformedEntry(f"{what}: {key!r} is not a usable id: {s[:40]!r}")
+    return s
+
+
 def _req_int_id(obj: Any, what: str, key: str = "id") -> int:
     value = _require_id(obj, what, key)
     parsed = as_opt_int(value)
@@ -116,7 +141,7 @@ class User:
     @classmethod
     def parse(cls, obj: Any) -> User:
         uid = _req_int_id(obj, "user")
-        return cls(uid, str(obj.get("name") or ""), obj.get("email"), obj)
+        return cls(uid, str(obj.get("name") or ""), as_opt_str(obj.get("email")), obj)
 
 
 @dataclass(frozen=True)
@@ -128,8 +153,8 @@ class Authorization:
     def parse(cls, obj: Any) -> Authorization:
         if not isinstance(obj, dict):
             raise MalformedEntry("authorization: expected an object")
-        scope = obj.get("scope") or []
-        return cls(obj.get("authUsed"), tuple(str(s) for s in scope if isinstance(s, str)))
+        scope = obj.get("scope") if isinstance(obj.get("scope"), list) else []
+        return cls(as_opt_str(obj.get("authUsed")), tuple(s for s in scope if isinstance(s, str)))
 
 
 # --- organizations and teams ------------------------------------------------------------
@@ -181,13 +206,13 @@ class Organization:
     @classmethod
     def parse(cls, obj: Any) -> Organization:
         oid = _req_int_id(obj, "organization")
-        teams = obj.get("teams") or []
+        teams = obj.get("teams") if isinstance(obj.get("teams"), list) else []
         return cls(
             id=oid,
             name=str(obj.get("name") or f"organization {oid}"),
-            zone=obj.get("zone"),
+            zone=as_opt_str(obj.get("zone")),
             timezone_id=as_opt_int(obj.get("timezoneId")),
-            plan=obj.get("serviceName") or obj.get("productName"),
+            plan=as_opt_str(obj.get("serviceName") or obj.get("productName")),
             is_paused=as_bool(obj.get("isPaused")),
             last_reset=parse_time(obj.get("lastReset")),
             next_reset=parse_time(obj.get("nextReset")),
@@ -256,7 +281,7 @@ class Scenario:
             operations=as_int(obj.get("operations")),
             centicredits=as_int(obj.get("centicredits")),
             transfer=as_int(obj.get("transfer")),
-            scheduling_type=sched.get("type"),
+            scheduling_type=as_opt_str(sched.get("type")),
             interval_s=as_opt_int(sched.get("interval")),
             next_exec=parse_time(obj.get("nextExec")),
             last_edit=parse_time(obj.get("lastEdit")),
@@ -353,21 +378,23 @@ class LogEntry:
         status = as_opt_int(obj.get("status"))
         if status is None:
             raise MalformedEntry(f"log entry {imt[:40]}: no status (not an execution)")
-        ts = parse_time(obj.get("timestamp")) or datetime.fromtimestamp(
-            imt_sort_key(imt)[0] / 1000, tz=UTC
-        )
+        ts = parse_time(obj.get("timestamp")) or _from_epoch_s(imt_sort_key(imt)[0] / 1000)
+        if ts is None:
+            raise MalformedEntry(f"log entry: no usable time in imtId {imt[:40]!r}")
         err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-        exec_id = obj.get("id") or obj.get("executionId") or imt.partition("_")[2]
+        exec_id = _path_id(
+            obj.get("id") or obj.get("executionId") or imt.partition("_")[2], f"log entry {imt[:40]}"
+        )
         return cls(
             imt_id=imt,
-            id=str(exec_id),
+            id=exec_id,
             scenario_id=as_opt_int(obj.get("scenarioId")),
             team_id=as_opt_int(obj.get("teamId")),
             organization_id=as_opt_int(obj.get("organizationId")),
-            scenario_name=obj.get("scenarioName"),
+            scenario_name=as_opt_str(obj.get("scenarioName")),
             timestamp=ts,
             status=status,
-            type=obj.get("type"),
+            type=as_opt_str(obj.get("type")),
             instant=as_bool(obj.get("instant")),
             duration_ms=as_int(obj.get("duration")),
             operations=as_int(obj.get("operations")),
@@ -398,9 +425,9 @@ class ExecutionResult:
         cause = err.get("causeModule") if isinstance(err.get("causeModule"), dict) else {}
         return cls(
             str(obj["status"]),
-            err.get("name"),
-            err.get("message"),
-            cause.get("name"),
+            as_opt_str(err.get("name")),
+            as_opt_str(err.get("message")),
+            as_opt_str(cause.get("name")),
             obj,
         )
 
@@ -426,10 +453,10 @@ class Dlq:
 
     @classmethod
     def parse(cls, obj: Any) -> Dlq:
-        did = _require_id(obj, "incomplete execution")
+        did = _path_id(_require_id(obj, "incomplete execution"), "incomplete execution")
         return cls(
-            id=str(did),
-            reason=obj.get("reason"),
+            id=did,
+            reason=as_opt_str(obj.get("reason")),
             created=parse_time(obj.get("created")),
             size=as_int(obj.get("size")),
             resolved=as_bool(obj.get("resolved")),
@@ -437,7 +464,7 @@ class Dlq:
             attempts=as_int(obj.get("attempts")),
             scenario_id=as_opt_int(obj.get("scenarioId")),
             team_id=as_opt_int(obj.get("companyId")),
-            execution_id=obj.get("executionId"),
+            execution_id=as_opt_str(obj.get("executionId")),
             raw=obj,
         )
 
