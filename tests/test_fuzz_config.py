@@ -10,7 +10,6 @@ never contains a secret. A few bad documents go through the real CLI: exit 2, no
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import log_messages
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -227,15 +227,6 @@ def cfg_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-config") / "makewatch.toml"
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def assert_names_a_key_of(data: bytes, key: str) -> None:
     """``key`` (``a.b[0].c``) walks the parsed document down to its parent; only its last
     part may be absent (a missing or an unknown key). Names may hold dots: longest match."""
@@ -263,28 +254,29 @@ def assert_names_a_key_of(data: bytes, key: str) -> None:
 def check_load(path: Path, data: bytes) -> Settings | None:
     """Load ``data`` as a configuration file; assert the contract; Settings or None (refused)."""
     path.write_bytes(data)
-    records = _Records()
-    root = logging.getLogger()
-    root.addHandler(records)
-    try:
-        settings = load_config(path, env=ENV)
-    except ConfigError as exc:
-        message = str(exc)
-        lines = message.splitlines()
-        assert 1 <= len(lines) <= MAX_LINES, message[:2000]
-        assert all(line.startswith(f"{path}: ") for line in lines), message[:2000]
-        assert all(len(line) <= 400 + len(str(path)) for line in lines), message[:2000]
-        assert exc.key or any(
-            what in exc.message for what in ("TOML syntax error", "not valid UTF-8", "nested")
-        ), message
-        assert SECRET not in message
-        if exc.key and exc.key != "(top level)":
-            assert_names_a_key_of(data, exc.key)
-        settings = None
-    finally:
-        root.removeHandler(records)
-    assert not any(SECRET in line for line in records.lines), records.lines
+    with log_messages() as logged:
+        try:
+            settings = load_config(path, env=ENV)
+        except ConfigError as exc:
+            settings = None
+            check_refusal(path, data, exc)
+    assert not any(SECRET in line for line in logged), logged
     return settings
+
+
+def check_refusal(path: Path, data: bytes, exc: ConfigError) -> None:
+    """A few lines, each naming the file, then a key of it (or saying it is no TOML)."""
+    message = str(exc)
+    lines = message.splitlines()
+    assert 1 <= len(lines) <= MAX_LINES, message[:2000]
+    assert all(line.startswith(f"{path}: ") for line in lines), message[:2000]
+    assert all(len(line) <= 400 + len(str(path)) for line in lines), message[:2000]
+    assert exc.key or any(
+        what in exc.message for what in ("TOML syntax error", "not valid UTF-8", "nested")
+    ), message
+    assert SECRET not in message
+    if exc.key and exc.key != "(top level)":
+        assert_names_a_key_of(data, exc.key)
 
 
 def test_the_unmutated_document_is_a_valid_configuration(cfg_path):

@@ -10,6 +10,7 @@ escapes. The client reads the answers from a real server on 127.0.0.1 that serve
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
@@ -19,11 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from hypothesis import given
+from aiohttp import web
+from conftest import AppThread, log_messages
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.make import MalformedEntry, models
+from watcher.clock import ScaledClock
+from watcher.make import MakeApiError, MakeClient, MalformedEntry, models
 from watcher.make.models import (
     Authorization,
     Dlq,
@@ -36,6 +41,7 @@ from watcher.make.models import (
     Team,
     UsageDay,
     User,
+    is_execution_row,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -214,3 +220,125 @@ def test_what_the_fuzzer_found_parses_to_a_well_typed_value(parse, obj, name, va
 def test_what_the_fuzzer_found_is_a_malformed_entry(parse, obj):
     with pytest.raises(MalformedEntry):
         parse(obj)
+
+
+# --- the client's reads, from a real server serving the fuzzed answers -------------------
+
+ANSWER: dict[str, str] = {"text": "{}"}
+# Each example is a request over a socket: fewer than the parsers' pure examples, to stay fast
+# (the "thorough" profile still multiplies them).
+CLIENT_EXAMPLES = max(15, settings.default.max_examples // 4)
+
+
+async def _canned(request: web.Request) -> web.Response:
+    return web.Response(text=ANSWER["text"], content_type="application/json")
+
+
+@pytest.fixture(scope="module")
+def canned_server() -> Iterator[str]:
+    """A server on 127.0.0.1 answering every GET with ``ANSWER["text"]``: its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", _canned)
+    with AppThread(app) as server:
+        yield f"http://127.0.0.1:{server.port}/api/v2"
+
+
+def read(base_url: str, method: str, kwargs: dict[str, Any], answer: Any) -> tuple[MakeClient, Any]:
+    """Serve ``answer``, call ``client.method(**kwargs)``: (the client, what it returned)."""
+    ANSWER["text"] = json.dumps(answer)
+
+    async def call() -> tuple[MakeClient, Any]:
+        async with aiohttp.ClientSession() as session:
+            # One attempt: a malformed body would otherwise be retried after a backoff.
+            client = MakeClient(session, base_url, "t", clock=ScaledClock(1000.0), max_attempts=1)
+            return client, await getattr(client, method)(**kwargs)
+
+    return asyncio.run(call())
+
+
+LISTS = [
+    ("list_scenarios", {"organization_id": 1}, "scenarios", Scenario.parse),
+    ("list_organizations", {}, "organizations", Organization.parse),
+    ("list_teams", {"organization_id": 1}, "teams", Team.parse),
+    ("list_dlqs", {"scenario_id": 1}, "dlqs", Dlq.parse),
+    ("list_hooks", {"team_id": 1}, "hooks", Hook.parse),
+    ("organization_usage", {"organization_id": 1}, "data", UsageDay.parse),
+    ("scenario_consumptions", {"organization_id": 1}, "scenarioConsumptions", ScenarioConsumption.parse),
+    ("list_scenario_logs", {"scenario_id": 1}, "scenarioLogs", LogEntry.parse),
+]  # fmt: skip
+
+
+def _dedup_key(id_key: str) -> Callable[[Any], str]:
+    """What a read de-duplicates entries by (logs: imtId, pages: id), so each is sent once."""
+
+    def key(entry: Any) -> str:
+        if isinstance(entry, dict) and isinstance(entry.get(id_key), str | int):
+            return repr(entry[id_key])
+        return json.dumps(entry, sort_keys=True)
+
+    return key
+
+
+@pytest.mark.parametrize(("method", "kwargs", "key", "parse"), LISTS, ids=[m for m, *_ in LISTS])
+@settings(max_examples=CLIENT_EXAMPLES)
+@given(data=st.data())
+def test_a_list_keeps_every_well_formed_entry_and_skips_counts_and_logs_the_rest(
+    canned_server, method, kwargs, key, parse, data
+):
+    id_key = "imtId" if parse == LogEntry.parse else "id"
+    entries = data.draw(st.lists(_entries(parse), max_size=8, unique_by=_dedup_key(id_key)))
+    if parse == LogEntry.parse:  # audit rows (start, stop) are no executions: left out, silently
+        entries_read = [e for e in entries if not isinstance(e, dict) or is_execution_row(e)]
+    else:
+        entries_read = entries
+    expected = [parse_or_skip(parse, e) for e in entries_read]
+    good = [p for p in expected if p is not None]
+    if parse == LogEntry.parse:
+        good.sort(key=lambda e: models.imt_sort_key(e.imt_id))
+
+    with log_messages() as logged:
+        client, got = read(canned_server, method, kwargs, {key: entries, "pg": {"limit": 100}})
+
+    assert got == good
+    skips = [m for m in logged if m.startswith("skipping malformed")]
+    assert client.entries_skipped == len(skips) == expected.count(None)
+
+
+GETS = [
+    ("get_organization", {"organization_id": 1}, "organization", Organization.parse),
+    ("get_scenario", {"scenario_id": 1}, "scenario", Scenario.parse),
+    ("get_team", {"team_id": 1}, "team", Team.parse),
+    ("get_dlq", {"dlq_id": "a1"}, "dlq", Dlq.parse),
+    ("get_hook", {"hook_id": 1}, "hook", Hook.parse),
+    ("get_scenario_log", {"scenario_id": 1, "execution_id": "a1"}, "scenarioLog", LogEntry.parse),
+    ("me", {}, "authUser", User.parse),
+    ("current_authorization", {}, "authorization", Authorization.parse),
+    ("get_execution", {"scenario_id": 1, "execution_id": "a1"}, None, ExecutionResult.parse),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "kwargs", "key", "parse"), GETS, ids=[m for m, *_ in GETS])
+@settings(max_examples=CLIENT_EXAMPLES)
+@given(data=st.data())
+def test_a_single_read_returns_the_parsed_entry_or_raises_a_documented_error(
+    canned_server, method, kwargs, key, parse, data
+):
+    entry = data.draw(_entries(parse))
+    answer = data.draw(st.sampled_from([{key: entry} if key else entry, entry]) | JSON)
+    try:
+        _, got = read(canned_server, method, kwargs, answer)
+    except (MakeApiError, MalformedEntry):
+        return
+    assert got == parse_or_skip(parse, answer[key] if key else answer)
+
+
+def test_what_the_fuzzer_found_in_list_reads(canned_server):
+    # An id that is a list made paging's de-duplication raise TypeError (unhashable); a log
+    # row whose type is a list made is_execution_row raise it. Both failed the whole read.
+    client, got = read(canned_server, "list_scenarios", {"organization_id": 1},
+                       {"scenarios": [{"id": [1]}, {"id": 5}, {"id": True}]})  # fmt: skip
+    assert [s.id for s in got] == [5] and client.entries_skipped == 2
+    good = {"imtId": "1790000000900_ab", "status": 3}
+    client, got = read(canned_server, "list_scenario_logs", {"scenario_id": 1},
+                       {"scenarioLogs": [{**good, "imtId": "1790000000800_cd", "type": []}, good]})  # fmt: skip
+    assert [e.imt_id for e in got] == ["1790000000900_ab"] and client.entries_skipped == 0

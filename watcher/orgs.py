@@ -41,6 +41,7 @@ def make_client(
         user_agent=http.user_agent,
         budget_share=org.budget_share,
         on_response=metrics.request_observer(org.name) if metrics is not None else None,
+        on_skip=metrics.skip_observer(org.name) if metrics is not None else None,
     )
 
 

@@ -86,6 +86,7 @@ class MakeClient:
         user_agent: str = DEFAULT_USER_AGENT,
         budget_share: float = 1.0,
         on_response: Callable[[str, int | None], None] | None = None,
+        on_skip: Callable[[str], None] | None = None,
     ) -> None:
         if auth_scheme not in ("token", "bearer"):
             raise ValueError("auth_scheme must be 'token' or 'bearer'")
@@ -109,6 +110,10 @@ class MakeClient:
         # Told of every attempt's outcome: (path without query, HTTP status or None when no
         # response came). The service counts requests with it (watcher.web.metrics).
         self._on_response = on_response
+        # Entries of list answers skipped as malformed (each logged); ``on_skip`` is told the
+        # path of each (the service counts them, watcher.web.metrics).
+        self.entries_skipped = 0
+        self._on_skip = on_skip
 
     def __repr__(self) -> str:
         return f"MakeClient(base_url={self.base_url!r}, token='***')"
@@ -233,18 +238,22 @@ class MakeClient:
 
     # --- paging helpers ---------------------------------------------------------------
 
-    def _skip_malformed(self, what: str, context: str, item: Any, exc: Exception) -> None:
-        """Log a malformed entry once (at WARNING); later sightings of it only at DEBUG.
+    def _skip_malformed(self, what: str, context: str, item: Any, exc: Exception, path: str) -> None:
+        """Count a malformed entry of the answer to ``path`` and log it once (at WARNING);
+        later sightings of it only at DEBUG.
 
         A malformed newest log entry is seen again at every read until a newer one arrives.
         """
+        self.entries_skipped += 1
+        if self._on_skip is not None:
+            self._on_skip(path)
         ident = f"{what}{context}:{str(item)[:200]}"
         level = logging.DEBUG if ident in self._malformed_logged else logging.WARNING
         self._malformed_logged.add(ident)
         log.log(level, "skipping malformed %s%s: %s", what, context, exc)
 
     def _parse_list(
-        self, items: Any, parse: Callable[[Any], T], what: str, context: str = ""
+        self, items: Any, parse: Callable[[Any], T], what: str, path: str, context: str = ""
     ) -> list[T]:
         if not isinstance(items, list):
             raise MakeApiError(200, "MALFORMED", f"{what}: expected a list", retryable=False)
@@ -253,7 +262,7 @@ class MakeClient:
             try:
                 out.append(parse(item))
             except MalformedEntry as exc:
-                self._skip_malformed(what, context, item, exc)
+                self._skip_malformed(what, context, item, exc, path)
         return out
 
     async def _get_all_pages(
@@ -271,6 +280,8 @@ class MakeClient:
             items = _wrapped(body, key, path)
             for item in items:
                 ident = item.get("id") if isinstance(item, dict) else None
+                if isinstance(ident, bool) or not isinstance(ident, str | int):
+                    ident = None  # an object or a list is no id (and cannot be hashed)
                 if ident is not None and ident in seen:
                     continue
                 if ident is not None:
@@ -294,7 +305,7 @@ class MakeClient:
 
     async def list_organizations(self) -> list[Organization]:
         items = await self._get_all_pages("/organizations", "organizations", ())
-        return self._parse_list(items, Organization.parse, "organization")
+        return self._parse_list(items, Organization.parse, "organization", "/organizations")
 
     async def get_organization(self, organization_id: int) -> Organization:
         path = f"/organizations/{int(organization_id)}"
@@ -307,13 +318,13 @@ class MakeClient:
         path = f"/organizations/{int(organization_id)}/usage"
         params = [("organizationTimezone", "true")] if organization_timezone else []
         body = await self.get_json(path, params)
-        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day", path)
 
     async def list_teams(self, organization_id: int) -> list[Team]:
         items = await self._get_all_pages(
             "/teams", "teams", [("organizationId", str(int(organization_id)))]
         )
-        return self._parse_list(items, Team.parse, "team")
+        return self._parse_list(items, Team.parse, "team", "/teams")
 
     async def get_team(self, team_id: int) -> Team:
         path = f"/teams/{int(team_id)}"
@@ -323,7 +334,7 @@ class MakeClient:
         path = f"/teams/{int(team_id)}/usage"
         params = [("organizationTimezone", "true")] if organization_timezone else []
         body = await self.get_json(path, params)
-        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day", path)
 
     # --- scenarios --------------------------------------------------------------------
 
@@ -351,7 +362,7 @@ class MakeClient:
             [scope, ("pg[sortBy]", "id"), ("pg[sortDir]", "asc")],
             page_size,
         )
-        return self._parse_list(items, Scenario.parse, "scenario")
+        return self._parse_list(items, Scenario.parse, "scenario", "/scenarios")
 
     async def get_scenario(self, scenario_id: int) -> Scenario:
         path = f"/scenarios/{int(scenario_id)}"
@@ -370,13 +381,13 @@ class MakeClient:
         path = "/scenarios/consumptions"
         body = await self.get_json(path, [param])
         return self._parse_list(
-            _wrapped(body, "scenarioConsumptions", path), ScenarioConsumption.parse, "consumption"
+            _wrapped(body, "scenarioConsumptions", path), ScenarioConsumption.parse, "consumption", path
         )
 
     async def scenario_usage(self, scenario_id: int) -> list[UsageDay]:
         path = f"/scenarios/{int(scenario_id)}/usage"
         body = await self.get_json(path)
-        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day")
+        return self._parse_list(_wrapped(body, "data", path), UsageDay.parse, "usage day", path)
 
     async def list_scenario_logs(
         self,
@@ -427,7 +438,7 @@ class MakeClient:
             for row in rows:
                 if not isinstance(row, dict):
                     self._skip_malformed(
-                        "log entry", f" of scenario {scenario_id}", row, MalformedEntry("not an object")
+                        "log entry", f" of scenario {scenario_id}", row, MalformedEntry("not an object"), path
                     )
                     continue
                 imt = row.get("imtId")
@@ -445,7 +456,7 @@ class MakeClient:
                 try:
                     entry = LogEntry.parse(row)
                 except MalformedEntry as exc:
-                    self._skip_malformed("log entry", f" of scenario {scenario_id}", row, exc)
+                    self._skip_malformed("log entry", f" of scenario {scenario_id}", row, exc, path)
                     continue
                 entries[entry.imt_id] = entry
             if len(rows) < page_size or reached_cursor or last is None:
@@ -469,7 +480,9 @@ class MakeClient:
         items = await self._get_all_pages(
             "/dlqs", "dlqs", [("scenarioId", str(int(scenario_id)))]
         )
-        return self._parse_list(items, Dlq.parse, "incomplete execution", f" of scenario {scenario_id}")
+        return self._parse_list(
+            items, Dlq.parse, "incomplete execution", "/dlqs", f" of scenario {scenario_id}"
+        )
 
     async def get_dlq(self, dlq_id: str) -> Dlq:
         path = f"/dlqs/{_seg(dlq_id)}"
@@ -479,7 +492,7 @@ class MakeClient:
 
     async def list_hooks(self, team_id: int) -> list[Hook]:
         items = await self._get_all_pages("/hooks", "hooks", [("teamId", str(int(team_id)))])
-        return self._parse_list(items, Hook.parse, "hook")
+        return self._parse_list(items, Hook.parse, "hook", "/hooks")
 
     async def get_hook(self, hook_id: int) -> Hook:
         path = f"/hooks/{int(hook_id)}"

@@ -323,7 +323,7 @@ def is_execution_row(obj: dict[str, Any]) -> bool:
     if "status" not in obj or obj.get("status") is None:
         return False
     t = obj.get("type")
-    return t is None or t in EXECUTION_TYPES
+    return t is None or (isinstance(t, str) and t in EXECUTION_TYPES)
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,8 @@ class Metrics:
     """Every metric of one service instance, in its own registry.
 
     The service loop counts a restarted task with :meth:`task_restarted`; the Make client
-    reports each response through :meth:`request_observer`; the alert side calls
+    reports each response through :meth:`request_observer` and each malformed entry it
+    skipped through :meth:`skip_observer`; the alert side calls
     :meth:`notification`, :meth:`digest_sent`; the poller loop :meth:`cycle_done`.
     """
 
@@ -176,6 +177,13 @@ class Metrics:
             "makewatch_make_rate_limited_responses",
             "429 (rate limited) answers from Make, by organization.",
             ["org"],
+            registry=r,
+        )
+        self.entries_skipped = Counter(
+            "makewatch_api_entries_skipped",
+            "Entries of Make's list answers skipped as malformed (no id, not an object), by "
+            "organization and endpoint template; the rest of the answer is used.",
+            ["org", "endpoint"],
             registry=r,
         )
         self.events = Counter(
@@ -215,6 +223,15 @@ class Metrics:
             self.requests.labels(org, endpoint_template(path), "error" if status is None else str(status)).inc()
             if status == 429:
                 self.rate_limited.labels(org).inc()
+
+        return observe
+
+    def skip_observer(self, org: str) -> Callable[[str], None]:
+        """A callback for :class:`watcher.make.MakeClient` (``on_skip``): counts each entry
+        of ``org``'s list answers skipped as malformed, by endpoint template."""
+
+        def observe(path: str) -> None:
+            self.entries_skipped.labels(org, endpoint_template(path)).inc()
 
         return observe
 
