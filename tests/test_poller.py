@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import START
+from conftest import START, log_messages
 
 from watcher.clock import ManualClock
 from watcher.config import load_config
@@ -750,3 +751,35 @@ async def test_a_deactivation_is_read_even_when_the_cycle_budget_is_spent(rig_fa
     assert r.carried_over > 0  # the budget did not cover everything that moved
     (deact,) = rig.events("scenario_deactivated")
     assert "quota of the CRM exceeded" in deact["payload_json"]
+
+
+async def test_malformed_scenarios_in_a_listing_are_skipped_and_counted_and_the_rest_polled(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=5, clock=clock)
+    orgs = []
+    for name in ("Acme", "Globex"):
+        org = world.add_organization(name=name, plan="pro")
+        team = world.add_team(org.id, name="Ops")
+        # Listed by id ascending: the first two of Acme's listing are the ones corrupted.
+        bad = [world.add_scenario(team.id, name=f"bad {i}", interval_s=900) for i in range(2)]
+        good = world.add_scenario(team.id, name="good", interval_s=900, max_errors=5)
+        orgs.append((name, org, bad, good, world.add_token(org_ids=[org.id])))
+    acme, globex = orgs[0][1], orgs[1][1]
+    world.set_faults(corrupt_entries=2, scopes={"corrupt_entries": {"org_id": acme.id, "path_regex": "/scenarios$"}})
+    rig = await rig_factory(world, [(name, org.id, token) for name, org, _, _, token in orgs])
+
+    with log_messages(logging.WARNING) as logged:
+        reports = await rig.cycle()
+        for _, _, _, good, _ in orgs:
+            world.inject_run(good.id, status=3, error_name="DataError", error_message="row 7")
+        clock.advance(120)
+        reports += await rig.cycle()
+
+    assert all(r.ok for r in reports), [r.error for r in reports]
+    assert [r.scenarios for r in reports] == [1, 3, 1, 3]  # Acme, Globex; twice
+    errors = {(e["org_id"], e["scenario_id"]) for e in rig.events("execution_error")}
+    assert errors == {(acme.id, orgs[0][3].id), (globex.id, orgs[1][3].id)}
+    assert sum("skipping malformed scenario" in m for m in logged) == 2  # once each, not per cycle
+    sample = rig.watcher.metrics.registry.get_sample_value
+    assert sample("makewatch_api_entries_skipped_total", {"org": "Acme", "endpoint": "/scenarios"}) == 4
+    assert sample("makewatch_api_entries_skipped_total", {"org": "Globex", "endpoint": "/scenarios"}) is None

@@ -8,7 +8,8 @@ Request pipeline for every ``/api/v2`` request (the order matters for what tests
 4. unknown resource / bad parameters -> 404 / 400;
 5. scope or organization not granted to the token -> 403;
 6. rate limit per organization (or per user for user-level routes), fixed 60 s windows -> 429;
-7. the JSON body (possibly truncated by the ``malformed_json_count`` fault).
+7. the JSON body (possibly truncated by the ``malformed_json_count`` fault, or its first list
+   entries without their ids by ``corrupt_entries``).
 
 Every request, whatever its outcome, is appended to ``world.requests``. Only requests that pass
 steps 2-5 consume rate-limit budget (guess: Make's accounting of rejected calls is unknown).
@@ -887,6 +888,8 @@ async def _respond(
         body = route.render(world, request, resolved[1], token)
     except ApiError as exc:
         return _json(exc.status, exc.body, rl_headers())
+    if fault("corrupt_entries"):
+        _corrupt_entries(body, int(faults.corrupt_entries))
     text = json.dumps(body)
     if fault("malformed_json_count"):
         faults.malformed_json_count -= 1
@@ -894,6 +897,14 @@ async def _respond(
     return web.Response(
         status=200, text=text, content_type="application/json", headers=rl_headers()
     )
+
+
+def _corrupt_entries(body: Any, n: int) -> None:
+    """Drop the ids of the first ``n`` entries of the list in ``body`` (the corrupt_entries fault)."""
+    items = next((v for v in body.values() if isinstance(v, list)), []) if isinstance(body, dict) else []
+    for i, item in enumerate(items[:n]):
+        if isinstance(item, dict):
+            items[i] = {k: v for k, v in item.items() if k not in ("id", "imtId")}
 
 
 def _api_handler(route: Route) -> Callable[[web.Request], Any]:

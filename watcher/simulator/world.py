@@ -351,6 +351,7 @@ FAULT_KNOBS = (
     "omit_ratelimit_headers",
     "retry_after_s",
     "check_runs_listed",
+    "corrupt_entries",
 )
 
 
@@ -373,6 +374,9 @@ class Faults:
     retry_after_s: float | None = None
     # The docs' reading of showCheckRuns: check runs listed unless asked to hide them.
     check_runs_listed: bool = False
+    # This many entries (the first) of every list answer lose their id ("id", "imtId"): a
+    # malformed entry the client must skip and count, keeping the rest. Stays until reset.
+    corrupt_entries: int = 0
     org_id: int | None = None
     path_regex: str | None = None
     scopes: dict[str, FaultScope] = field(default_factory=dict)
