@@ -685,8 +685,23 @@ def _format_key(loc: Sequence[str | int]) -> str:
         if isinstance(part, int):
             key += f"[{part}]"
         else:
-            key += f".{part}" if key else part
+            key += f".{_key_part(part)}" if key else _key_part(part)
     return key
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key_part(part: str) -> str:
+    """A key as TOML writes it: bare, or quoted (``""``, ``"a.b"``), control characters
+    escaped so that a message never carries them to the terminal."""
+    if _BARE_KEY.fullmatch(part):
+        return part
+    out = (
+        f"\\u{ord(c):04x}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else "\\" + c if c in '"\\' else c
+        for c in part
+    )
+    return '"' + "".join(out) + '"'
 
 
 def _to_config_error(path: Path, err: Any, data: dict[str, Any]) -> ConfigError:
