@@ -12,19 +12,13 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    import aiohttp
-
-    from alerts.channels import ChannelSettings
-    from alerts.render import Renderer
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "DeliveryError",
     "Notification",
     "Notifier",
-    "build_notifier",
+    "notifier_factory",
     "classify_http_status",
     "parse_retry_after",
     "redact",
@@ -151,24 +145,8 @@ def register(channel_type: str) -> Callable[[NotifierFactory], NotifierFactory]:
     return decorate
 
 
-def build_notifier(
-    name: str,
-    settings: ChannelSettings,
-    *,
-    session: aiohttp.ClientSession | None = None,
-    renderer: Renderer,
-) -> Notifier:
-    """The notifier for channel ``name`` configured by ``settings`` (chosen by its ``type``).
-
-    HTTP notifiers use ``session`` when given (and leave it open) or create their own (and
-    close it in ``aclose``).
-    """
-    # Imported here: the modules register themselves, and they import this one.
-    from alerts.notify import email as _email  # noqa: F401
-    from alerts.notify import slack as _slack  # noqa: F401
-
-    try:
-        factory = _REGISTRY[settings.type]
-    except KeyError:
-        raise ValueError(f"channel {name!r}: unknown channel type {settings.type!r}") from None
-    return factory(name, settings, session=session, renderer=renderer)
+def notifier_factory(channel_type: str) -> NotifierFactory:
+    """The class registered for ``channel_type`` (KeyError when none is). The concrete
+    notifiers register themselves when ``alerts.notify`` (the package) imports them: this
+    module knows none of them."""
+    return _REGISTRY[channel_type]

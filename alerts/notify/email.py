@@ -25,14 +25,16 @@ import logging
 import ssl
 from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import aiosmtplib
 
 from alerts.channels import EmailChannel
 from alerts.notify.base import DeliveryError, Notification, redact, register
-from alerts.render import Renderer
+
+if TYPE_CHECKING:  # (alerts.render imports this package: no import at run time)
+    from alerts.render import Renderer
 
 __all__ = ["EmailNotifier", "message_id_for"]
 

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -32,7 +32,9 @@ from alerts.notify.base import (
     parse_retry_after,
     register,
 )
-from alerts.render import Renderer
+
+if TYPE_CHECKING:  # (alerts.render imports this package: no import at run time)
+    from alerts.render import Renderer
 
 __all__ = [
     "PERMANENT_ERRORS",
