@@ -69,6 +69,7 @@ KIND_TITLES: dict[str, str] = {
     "incomplete_executions": "Incomplete executions",
     "quota": "Operations quota",
     "hook_backlog": "Webhook queue backlog",
+    "scenario_overdue": "Scheduled run overdue",
     "watcher_health": "makewatch health",
     "summary": "Alerts held back",
 }
@@ -271,6 +272,8 @@ def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[st
         add(
             "Alert threshold", "threshold", lambda v: f"{v:.0%}" if isinstance(v, float) else str(v)
         )
+    elif kind == "scenario_overdue":
+        facts += [f for f in _overdue_facts("firing", p, tz) if f[0] != "What to do"]
     elif kind == "watcher_health":
         # Keys of the watcher_health events (watcher.poller, alerts.delivery).
         problems = {
@@ -464,6 +467,8 @@ def _headline(
             return f"Webhook queue of {s}{scenario} is down" + (f" to {queue}" if queue else "")
         still = "still " if phase == "repeat" else ""
         return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long")
+    if kind == "scenario_overdue":
+        return _overdue_headline(phase, p, s, tz)
     if kind == "watcher_health":
         where = f" for {subject}" if subject else ""
         if phase == "resolved":
@@ -471,6 +476,63 @@ def _headline(
         problem = _HEALTH_HEADLINES.get(str(p.get("problem") or ""), str(p.get("problem") or "a problem"))
         return f"makewatch health: {problem}{where}"
     return ""
+
+
+def _duration(seconds: Any) -> str:
+    """``45 s``, ``25 min``, ``1 h 10 min``, ``2 d 3 h``: how late, for a reader."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m = round(s / 60)
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h} h" + (f" {m} min" if m else "")
+    d, h = divmod(h, 24)
+    return f"{d} d" + (f" {h} h" if h else "")
+
+
+_SCHEDULE_WORDS = {"daily": "every day", "weekly": "every week", "monthly": "every month"}
+
+
+def _overdue_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
+    """Keys of watcher.events.overdue_event's payload."""
+    due = _clock(p.get("due_at"), p.get("resolved_at") or p.get("due_at"), tz)
+    run = f"its {due} run" if due else "its scheduled run"
+    if phase == "resolved":
+        if p.get("resolution") == "not expected":
+            return f"{s} is no longer expected to run at {due or 'its scheduled time'} (switched off, paused or rescheduled)"
+        return f"{s} ran again" + (f" at {_clock(p['resolved_at'], p.get('due_at'), tz)}" if p.get("resolved_at") else "")
+    if phase == "repeat":
+        return f"{s} is still overdue: {run} has not happened"
+    late = _duration(p.get("late_s"))
+    return f"{s} is overdue: {run} has not happened" + (f" (due {late} ago)" if late else "")
+
+
+def _overdue_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = [("Due", _fmt_epoch(p["due_at"], tz))] if p.get("due_at") is not None else []
+    kind, interval = p.get("scheduling_type"), p.get("interval_s")
+    if kind == "indefinitely" and interval:
+        facts.append(("Schedule", f"every {_duration(interval)}"))
+    elif kind in _SCHEDULE_WORDS:
+        facts.append(("Schedule", _SCHEDULE_WORDS[str(kind)]))
+    if p.get("allowance_s"):
+        facts.append(("Alert after", f"{_duration(p['allowance_s'])} late, with no run"))
+    if p.get("is_waiting"):
+        facts.append(("Make says", "waiting (iswaiting): the run may be stuck in Make's queue"))
+    facts.append(
+        (
+            "What to do",
+            "Open the scenario's history in Make: a run stuck in the queue, a trigger that no "
+            "longer fires or a connection that needs re-authorising all look like this.",
+        )
+    )
+    return facts
 
 
 def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[str, str]]:
@@ -497,6 +559,8 @@ def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> li
         )
     if kind in ("watcher_health", "incomplete_executions", "scenario_paused"):
         return [] if phase == "resolved" else _kind_facts(kind, p, tz)
+    if kind == "scenario_overdue":
+        return _overdue_facts(phase, p, tz)
     return []
 
 
@@ -609,6 +673,7 @@ _PRIMARY_LINK = {
     "incomplete_executions": "dlq_url",
     "quota": "usage_url",
     "hook_backlog": "scenario_url",
+    "scenario_overdue": "history_url",
 }
 _LINKS = (
     ("run_url", "Open the failed run in Make"),
@@ -989,6 +1054,18 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "scenario_id": 4211,
             "scenario_name": "Sync HubSpot contacts → Google Sheets",
             "scenario_url": f"{_UI}/812/scenarios/4211/edit",
+        }
+    if kind == "scenario_overdue":
+        due = _SAMPLE_NOW - 4200  # 13:03 UTC, 1 h 10 min before the sample's "now"
+        return scenario | {
+            "scenario_name": "Nightly export",
+            "due_at": due,
+            "scheduling_type": "daily",
+            "interval_s": None,
+            "late_s": 4200,
+            "allowance_s": 300,
+            "is_waiting": False,
+            "standing": False,
         }
     if kind == "watcher_health":
         return {

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.make.models import Dlq, Hook, LogEntry, Scenario
+from watcher.silent import OverdueStep
 
 # Kinds and their default severities (DESIGN.md, "Alert kinds").
 SEVERITY = {
@@ -27,6 +28,7 @@ SEVERITY = {
     "incomplete_executions": "warning",
     "quota": "warning",
     "hook_backlog": "warning",
+    "scenario_overdue": "error",
     "watcher_health": "critical",
 }
 KINDS = tuple(SEVERITY)
@@ -271,3 +273,27 @@ def hook_event(
         team_id=hook.team_id,
         scenario_id=hook.scenario_id,
     )
+
+
+def overdue_event(
+    org_id: int, org_name: str, ui: str, sc: Scenario, step: OverdueStep, due_at: float, now: float, *, standing: bool
+) -> Event:
+    """A scheduled run that did not happen (``step.fire``), or the end of that episode
+    (``step.resolved``: it ran, or it is no longer expected). ``due_at`` names the episode:
+    the scheduled time of the missed run."""
+    payload = _scenario_payload(org_name, sc, None, ui)
+    payload.update(
+        {
+            "due_at": due_at,
+            "scheduling_type": sc.scheduling_type,
+            "interval_s": sc.interval_s,
+            "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+            "is_waiting": sc.is_waiting,
+        }
+    )
+    key = f"scenario_overdue:{org_id}:{sc.id}:{int(due_at)}"
+    if step.resolved:
+        payload |= {"recovered": True, "resolution": step.resolved, "resolved_at": now}
+        return Event("scenario_overdue", f"{key}:{step.resolved}", org_id, now, payload, severity="info", team_id=sc.team_id, scenario_id=sc.id)
+    payload |= {"late_s": round(step.late_s), "allowance_s": round(step.allowance_s), "standing": standing}
+    return Event("scenario_overdue", key, org_id, now, payload, team_id=sc.team_id, scenario_id=sc.id)

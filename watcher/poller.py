@@ -30,6 +30,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from watcher import events as ev
+from watcher import silent
 from watcher import store as st
 from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
@@ -119,6 +120,7 @@ def _snapshot_row(sc: Scenario, org_id: int, now: float) -> dict[str, Any]:
         "hook_id": sc.hook_id,
         "scheduling": {"type": sc.scheduling_type, "interval": sc.interval_s},
         "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+        "last_edit": silent.last_edit_iso(sc),
         "updated_at": now,
     }
 
@@ -616,6 +618,7 @@ class OrgPoller:
                 if sc.dlq_count > 0 and first_start:
                     out.append(ev.dlq_backlog_event(self.org_id, org_name, self.ui, sc, now, []))
                 row["state_seq"] = seq
+                self._overdue(None, sc, row, now, info, out)
                 rows.append(row)
                 continue
 
@@ -668,8 +671,28 @@ class OrgPoller:
                     reasons.append("logs")
                 merged = sorted({r for r in old + reasons if r})
                 row |= {"pending_since": prev.get("pending_since") or now, "pending_reason": ",".join(merged)}
+            self._overdue(prev, sc, row, now, info, out)
             rows.append(row)
         return rows, cursors, out
+
+    def _overdue(
+        self,
+        prev: dict[str, Any] | None,
+        sc: Scenario,
+        row: dict[str, Any],
+        now: float,
+        info: Organization,
+        out: list[ev.Event],
+    ) -> None:
+        """The overdue check of one listed scenario (watcher.silent): its state goes into
+        the snapshot ``row``, its event (if any) into ``out``; no call to Make."""
+        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=silent.OverdueRule())
+        row |= {"due_at": step.due_at, "overdue_at": step.overdue_at}
+        if step.fire:
+            assert step.overdue_at is not None
+            out.append(ev.overdue_event(self.org_id, self.org.name, self.ui, sc, step, step.overdue_at, now, standing=prev is None))
+        elif step.resolved and prev is not None:
+            out.append(ev.overdue_event(self.org_id, self.org.name, self.ui, sc, step, float(prev["overdue_at"]), now, standing=False))
 
     # --- pending reads ------------------------------------------------------------------
 

@@ -363,6 +363,16 @@ def m008_acknowledgements(db: Database) -> None:
     db["alerts"].add_column("acked_by", str)
 
 
+def m009_overdue_state(db: Database) -> None:
+    """Schema v9: what the overdue check (watcher.silent) keeps per scenario, beside its
+    snapshot: ``due_at``, the earliest scheduled run not yet followed by a run;
+    ``overdue_at``, the ``due_at`` of an open overdue episode; ``last_edit``, Make's
+    ``lastEdit`` (an edit may move the schedule)."""
+    db["scenarios"].add_column("due_at", float)
+    db["scenarios"].add_column("overdue_at", float)
+    db["scenarios"].add_column("last_edit", str)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -374,6 +384,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m006_recovered_before_notice,
     m007_cursor_floor,
     m008_acknowledgements,
+    m009_overdue_state,
 )
 
 

@@ -251,6 +251,10 @@ class Scenario:
     # Whether the last run that counts (not a check run) failed: a success after it is a
     # recovery in the ledger.
     failing: bool = False
+    # Scheduling type as Make lists it for a scheduled scenario (webhooks: "immediately").
+    schedule: str = "indefinitely"
+    # A silent failure (set_behaviour): its scheduled runs come due and do not happen.
+    stalled: bool = False
     logs: list[LogRow] = field(default_factory=list, repr=False)
     executions: dict[str, LogRow] = field(default_factory=dict, repr=False)
     dlqs: list[DlqItem] = field(default_factory=list, repr=False)
@@ -288,6 +292,9 @@ class RequestRecord:
     status: int
     token_ok: bool
 
+
+#: ``scheduling.type`` values of scheduled scenarios the simulator can run (make-api.md §2.3).
+SCHEDULE_TYPES = ("indefinitely", "daily", "weekly", "monthly", "on-demand")
 
 LEDGER_KINDS = ("error", "deactivation", "dlq", "recovery", "reactivation")
 
@@ -494,14 +501,19 @@ class World:
         webhook: bool = False,
         active: bool = True,
         first_run_at: float | None = None,
+        schedule: str = "indefinitely",
     ) -> Scenario:
         """Add a scenario.
 
         Scheduled scenarios run every ``interval_s`` from ``first_run_at`` (default: now +
-        interval). Webhook scenarios run when data arrives: gaps are random with mean
-        ``interval_s``; they have no check runs and are deactivated after one error by default.
-        ``max_errors <= 0`` means "never deactivate".
+        interval); ``schedule`` is the ``scheduling.type`` listed for them (``daily``,
+        ``weekly``, ``monthly`` with an ``interval_s`` of a day, a week, 30 days;
+        ``on-demand`` never runs by itself). Webhook scenarios run when data arrives: gaps
+        are random with mean ``interval_s``; they have no check runs and are deactivated
+        after one error by default. ``max_errors <= 0`` means "never deactivate".
         """
+        if schedule not in SCHEDULE_TYPES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_TYPES)}")
         team = self.teams[team_id]
         sid = self._next_id("scenario")
         now = self.clock.time()
@@ -529,10 +541,11 @@ class World:
             last_edit_ms=created + rng.randint(0, 3600_000),
             used_modules=modules,
             is_active=active,
+            schedule="immediately" if webhook else schedule,
         )
         self.scenarios[sid] = sc
         team.scenario_ids.append(sid)
-        if webhook or active:
+        if webhook or (active and schedule != "on-demand"):
             start = first_run_at if first_run_at is not None else now + self._gap(sc, 0)
             self._schedule(sc, start)
         return sc
@@ -616,6 +629,11 @@ class World:
             n = sc.run_index
             sc.run_index += 1
             running = sc.is_active and not org.is_paused
+            if running and sc.stalled and not sc.webhook:
+                # Stuck (a silent failure): the run came due and did not happen; nextExec
+                # keeps the missed time until set_behaviour(stalled=False).
+                sc.next_run_at = t
+                continue
             if running:
                 self._execute(sc, t, self._roll(sc, n, t))
                 done += 1
@@ -865,6 +883,21 @@ class World:
         sc.last_edit_ms = to_ms(self.clock.time())
         if name:
             sc.name = name
+
+    def set_behaviour(self, scenario_id: int, *, stalled: bool | None = None) -> Scenario:
+        """Silent failures of one scenario (POST /_sim/scenarios/ID/behaviour).
+
+        ``stalled``: its scheduled runs come due and do not happen, nothing is logged and no
+        counter moves (a run stuck in Make's queue, a trigger that never fires); ``nextExec``
+        stays at the missed time. Unstalled, it runs at once and then on its schedule.
+        """
+        self.advance()
+        sc = self.scenarios[scenario_id]
+        if stalled is not None and stalled != sc.stalled:
+            sc.stalled = stalled
+            if not stalled and sc.is_active and sc.next_run_at is not None and not sc.webhook:
+                self._schedule(sc, max(sc.next_run_at, self.clock.time()))
+        return sc
 
     def set_faults(self, **changes: Any) -> Faults:
         """Set fault knobs by name, as POST /_sim/faults does: ``set_faults(storm_429_count=1)``."""
