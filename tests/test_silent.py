@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from conftest import START
+from pydantic import ValidationError
 from test_alerts_e2e import make_stack  # noqa: F401 (the fixture)
 from test_poller import rig_factory  # noqa: F401 (the fixture)
 
 from watcher.clock import ManualClock
+from watcher.config import SilentSettings
 from watcher.make.models import Scenario
 from watcher.silent import OverdueRule, overdue_step
 from watcher.simulator import World
@@ -209,3 +211,52 @@ async def test_an_overdue_run_reaches_slack_and_email_in_words_and_its_run_resol
     assert "Nightly <export> ran again" in st.sink.messages[1][1].get_body(("plain",)).get_content()
     state = st.store.read_sync(lambda db: next(db["alerts"].rows_where("kind = 'scenario_overdue'")))
     assert state["state"] == "resolved"
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+LABELS = {"org_id": 1001, "org": "Client A", "team_id": 812, "scenario_id": 4211, "scenario": "Nightly export"}
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ([], (True, 300.0, 1.5)),
+        ([{"scenario": "nightly*", "grace_s": 1800.0}], (True, 1800.0, 1.5)),
+        ([{"scenario": 4211, "overdue": False}], (False, 300.0, 1.5)),
+        ([{"scenario": "4211", "grace_factor": 3.0}], (True, 300.0, 3.0)),
+        ([{"org": "Client B", "overdue": False}], (True, 300.0, 1.5)),
+        ([{"org": "client *", "team_id": 812, "grace_s": 60.0}, {"scenario": "Nightly*", "grace_s": 900.0}], (True, 900.0, 1.5)),
+        ([{"team_id": 999, "overdue": False}], (True, 300.0, 1.5)),
+    ],
+    ids=["defaults", "name glob", "id", "id as text", "another org", "later rule wins", "another team"],
+)
+def test_silent_rules_apply_in_order_to_the_scenarios_they_match(rules, expected):
+    values = SilentSettings(rules=rules).effective(LABELS)
+    rule = OverdueRule.from_settings(values)
+    assert (rule.enabled, rule.grace_s, rule.grace_factor) == expected
+
+
+def test_a_misspelt_silent_rule_key_is_refused():
+    with pytest.raises(ValidationError, match="grace"):
+        SilentSettings(rules=[{"scenario": "x", "grace": 10}])
+
+
+async def test_rules_turn_the_check_off_for_one_scenario_and_give_another_more_grace(rig_factory):  # noqa: F811
+    clock = ManualClock(START)
+    world, ids = silent_world(clock)
+    extra = (
+        '[[polling.silent.rules]]\nscenario = "Month*"\noverdue = false\n'
+        f'[[polling.silent.rules]]\nscenario = {ids["sync"].id}\ngrace_factor = 4.0\n'
+    )
+    rig = await rig_factory(world, [("Acme", ids["org"].id, ids["token"])], extra=extra)
+    await rig.cycle()
+    world.set_behaviour(ids["sync"].id, stalled=True)
+    world.set_behaviour(ids["monthly"].id, stalled=True)
+    clock.advance(300 + 3500)  # sync 58 min late: under 4 x 15 min
+    await rig.cycle()
+    assert rig.events("scenario_overdue") == []
+    clock.advance(200)
+    await rig.cycle()
+    assert [e["scenario_id"] for e in rig.events("scenario_overdue")] == [ids["sync"].id]

@@ -675,6 +675,10 @@ class OrgPoller:
             rows.append(row)
         return rows, cursors, out
 
+    def _labels(self, sc: Scenario) -> dict[str, Any]:
+        """What ``[[polling.silent.rules]]`` match a scenario on."""
+        return {"org_id": self.org_id, "org": self.org.name, "team_id": sc.team_id, "scenario_id": sc.id, "scenario": sc.name}
+
     def _overdue(
         self,
         prev: dict[str, Any] | None,
@@ -686,7 +690,8 @@ class OrgPoller:
     ) -> None:
         """The overdue check of one listed scenario (watcher.silent): its state goes into
         the snapshot ``row``, its event (if any) into ``out``; no call to Make."""
-        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=silent.OverdueRule())
+        rule = silent.OverdueRule.from_settings(self.polling.silent.effective(self._labels(sc)))
+        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=rule)
         row |= {"due_at": step.due_at, "overdue_at": step.overdue_at}
         if step.fire:
             assert step.overdue_at is not None

@@ -44,6 +44,11 @@ class OverdueRule:
     grace_s: float = 300.0
     grace_factor: float = 1.5
 
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> OverdueRule:
+        """From one scenario's effective ``[polling.silent]`` values (``SilentSettings.effective``)."""
+        return cls(bool(values["overdue"]), float(values["grace_s"]), float(values["grace_factor"]))
+
     def allowance_s(self, scheduling_type: str | None, interval_s: float | None) -> float:
         """``max(grace_s, interval x grace_factor)``. The interval counts only for
         ``indefinitely`` (every N seconds): for daily, weekly and monthly it is not the run's
