@@ -70,6 +70,7 @@ KIND_TITLES: dict[str, str] = {
     "quota": "Operations quota",
     "hook_backlog": "Webhook queue backlog",
     "scenario_overdue": "Scheduled run overdue",
+    "scenario_idle": "Webhook scenario idle",
     "watcher_health": "makewatch health",
     "summary": "Alerts held back",
 }
@@ -272,8 +273,8 @@ def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[st
         add(
             "Alert threshold", "threshold", lambda v: f"{v:.0%}" if isinstance(v, float) else str(v)
         )
-    elif kind == "scenario_overdue":
-        facts += [f for f in _overdue_facts("firing", p, tz) if f[0] != "What to do"]
+    elif kind in ("scenario_overdue", "scenario_idle"):
+        facts += [f for f in _key_facts(kind, "firing", p, tz) if f[0] != "What to do"]
     elif kind == "watcher_health":
         # Keys of the watcher_health events (watcher.poller, alerts.delivery).
         problems = {
@@ -466,9 +467,12 @@ def _headline(
         if phase == "resolved":
             return f"Webhook queue of {s}{scenario} is down" + (f" to {queue}" if queue else "")
         still = "still " if phase == "repeat" else ""
-        return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long")
+        rising = " and rising while its scenario does not run" if p.get("rising") else ""
+        return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long") + rising
     if kind == "scenario_overdue":
         return _overdue_headline(phase, p, s, tz)
+    if kind == "scenario_idle":
+        return _idle_headline(phase, p, s, tz)
     if kind == "watcher_health":
         where = f" for {subject}" if subject else ""
         if phase == "resolved":
@@ -510,6 +514,44 @@ def _overdue_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
         return f"{s} is still overdue: {run} has not happened"
     late = _duration(p.get("late_s"))
     return f"{s} is overdue: {run} has not happened" + (f" (due {late} ago)" if late else "")
+
+
+def _idle_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
+    """Keys of the scenario_idle payload (watcher.poller._silent)."""
+    if phase == "resolved":
+        if p.get("resolution") == "not expected":
+            return f"{s} is no longer watched for silence (switched off or paused)"
+        return f"{s} runs again" + (f" since {_clock(p['resolved_at'], p['resolved_at'], tz)}" if p.get("resolved_at") else "")
+    last = p.get("last_run_at")
+    ref = p.get("resolved_at") or (last + p["silent_s"] if isinstance(last, int | float) and isinstance(p.get("silent_s"), int | float) else None)
+    since = _clock(last, ref, tz) if last else ""
+    head = f"{s} {'still ' if phase == 'repeat' else ''}has not run" + (f" since {since}" if since else "")
+    if phase == "repeat":
+        return head
+    silent = _duration(p.get("silent_s"))
+    if p.get("basis") == "expect_every":
+        every = _duration(p.get("expect_every_s"))
+        hours = " of business hours" if p.get("business_hours") else ""
+        return head + (f" ({silent}{hours}; expected at least every {every})" if silent else "")
+    usual = p.get("expected_runs")
+    told = f"; it usually runs about {_fmt_number(round(usual))} times in that time" if isinstance(usual, int | float) else ""
+    return head + (f" ({silent}{told})" if silent else "")
+
+
+def _idle_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = [("Last run seen", _fmt_epoch(p["last_run_at"], tz))] if p.get("last_run_at") else []
+    if p.get("business_hours"):
+        facts.append(("Business hours", str(p["business_hours"])))
+    facts.append(
+        (
+            "What to do",
+            "Check what feeds its webhook (a form, an app's webhook settings, a connection): "
+            "Make logs nothing when no data arrives.",
+        )
+    )
+    return facts
 
 
 def _overdue_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
@@ -561,6 +603,8 @@ def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> li
         return [] if phase == "resolved" else _kind_facts(kind, p, tz)
     if kind == "scenario_overdue":
         return _overdue_facts(phase, p, tz)
+    if kind == "scenario_idle":
+        return _idle_facts(phase, p, tz)
     return []
 
 
@@ -674,6 +718,7 @@ _PRIMARY_LINK = {
     "quota": "usage_url",
     "hook_backlog": "scenario_url",
     "scenario_overdue": "history_url",
+    "scenario_idle": "history_url",
 }
 _LINKS = (
     ("run_url", "Open the failed run in Make"),
@@ -1066,6 +1111,15 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "allowance_s": 300,
             "is_waiting": False,
             "standing": False,
+        }
+    if kind == "scenario_idle":
+        return scenario | {
+            "scenario_name": "Typeform leads → HubSpot",
+            "last_run_at": _SAMPLE_NOW - 11400,  # 11:03 UTC, 3 h 10 min before
+            "silent_s": 11400,
+            "expected_runs": 38.2,
+            "basis": "learnt",
+            "hook_id": 93,
         }
     if kind == "watcher_health":
         return {

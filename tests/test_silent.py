@@ -3,6 +3,7 @@ simulator (a stalled scheduled scenario, found from the inventory alone)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -13,10 +14,11 @@ from pydantic import ValidationError
 from test_alerts_e2e import make_stack  # noqa: F401 (the fixture)
 from test_poller import rig_factory  # noqa: F401 (the fixture)
 
+from watcher.business_hours import BusinessHours
 from watcher.clock import ManualClock
 from watcher.config import SilentSettings
 from watcher.make.models import Scenario
-from watcher.silent import OverdueRule, overdue_step
+from watcher.silent import Activity, IdleRule, OverdueRule, idle_step, overdue_step
 from watcher.simulator import World
 from watcher.testing.mail_sink import subject_of
 
@@ -260,3 +262,183 @@ async def test_rules_turn_the_check_off_for_one_scenario_and_give_another_more_g
     clock.advance(200)
     await rig.cycle()
     assert [e["scenario_id"] for e in rig.events("scenario_overdue")] == [ids["sync"].id]
+
+
+# --- idle webhooks: the detector ----------------------------------------------------------------
+
+DAY = 86400.0
+WEBHOOK = {"hookId": 93, "scheduling": {"type": "immediately"}, "nextExec": None}
+
+
+def hour_of_week(t: float) -> int:
+    return int((t // 3600 + 72) % 168)
+
+
+def profile(per_hour: float, *, busy=lambda h: True, since: float = T0 - 14 * DAY, last_run: float | None = None, idle: bool = False) -> dict[str, Any]:
+    """A stored snapshot whose learnt activity runs ``per_hour`` in the ``busy`` hours of the
+    week (none in the others), watched since ``since``, last run at ``last_run``."""
+    act = Activity(since=since, folded_to=last_run or T0, last_run_at=last_run, idle_at=last_run if idle else None)
+    act.runs = [per_hour * 8 if busy(h) else 0.0 for h in range(168)]
+    act.seen_s = [8 * 3600.0] * 168
+    return {"operations": 50, "centicredits": 5000, "ops_per_run": 1.0, "activity": act.to_json()}
+
+
+def office(h: int) -> bool:
+    return h // 24 < 5 and 8 <= h % 24 < 18
+
+
+def webhook(ops: int = 50, **kw: Any) -> Scenario:
+    return listed(None, ops=ops, **(WEBHOOK | kw))
+
+
+WEEKDAYS = BusinessHours.parse("Mon-Fri 08:00-18:00")
+SUNDAY_NOON = T0 - DAY - 2 * 3600 - 13 * 60  # Sun 20 Sep 12:00 UTC
+assert hour_of_week(T0) == 14 and hour_of_week(SUNDAY_NOON) == 6 * 24 + 12
+
+# (case, stored snapshot, listed scenario, now, organization paused, rule, fire, resolved)
+IDLE_CASES = [
+    ("busy webhook, 30 min silent: 5 runs missed, under 10", profile(10, last_run=T0 - 1800), webhook(), T0, False, IdleRule(), False, None),
+    ("busy webhook, 70 min silent: about 12 missed", profile(10, last_run=T0 - 4200), webhook(), T0, False, IdleRule(), True, None),
+    ("a smaller factor finds it sooner", profile(10, last_run=T0 - 1800), webhook(), T0, False, IdleRule(factor=4.0), True, None),
+    ("it ran", profile(10, last_run=T0 - 4200), webhook(ops=51), T0, False, IdleRule(), False, None),
+    ("it ran while idle: resolved", profile(10, last_run=T0 - 9000, idle=True), webhook(ops=51), T0, False, IdleRule(), False, "ran"),
+    ("still idle: no second event", profile(10, last_run=T0 - 9000, idle=True), webhook(), T0, False, IdleRule(), False, None),
+    ("first week of data: never learnt-idle", profile(10, since=T0 - 5 * DAY, last_run=T0 - 9000), webhook(), T0, False, IdleRule(), False, None),
+    ("quiet at night: 8 silent night hours are usual", profile(10, busy=office, last_run=T0 - 14 * 3600 - 1800), webhook(), T0 - 6 * 3600 - 1800, False, IdleRule(), False, None),
+    ("quiet at weekends", profile(10, busy=office, last_run=SUNDAY_NOON - 20 * 3600), webhook(), SUNDAY_NOON, False, IdleRule(), False, None),
+    ("office hours silent since 09:00", profile(10, busy=office, last_run=T0 - 5 * 3600), webhook(), T0, False, IdleRule(), True, None),
+    ("check disabled", profile(10, last_run=T0 - 9000), webhook(), T0, False, IdleRule(enabled=False), False, None),
+    ("switched off", profile(10, last_run=T0 - 9000), webhook(isActive=False), T0, False, IdleRule(), False, None),
+    ("deactivated while idle: resolved", profile(10, last_run=T0 - 9000, idle=True), webhook(isActive=False, isinvalid=True), T0, False, IdleRule(), False, "not expected"),
+    ("scenario paused", profile(10, last_run=T0 - 9000), webhook(isPaused=True), T0, False, IdleRule(), False, None),
+    ("organization paused", profile(10, last_run=T0 - 9000), webhook(), T0, True, IdleRule(), False, None),
+    ("scheduled every 15 min: not a webhook", profile(10, last_run=T0 - 9000), listed(600), T0, False, IdleRule(), False, None),
+    ("monthly: never idle", profile(10, last_run=T0 - 40 * DAY), listed(600, **MONTHLY), T0, False, IdleRule(), False, None),
+    ("on demand: never idle", profile(10, last_run=T0 - 40 * DAY), listed(None, scheduling={"type": "on-demand"}), T0, False, IdleRule(), False, None),
+    ("a rare webhook: 3 silent days are usual", profile(0.02, last_run=T0 - 3 * DAY), webhook(), T0, False, IdleRule(), False, None),
+    ("expect_every 2h, first week: 2.5 h silent", profile(0, since=T0 - DAY, last_run=T0 - 9000), webhook(), T0, False, IdleRule(expect_every_s=7200), True, None),
+    ("expect_every 2h: 1.5 h silent", profile(0, since=T0 - DAY, last_run=T0 - 5400), webhook(), T0, False, IdleRule(expect_every_s=7200), False, None),
+    ("expect_every 2h in office hours: silent over the weekend", profile(0, last_run=SUNDAY_NOON - 30 * 3600), webhook(), SUNDAY_NOON, False, IdleRule(expect_every_s=7200, business_hours=WEEKDAYS), False, None),
+    ("expect_every 2h in office hours: Monday 08:00-10:13", profile(0, last_run=SUNDAY_NOON - 30 * 3600), webhook(), T0 - 4 * 3600, False, IdleRule(expect_every_s=7200, business_hours=WEEKDAYS), True, None),
+    ("expect_every on a scheduled scenario", profile(0, since=T0 - DAY, last_run=T0 - 9000), listed(600, ops=50), T0, False, IdleRule(expect_every_s=7200), True, None),
+]
+
+
+@pytest.mark.parametrize(("prev", "sc", "now", "org_paused", "rule", "fire", "resolved"), [c[1:] for c in IDLE_CASES], ids=[c[0] for c in IDLE_CASES])
+def test_idle_table(prev, sc, now, org_paused, rule, fire, resolved):
+    step = idle_step(prev, sc, now, org_paused=org_paused, rule=rule)
+    assert (step.fire, step.resolved) == (fire, resolved)
+    if fire:
+        assert step.activity is not None and step.activity.idle_at == step.episode_at
+    if resolved:
+        assert step.activity is not None and step.activity.idle_at is None
+
+
+def test_a_run_is_learnt_in_its_hour_and_the_profile_stays_small():
+    act = Activity(since=T0, folded_to=T0)
+    act.fold(T0 + 1800, 3)
+    assert act.runs[hour_of_week(T0)] == 3 and act.seen_s[hour_of_week(T0)] == 1800
+    act.fold(T0 + 1800 + 3 * DAY, 30)  # a long gap (makewatch stopped): spread over it
+    others = [r for h, r in enumerate(act.runs) if h != hour_of_week(T0)]
+    assert max(others) < 1 and round(sum(act.runs)) == 33
+    assert len(json.dumps(act.to_json())) < 4096
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("Mon-Fri 08:00-18:00", None), ("Sat,Sun 10:00-14:00; Mon 09:00-12:00", None), ("Fri-Mon 00:00-24:00", None),
+     ("Funday 08:00-18:00", "unknown day"), ("Mon-Fri 18:00-08:00", "start before"), ("weekdays", "not business hours")],
+)
+def test_business_hours_parse(text, error):
+    if error:
+        with pytest.raises(ValueError, match=error):
+            BusinessHours.parse(text)
+    else:
+        assert BusinessHours.parse(text, "Europe/Paris").spans
+
+
+# --- idle webhooks: end to end -----------------------------------------------------------------
+
+
+def webhook_world(clock: ManualClock, *, rhythm: bool = False, interval_s: float = 300) -> tuple[World, dict[str, Any]]:
+    world = World(seed=8, clock=clock)
+    org = world.add_organization(name="Acme", plan="core")
+    team = world.add_team(org.id, name="Ops")
+    ids: dict[str, Any] = {"org": org, "team": team, "token": world.add_token(org_ids=[org.id])}
+    ids["leads"] = world.add_scenario(team.id, name="Typeform leads", webhook=True, interval_s=interval_s, rhythm=rhythm, max_errors=0)
+    ids["hook"] = world.add_hook(team.id, scenario_id=ids["leads"].id, queue_limit=1000, name="Typeform")
+    ids["monthly"] = world.add_scenario(team.id, name="Month end", interval_s=30 * 86400, schedule="monthly", first_run_at=START + 10 * 86400)
+    return world, ids
+
+
+async def cycles(rig, clock: ManualClock, seconds: float, step: float) -> None:
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+        await rig.cycle()
+
+
+async def test_a_webhook_that_must_fire_every_hour_is_idle_once_its_traffic_stops_and_resolves_when_it_returns(rig_factory):  # noqa: F811
+    clock = ManualClock(START)
+    world, ids = webhook_world(clock)
+    rule = '[[polling.silent.rules]]\nscenario = "Typeform*"\nexpect_every = "1h"\n'
+    rig = await rig_factory(world, [("Acme", ids["org"].id, ids["token"])], extra=rule)
+    await rig.cycle()
+    await cycles(rig, clock, 3 * 3600, 600)  # the first day of data: expect_every needs no history
+    assert rig.events("scenario_idle") == []
+    world.set_behaviour(ids["leads"].id, traffic=0)  # the client's form broke
+    await cycles(rig, clock, 3 * 3600, 600)
+    (idle,) = rig.events("scenario_idle")
+    assert idle["scenario_id"] == ids["leads"].id and '"basis":"expect_every"' in idle["payload_json"]
+    world.set_behaviour(ids["leads"].id, traffic=1)
+    await cycles(rig, clock, 3600, 600)
+    ends = rig.events("scenario_idle")[1:]
+    assert len(ends) == 1 and '"resolution":"ran"' in ends[0]["payload_json"]
+
+
+async def test_a_webhook_with_a_weekly_rhythm_is_learnt_quiet_at_night_and_weekends_and_idle_in_office_hours(rig_factory):  # noqa: F811
+    clock = ManualClock(START)  # a Monday afternoon
+    world, ids = webhook_world(clock, rhythm=True, interval_s=600)
+    rig = await rig_factory(world, [("Acme", ids["org"].id, ids["token"])])
+    await rig.cycle()
+    await cycles(rig, clock, 9 * 86400, 3600)  # nine days, a weekend included: no alarm
+    assert rig.events("scenario_idle") == []
+    # Wednesday 15:13 UTC: traffic stops in office hours (about 12 runs an hour).
+    world.set_behaviour(ids["leads"].id, traffic=0)
+    stopped = clock.time()
+    await cycles(rig, clock, 3 * 3600, 900)
+    (idle,) = rig.events("scenario_idle")
+    assert idle["detected_at"] - stopped <= 2 * 3600
+    assert '"basis":"learnt"' in idle["payload_json"]
+    row = rig.store.read_sync(lambda db: db["scenarios"].get(ids["leads"].id))
+    assert len(row["activity_json"]) < 4096  # a few KB per scenario at most
+
+
+async def test_a_queue_that_keeps_rising_while_its_scenario_does_not_run_is_a_backlog_early(rig_factory):  # noqa: F811
+    clock = ManualClock(START)
+    world, ids = webhook_world(clock, interval_s=120)
+    rig = await rig_factory(world, [("Acme", ids["org"].id, ids["token"])], extra="[polling]\nusage_interval_s = 60")
+    await rig.cycle()
+    await cycles(rig, clock, 1800, 300)
+    world.set_behaviour(ids["leads"].id, stalled=True)  # data arrives, the scenario does not run
+    await cycles(rig, clock, 1800, 300)
+    (early,) = rig.events("hook_backlog")
+    assert '"rising":true' in early["payload_json"]
+    assert world.hooks[ids["hook"].id].queue_count < 0.8 * 1000  # long before the 80 % alert
+    world.set_behaviour(ids["leads"].id, stalled=False)
+    await cycles(rig, clock, 1800, 300)
+    assert len(rig.events("hook_backlog")) == 2 and '"recovered":true' in rig.events("hook_backlog")[1]["payload_json"]
+
+
+
+@pytest.mark.parametrize(
+    ("runs_seen_at_each_move", "credited"),
+    [
+        ([0, 0, 0], [1, 1, 1]),  # logs never read: one run a move
+        ([12, 24], [12, 12]),  # logs read in time: their counts
+        ([0, 12, 12], [1, 11, 1]),  # the first run credited ahead is taken off the logs' count
+        ([0, 0, 1, 30], [1, 1, 1, 27]),  # in all, what the logs say: 30
+    ],
+)
+def test_runs_are_counted_from_the_logs_without_counting_twice(runs_seen_at_each_move, credited):
+    act = Activity(since=T0, folded_to=T0)
+    assert [act.count_runs(n) for n in runs_seen_at_each_move] == credited

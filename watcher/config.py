@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PrivateAttr,
@@ -41,6 +42,7 @@ from alerts.policy import AlertsSettings, OrgMatcher, RouteSettings, ScenarioMat
 from alerts.routing import scope_matches
 from alerts.schedule import DigestSettings
 from watcher import __version__
+from watcher.business_hours import BusinessHours
 from watcher.settings_base import (
     _CONTROL_CHARS,
     _ENV_NAME,
@@ -48,6 +50,7 @@ from watcher.settings_base import (
     Secret,
     StrictFloat,
     StrictPositiveInt,
+    TimeZoneName,
     _KeyProblem,
     _nested_model,
     _Section,
@@ -330,6 +333,23 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+def _check_expect_every(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+def _check_business_hours(value: str | None) -> str | None:
+    if value is not None:
+        BusinessHours.parse(value)
+    return value
+
+
+ExpectEvery = Annotated[str, AfterValidator(_check_expect_every)]
+BusinessHoursText = Annotated[str, AfterValidator(_check_business_hours)]
+IdleFactor = Annotated[StrictFloat, Field(gt=0)]
+
+
 class SilentRuleSettings(_Section):
     """One ``[[polling.silent.rules]]`` table: silent-failure settings for the scenarios its
     matchers select (``org``, ``team_id``, ``scenario``: as in ``[[routes]]``; unset = any).
@@ -341,6 +361,11 @@ class SilentRuleSettings(_Section):
     overdue: bool | None = None
     grace_s: Annotated[StrictFloat, Field(ge=0)] | None = None
     grace_factor: Annotated[StrictFloat, Field(ge=0)] | None = None
+    idle: bool | None = None
+    idle_factor: IdleFactor | None = None
+    expect_every: ExpectEvery | None = None
+    business_hours: BusinessHoursText | None = None
+    timezone: TimeZoneName | None = None
 
 
 class SilentSettings(_Section):
@@ -349,6 +374,11 @@ class SilentSettings(_Section):
     overdue: bool = True
     grace_s: Annotated[StrictFloat, Field(ge=0)] = 300.0
     grace_factor: Annotated[StrictFloat, Field(ge=0)] = 1.5
+    idle: bool = True
+    idle_factor: IdleFactor = 10.0
+    expect_every: ExpectEvery | None = None
+    business_hours: BusinessHoursText | None = None
+    timezone: TimeZoneName = "UTC"
     rules: tuple[SilentRuleSettings, ...] = ()
 
     def effective(self, labels: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from watcher.make.models import Dlq, Hook, LogEntry, Scenario
-from watcher.silent import OverdueStep
+
+if TYPE_CHECKING:  # (watcher.silent reads the settings, which read the kinds here)
+    from watcher.silent import OverdueStep
 
 # Kinds and their default severities (DESIGN.md, "Alert kinds").
 SEVERITY = {
@@ -29,6 +31,7 @@ SEVERITY = {
     "quota": "warning",
     "hook_backlog": "warning",
     "scenario_overdue": "error",
+    "scenario_idle": "warning",
     "watcher_health": "critical",
 }
 KINDS = tuple(SEVERITY)
@@ -242,8 +245,10 @@ def hook_event(
     cleared: bool = False,
     ui: str | None = None,
     scenario_name: str | None = None,
+    rising: bool = False,
 ) -> Event:
-    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it).
+    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it), or
+    (``rising``) one that keeps rising while its scenario does not run.
 
     With ``ui`` it links to the scenario behind the hook, which ``scenario_name`` names:
     a reader fixes the scenario, not the hook."""
@@ -261,6 +266,8 @@ def hook_event(
         payload["scenario_name"] = scenario_name
     if ui and hook.scenario_id:
         payload["scenario_url"] = scenario_link(ui, hook.team_id, hook.scenario_id)
+    if rising:
+        payload["rising"] = True
     if cleared:
         payload["recovered"] = True  # resolves the backlog alert
     return Event(
@@ -275,25 +282,41 @@ def hook_event(
     )
 
 
+def silent_event(
+    kind: str,
+    org_id: int,
+    org_name: str,
+    ui: str,
+    sc: Scenario,
+    episode_at: float,
+    now: float,
+    facts: dict[str, Any],
+    *,
+    resolved: str | None = None,
+) -> Event:
+    """A silent failure (``scenario_overdue``, ``scenario_idle``) of ``sc``, or with
+    ``resolved`` ("ran", "not expected") the end of it. ``episode_at`` names the episode
+    (the missed run's scheduled time, the last run before the silence): its key."""
+    payload = _scenario_payload(org_name, sc, None, ui) | facts
+    key = f"{kind}:{org_id}:{sc.id}:{int(episode_at)}"
+    if resolved:
+        payload |= {"recovered": True, "resolution": resolved, "resolved_at": now}
+        return Event(kind, f"{key}:{resolved}", org_id, now, payload, severity="info", team_id=sc.team_id, scenario_id=sc.id)
+    return Event(kind, key, org_id, now, payload, team_id=sc.team_id, scenario_id=sc.id)
+
+
 def overdue_event(
     org_id: int, org_name: str, ui: str, sc: Scenario, step: OverdueStep, due_at: float, now: float, *, standing: bool
 ) -> Event:
     """A scheduled run that did not happen (``step.fire``), or the end of that episode
-    (``step.resolved``: it ran, or it is no longer expected). ``due_at`` names the episode:
-    the scheduled time of the missed run."""
-    payload = _scenario_payload(org_name, sc, None, ui)
-    payload.update(
-        {
-            "due_at": due_at,
-            "scheduling_type": sc.scheduling_type,
-            "interval_s": sc.interval_s,
-            "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
-            "is_waiting": sc.is_waiting,
-        }
-    )
-    key = f"scenario_overdue:{org_id}:{sc.id}:{int(due_at)}"
-    if step.resolved:
-        payload |= {"recovered": True, "resolution": step.resolved, "resolved_at": now}
-        return Event("scenario_overdue", f"{key}:{step.resolved}", org_id, now, payload, severity="info", team_id=sc.team_id, scenario_id=sc.id)
-    payload |= {"late_s": round(step.late_s), "allowance_s": round(step.allowance_s), "standing": standing}
-    return Event("scenario_overdue", key, org_id, now, payload, team_id=sc.team_id, scenario_id=sc.id)
+    (``step.resolved``: it ran, or it is no longer expected)."""
+    facts: dict[str, Any] = {
+        "due_at": due_at,
+        "scheduling_type": sc.scheduling_type,
+        "interval_s": sc.interval_s,
+        "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+        "is_waiting": sc.is_waiting,
+    }
+    if not step.resolved:
+        facts |= {"late_s": round(step.late_s), "allowance_s": round(step.allowance_s), "standing": standing}
+    return silent_event("scenario_overdue", org_id, org_name, ui, sc, due_at, now, facts, resolved=step.resolved)

@@ -5,7 +5,10 @@ from what makewatch already reads each cycle, at no extra API call:
 
 * **overdue**: an active scheduled scenario (``scheduling.type`` indefinitely, daily,
   weekly or monthly) whose scheduled run is late by more than
-  ``max(grace_s, interval x grace_factor)`` while its run counters did not move.
+  ``max(grace_s, interval x grace_factor)`` while its run counters did not move;
+* **idle**: a webhook scenario silent far longer than usual at those hours of the week
+  (learnt from its own runs, as counted from the same counters), or longer than a
+  configured ``expect_every``.
 
 The detectors are pure functions of the stored snapshot, the scenario as just listed, the
 time and a rule; the poller stores what they return with the snapshot, in the same
@@ -22,13 +25,29 @@ not been followed by a counter move.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from watcher.business_hours import BusinessHours
+from watcher.config import parse_duration
 from watcher.make.models import Scenario
 
-__all__ = ["SCHEDULED_TYPES", "OverdueRule", "OverdueStep", "last_edit_iso", "overdue_step", "ran_since"]
+__all__ = [
+    "SCHEDULED_TYPES",
+    "Activity",
+    "BusinessHours",
+    "IdleRule",
+    "IdleStep",
+    "OverdueRule",
+    "OverdueStep",
+    "idle_step",
+    "is_webhook",
+    "last_edit_iso",
+    "overdue_step",
+    "ran_since",
+]
 
 #: Scheduling types with a time at which a run is expected. ``immediately`` (webhooks),
 #: ``on-demand``, ``once`` and ``yearly`` never become overdue (a yearly run is too rare to
@@ -113,6 +132,7 @@ def overdue_step(
         and not sc.is_paused
         and not org_paused
         and sc.scheduling_type in SCHEDULED_TYPES
+        and not is_webhook(sc)
     )
     open_at = prev.get("overdue_at") if prev else None
     ran = prev is not None and ran_since(prev, sc)
@@ -139,3 +159,207 @@ def overdue_step(
     if late > allowance:
         return OverdueStep(due, due, fire=True, late_s=late, allowance_s=allowance)
     return OverdueStep(due, None, late_s=late, allowance_s=allowance)
+
+
+# --- idle webhooks ---------------------------------------------------------------------------
+
+HOURS_OF_WEEK = 168
+WEEK_S = 7 * 86400.0
+# No learnt idle alert before a scenario has this much history (a first week of data).
+LEARNING_S = WEEK_S
+# A bucket remembers about this many hours of observation: past it, its figures are halved,
+# so a webhook whose traffic changed for good is learnt again within weeks.
+MEMORY_H = 8.0
+# Runs seen after a gap between two listings longer than this (makewatch was stopped) are
+# spread over the gap rather than put in its last hour.
+SPREAD_AFTER_S = 7200.0
+
+
+def is_webhook(sc: Scenario) -> bool:
+    """Triggered by a hook: ``hookId`` set and no interval schedule. Make lists ``immediately``
+    for these, though a live webhook scenario showed ``indefinitely`` without an interval
+    (make-api.md §2.3), hence the test on the interval, not the type."""
+    return sc.hook_id is not None and not sc.interval_s and sc.scheduling_type in (None, "immediately", "indefinitely")
+
+
+@dataclass(frozen=True)
+class IdleRule:
+    """When a webhook scenario is idle (one scenario's settings)."""
+
+    enabled: bool = True
+    factor: float = 10.0
+    expect_every_s: float | None = None
+    business_hours: BusinessHours | None = None
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> IdleRule:
+        hours = values.get("business_hours")
+        every = values.get("expect_every")
+        return cls(
+            bool(values["idle"]),
+            float(values["idle_factor"]),
+            parse_duration(every) if every else None,
+            BusinessHours.parse(hours, values.get("timezone") or "UTC") if hours else None,
+        )
+
+
+def _hour_slices(t0: float, t1: float) -> Iterator[tuple[int, float, float]]:
+    """(hour of the week in UTC, start, end) of each clock-hour piece of (t0, t1]."""
+    t = t0
+    while t < t1:
+        end = min(t1, (math.floor(t / 3600.0) + 1) * 3600.0)
+        # 1970-01-01 was a Thursday: shift so that bucket 0 is Monday 00:00 UTC.
+        yield int((t // 3600.0 + 72) % HOURS_OF_WEEK), t, end
+        t = end
+
+
+@dataclass
+class Activity:
+    """What makewatch learnt of one scenario's runs (kept in ``scenarios.activity_json``,
+    about 3 KB): per hour of the week, the runs seen and the seconds watched."""
+
+    since: float
+    folded_to: float
+    last_run_at: float | None = None
+    idle_at: float | None = None  # last_run_at of an open idle episode
+    runs: list[float] = field(default_factory=lambda: [0.0] * HOURS_OF_WEEK)
+    seen_s: list[float] = field(default_factory=lambda: [0.0] * HOURS_OF_WEEK)
+    # Runs counted from the logs read (``scenarios.runs_seen``) up to here, and runs credited
+    # before their logs were read (see count_runs).
+    logs_mark: int = 0
+    ahead: int = 0
+
+    def count_runs(self, runs_seen: int) -> int:
+        """How many runs to credit for a listing whose counters moved.
+
+        The logs read so far (``runs_seen``, exact but read a cycle or more later) tell how
+        many; until they are read, a counter move counts as one run (the operations step is
+        no count: several runs between two listings make one step). What was credited
+        ahead is taken off what the logs tell later, so nothing counts twice.
+        """
+        if runs_seen < self.logs_mark:  # (a stored count that went back: start again)
+            self.logs_mark = runs_seen
+        new, self.logs_mark = runs_seen - self.logs_mark, runs_seen
+        if new - self.ahead >= 1:
+            n, self.ahead = new - self.ahead, 0
+            return n
+        self.ahead = max(0, self.ahead - new) + 1
+        return 1
+
+    @classmethod
+    def from_json(cls, data: Any, now: float) -> Activity:
+        if not isinstance(data, dict) or len(data.get("runs") or ()) != HOURS_OF_WEEK:
+            return cls(since=now, folded_to=now)
+        return cls(
+            float(data["since"]), float(data["folded_to"]), data.get("last_run_at"), data.get("idle_at"),
+            [float(x) for x in data["runs"]], [float(x) for x in data["seen_s"]],
+            int(data.get("logs_mark") or 0), int(data.get("ahead") or 0),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since, "folded_to": self.folded_to, "last_run_at": self.last_run_at, "idle_at": self.idle_at,
+            "runs": [round(x, 3) for x in self.runs], "seen_s": [round(x) for x in self.seen_s],
+            "logs_mark": self.logs_mark, "ahead": self.ahead,
+        }  # fmt: skip
+
+    def fold(self, t1: float, runs: float) -> None:
+        """Credit (folded_to, t1] as watched, with ``runs`` runs seen at ``t1``.
+
+        The inventory is listed every minute or so, so the runs of a listing happened in
+        its last minutes: they go to the hour of ``t1``. After a longer gap (makewatch was
+        stopped) they are spread over it by time instead.
+        """
+        t0 = self.folded_to
+        if t1 <= t0:
+            return
+        spread = t1 - t0 > SPREAD_AFTER_S
+        for h, a, b in _hour_slices(t0, t1):
+            self.seen_s[h] += b - a
+            self.runs[h] += runs * (b - a) / (t1 - t0) if spread else (runs if b == t1 else 0.0)
+            if self.seen_s[h] > MEMORY_H * 3600.0:
+                self.seen_s[h] /= 2
+                self.runs[h] /= 2
+        self.folded_to = t1
+
+    def expected_runs(self, t0: float, t1: float, hours: BusinessHours | None = None) -> float:
+        """How many runs (t0, t1] usually holds, from the rate learnt at each hour of the
+        week (an hour never watched counts for none), within ``hours`` only when given."""
+        total = 0.0
+        for h, a, b in _hour_slices(t0, t1):
+            if self.seen_s[h] > 0 and (hours is None or hours.contains(a)):
+                total += self.runs[h] / self.seen_s[h] * (b - a)
+        return total
+
+
+def _counted(hours: BusinessHours | None, t0: float, t1: float) -> float:
+    """Seconds of (t0, t1] inside ``hours`` (all of them without), by clock-hour pieces."""
+    if hours is None:
+        return max(0.0, t1 - t0)
+    return sum(b - a for _, a, b in _hour_slices(t0, t1) if hours.contains(a))
+
+
+@dataclass(frozen=True)
+class IdleStep:
+    """What :func:`idle_step` decided: the profile to store (None: unchanged), whether an
+    idle episode opens (``fire``, with ``expected`` runs missed and ``silent_s``) or ends
+    (``resolved``: "ran" or "not expected")."""
+
+    activity: Activity | None
+    fire: bool = False
+    resolved: str | None = None
+    expected: float = 0.0
+    silent_s: float = 0.0
+    reason: str = ""
+    episode_at: float = 0.0  # the last run before the silence: names the episode
+
+
+def idle_step(
+    prev: Mapping[str, Any] | None, sc: Scenario, now: float, *, org_paused: bool, rule: IdleRule
+) -> IdleStep:
+    """Learn from one listing of ``sc`` and say whether it went idle.
+
+    A run is a counter move since the snapshot ``prev`` (how many: see
+    :meth:`Activity.count_runs`). Candidates: webhook scenarios (see
+    :func:`is_webhook`), and any scenario with ``expect_every``. Idle, with ``expect_every``:
+    no run for that long (counting only ``business_hours`` when set). Idle, learnt: the runs
+    usually seen since the last run reach ``factor`` (silent ``factor`` times longer than
+    the usual gap at those hours of the week), never in the first week of data. A
+    switched-off, paused or unlisted-for-idle scenario is never idle.
+    """
+    candidate = is_webhook(sc) or rule.expect_every_s is not None
+    if not candidate:
+        return IdleStep(None)
+    act = Activity.from_json(prev.get("activity") if prev else None, now)
+    ran = prev is not None and ran_since(prev, sc)
+    expected_now = rule.enabled and sc.is_active and not sc.is_invalid and not sc.is_paused and not org_paused
+    changed = prev is None or not prev.get("activity")
+    if ran:
+        # Silent time is folded in only with the run that ends it: an outage must not teach
+        # the profile that those hours are quiet while it is being measured against them.
+        act.fold(now, act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0))
+        act.last_run_at = now
+        changed = True
+    elif not (sc.is_active and not sc.is_paused and not org_paused) and act.folded_to < now:
+        # Switched off or paused: not watched, nothing learnt (written with the next change).
+        act.folded_to = now
+        act.last_run_at = None if act.last_run_at is None else now
+    if act.idle_at is not None and (ran or not expected_now):
+        episode, act.idle_at = act.idle_at, None
+        return IdleStep(act, resolved="ran" if ran and expected_now else "not expected", episode_at=episode)
+    if not expected_now or act.idle_at is not None or ran:
+        return IdleStep(act if changed else None)
+    last = act.last_run_at if act.last_run_at is not None else act.since
+    silent_s = _counted(rule.business_hours, last, now)
+    if rule.expect_every_s is not None:
+        if silent_s > rule.expect_every_s:
+            act.idle_at = last
+            return IdleStep(act, fire=True, silent_s=silent_s, reason="expect_every", episode_at=last)
+        return IdleStep(act if changed else None)
+    if now - act.since < LEARNING_S:
+        return IdleStep(act if changed else None)
+    expected = act.expected_runs(last, now, rule.business_hours)
+    if expected >= rule.factor:
+        act.idle_at = last
+        return IdleStep(act, fire=True, expected=expected, silent_s=silent_s, reason="learnt", episode_at=last)
+    return IdleStep(act if changed else None)

@@ -90,7 +90,7 @@ EVENT_FIELDS = (
 # Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
 _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
-    "scenarios": ("scheduling", "snapshot"),
+    "scenarios": ("scheduling", "snapshot", "activity"),
     "events": ("payload",),
     "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
@@ -373,6 +373,12 @@ def m009_overdue_state(db: Database) -> None:
     db["scenarios"].add_column("last_edit", str)
 
 
+def m010_activity_profile(db: Database) -> None:
+    """Schema v10: ``scenarios.activity_json``: what the idle check (watcher.silent.Activity)
+    learnt of a scenario's runs per hour of the week, and its open idle episode."""
+    db["scenarios"].add_column("activity_json", str)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -385,6 +391,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m007_cursor_floor,
     m008_acknowledgements,
     m009_overdue_state,
+    m010_activity_profile,
 )
 
 

@@ -1025,16 +1025,20 @@ async def _admin_active(request: web.Request) -> web.Response:
 
 
 async def _admin_behaviour(request: web.Request) -> web.Response:
-    """Silent failures of one scenario (World.set_behaviour): ``{"stalled": true}``."""
+    """Silent failures of one scenario (World.set_behaviour): ``{"stalled": true}``,
+    ``{"traffic": 0}``, ``{"volume": 0.1}``."""
     world = request.app[WORLD_KEY]
     sid = _path_id(request)
     if sid not in world.scenarios:
         return web.json_response({"error": "unknown scenario"}, status=404)
     data = await request.json()
-    unknown = set(data) - {"stalled"}
+    unknown = set(data) - {"stalled", "traffic", "volume"}
     if unknown:
         return web.json_response({"error": f"unknown behaviour {sorted(unknown)[0]!r}"}, status=400)
-    sc = world.set_behaviour(sid, stalled=data.get("stalled"))
+    try:
+        sc = world.set_behaviour(sid, stalled=data.get("stalled"), traffic=data.get("traffic"), volume=data.get("volume"))
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"scenario": scenario_json(world, sc, listing=True)})
 
 

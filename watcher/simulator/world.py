@@ -253,8 +253,15 @@ class Scenario:
     failing: bool = False
     # Scheduling type as Make lists it for a scheduled scenario (webhooks: "immediately").
     schedule: str = "indefinitely"
-    # A silent failure (set_behaviour): its scheduled runs come due and do not happen.
+    # Silent failures (set_behaviour): scheduled runs come due and do not happen (a webhook's
+    # data queues up instead); a webhook's arrival rate times ``traffic`` (0: none come);
+    # operations of a run times ``volume``.
     stalled: bool = False
+    traffic: float = 1.0
+    volume: float = 1.0
+    # A weekly rhythm (busy weekday office hours, quiet nights and weekends, in UTC): a
+    # webhook's arrivals follow it (see rhythm_factor).
+    rhythm: bool = False
     logs: list[LogRow] = field(default_factory=list, repr=False)
     executions: dict[str, LogRow] = field(default_factory=dict, repr=False)
     dlqs: list[DlqItem] = field(default_factory=list, repr=False)
@@ -291,6 +298,23 @@ class RequestRecord:
     org_id: int | None
     status: int
     token_ok: bool
+
+
+# The weekly rhythm (UTC): how busy each hour is, relative to a scenario's interval_s.
+RHYTHM_PEAK = 2.0
+
+
+def rhythm_factor(t: float) -> float:
+    """Busy weekday office hours (2x), evenings (0.6x), quiet nights (0.1x) and weekends
+    (0.4x by day, 0.1x at night): about 0.8x on average over a week."""
+    day, hour = divmod(int(t // 3600 + 72) % 168, 24)  # 0 = Monday 00:00 UTC
+    if day >= 5:
+        return 0.4 if 10 <= hour < 18 else 0.1
+    if 8 <= hour < 18:
+        return 2.0
+    if hour == 7 or 18 <= hour < 22:
+        return 0.6
+    return 0.1
 
 
 #: ``scheduling.type`` values of scheduled scenarios the simulator can run (make-api.md §2.3).
@@ -502,6 +526,7 @@ class World:
         active: bool = True,
         first_run_at: float | None = None,
         schedule: str = "indefinitely",
+        rhythm: bool = False,
     ) -> Scenario:
         """Add a scenario.
 
@@ -509,8 +534,9 @@ class World:
         interval); ``schedule`` is the ``scheduling.type`` listed for them (``daily``,
         ``weekly``, ``monthly`` with an ``interval_s`` of a day, a week, 30 days;
         ``on-demand`` never runs by itself). Webhook scenarios run when data arrives: gaps
-        are random with mean ``interval_s``; they have no check runs and are deactivated
-        after one error by default. ``max_errors <= 0`` means "never deactivate".
+        are random with mean ``interval_s`` (with ``rhythm``, at a rate that follows
+        :func:`rhythm_factor`); they have no check runs and are deactivated after one error
+        by default. ``max_errors <= 0`` means "never deactivate".
         """
         if schedule not in SCHEDULE_TYPES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_TYPES)}")
@@ -542,11 +568,12 @@ class World:
             used_modules=modules,
             is_active=active,
             schedule="immediately" if webhook else schedule,
+            rhythm=rhythm,
         )
         self.scenarios[sid] = sc
         team.scenario_ids.append(sid)
         if webhook or (active and schedule != "on-demand"):
-            start = first_run_at if first_run_at is not None else now + self._gap(sc, 0)
+            start = first_run_at if first_run_at is not None else self._next_at(sc, now, 0)
             self._schedule(sc, start)
         return sc
 
@@ -602,12 +629,21 @@ class World:
 
     # ---------------------------------------------------------------- running
 
-    def _gap(self, sc: Scenario, n: int) -> float:
-        """Seconds from run n-1 to run n (fixed for scheduled, random for webhooks)."""
+    def _next_at(self, sc: Scenario, t: float, n: int) -> float | None:
+        """When run n comes after time t: fixed for scheduled scenarios; for webhooks random
+        (Poisson arrivals of mean gap ``interval_s / traffic``; with a rhythm, thinned to
+        its rate at each hour of the week). None: no traffic at all."""
         if not sc.webhook:
-            return sc.interval_s
+            return t + sc.interval_s
+        if sc.traffic <= 0:
+            return None
         rng = random.Random(f"{self.seed}:{sc.id}:gap:{n}")
-        return max(1.0, rng.expovariate(1.0 / sc.interval_s))
+        peak = RHYTHM_PEAK if sc.rhythm else 1.0
+        rate = sc.traffic * peak / sc.interval_s
+        while True:
+            t += max(1.0, rng.expovariate(rate))
+            if not sc.rhythm or rng.random() * peak < rhythm_factor(t):
+                return t
 
     def _schedule(self, sc: Scenario, at: float | None) -> None:
         sc._gen += 1
@@ -634,7 +670,7 @@ class World:
                 # keeps the missed time until set_behaviour(stalled=False).
                 sc.next_run_at = t
                 continue
-            if running:
+            if running and not sc.stalled:
                 self._execute(sc, t, self._roll(sc, n, t))
                 done += 1
             elif sc.webhook:
@@ -643,7 +679,7 @@ class World:
                 if hook is not None and hook.enabled:
                     hook.queue_count = min(hook.queue_limit, hook.queue_count + 1)
             if sc.webhook or sc.is_active:
-                self._schedule(sc, t + self._gap(sc, sc.run_index))
+                self._schedule(sc, self._next_at(sc, t, sc.run_index))
             else:
                 sc.next_run_at = None
         for org in self.organizations.values():
@@ -654,7 +690,7 @@ class World:
         """The outcome of scheduled run ``n``, from its own random stream only."""
         rng = random.Random(f"{self.seed}:{sc.id}:{n}")
         u = rng.random()
-        full = sc.operations_per_run
+        full = max(1, round(sc.operations_per_run * sc.volume))
         out: dict[str, Any] = {"id": _hex32(rng), "rng": rng}
         if u < sc.error_rate:
             name, message = rng.choice(ERRORS)
@@ -884,19 +920,40 @@ class World:
         if name:
             sc.name = name
 
-    def set_behaviour(self, scenario_id: int, *, stalled: bool | None = None) -> Scenario:
+    def set_behaviour(
+        self,
+        scenario_id: int,
+        *,
+        stalled: bool | None = None,
+        traffic: float | None = None,
+        volume: float | None = None,
+    ) -> Scenario:
         """Silent failures of one scenario (POST /_sim/scenarios/ID/behaviour).
 
         ``stalled``: its scheduled runs come due and do not happen, nothing is logged and no
         counter moves (a run stuck in Make's queue, a trigger that never fires); ``nextExec``
-        stays at the missed time. Unstalled, it runs at once and then on its schedule.
+        stays at the missed time; a webhook's data still arrives and waits in its hook's
+        queue. Unstalled, it runs at once and then on its schedule. ``traffic``: a webhook's
+        arrival rate times this (0: its traffic stopped, as when a client's form broke).
+        ``volume``: the operations of each run times this (0.1: a 90 % drop).
         """
         self.advance()
         sc = self.scenarios[scenario_id]
+        now = self.clock.time()
         if stalled is not None and stalled != sc.stalled:
             sc.stalled = stalled
             if not stalled and sc.is_active and sc.next_run_at is not None and not sc.webhook:
-                self._schedule(sc, max(sc.next_run_at, self.clock.time()))
+                self._schedule(sc, max(sc.next_run_at, now))
+        if traffic is not None and traffic != sc.traffic:
+            if traffic < 0:
+                raise ValueError("traffic must be >= 0")
+            sc.traffic = float(traffic)
+            if sc.webhook:  # the next arrival at the new rate
+                self._schedule(sc, self._next_at(sc, now, sc.run_index))
+        if volume is not None:
+            if volume < 0:
+                raise ValueError("volume must be >= 0")
+            sc.volume = float(volume)
         return sc
 
     def set_faults(self, **changes: Any) -> Faults:
