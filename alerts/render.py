@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +71,7 @@ KIND_TITLES: dict[str, str] = {
     "hook_backlog": "Webhook queue backlog",
     "scenario_overdue": "Scheduled run overdue",
     "scenario_idle": "Webhook scenario idle",
+    "volume_anomaly": "Volume anomaly",
     "watcher_health": "makewatch health",
     "summary": "Alerts held back",
 }
@@ -273,7 +274,7 @@ def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[st
         add(
             "Alert threshold", "threshold", lambda v: f"{v:.0%}" if isinstance(v, float) else str(v)
         )
-    elif kind in ("scenario_overdue", "scenario_idle"):
+    elif kind in ("scenario_overdue", "scenario_idle", "volume_anomaly"):
         facts += [f for f in _key_facts(kind, "firing", p, tz) if f[0] != "What to do"]
     elif kind == "watcher_health":
         # Keys of the watcher_health events (watcher.poller, alerts.delivery).
@@ -473,6 +474,8 @@ def _headline(
         return _overdue_headline(phase, p, s, tz)
     if kind == "scenario_idle":
         return _idle_headline(phase, p, s, tz)
+    if kind == "volume_anomaly":
+        return _volume_headline(phase, p, s)
     if kind == "watcher_health":
         where = f" for {subject}" if subject else ""
         if phase == "resolved":
@@ -536,6 +539,45 @@ def _idle_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
     usual = p.get("expected_runs")
     told = f"; it usually runs about {_fmt_number(round(usual))} times in that time" if isinstance(usual, int | float) else ""
     return head + (f" ({silent}{told})" if silent else "")
+
+
+def _weekday_of(day: Any) -> str:
+    try:
+        return date.fromisoformat(str(day)).strftime("%A")
+    except ValueError:
+        return "day"
+
+
+def _volume_headline(phase: str, p: dict[str, Any], s: str) -> str:
+    """Keys of watcher.events.volume_facts (a scenario's, or an organization's, day)."""
+    day = p.get("day")
+    when = f" on {date.fromisoformat(day):%a %d %b}" if isinstance(day, str) and day[:4].isdigit() else ""
+    ops = f"{_fmt_number(p['operations'])} operations" if p.get("operations") is not None else "its operations"
+    if phase == "resolved":
+        return f"{s} is back to its usual volume" + (f" ({ops}{when})" if p.get("operations") is not None else "")
+    if phase == "repeat":
+        return f"{s} is still far from its usual volume ({ops}{when})"
+    usual = f"its usual {_weekday_of(day)} (median {_fmt_number(p.get('median', '?'))})"
+    ratio = p.get("ratio")
+    if p.get("direction") == "spike":
+        times = f"{ratio:.0f}×" if isinstance(ratio, int | float) else "far above"
+        return f"{s} used {ops}{when}: {times} {usual}"
+    below = f"{(1 - ratio) * 100:.0f} % below" if isinstance(ratio, int | float) else "far below"
+    return f"{s} used {ops}{when}: {below} {usual}"
+
+
+def _volume_facts(phase: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = []
+    if p.get("baseline"):
+        same = ", ".join(_fmt_number(x) for x in p["baseline"])
+        weeks = len(p["baseline"])
+        facts.append(("Same weekday before", f"{same} (the {weeks} previous weeks; spread {_fmt_number(p.get('mad', 0))})"))
+    days = [d for d in p.get("days") or () if isinstance(d, list | tuple) and len(d) == 2]
+    if days:
+        facts.append(("Last two weeks", " ".join(_fmt_number(v) for _, v in days)))
+    return facts
 
 
 def _idle_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
@@ -605,6 +647,8 @@ def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> li
         return _overdue_facts(phase, p, tz)
     if kind == "scenario_idle":
         return _idle_facts(phase, p, tz)
+    if kind == "volume_anomaly":
+        return _volume_facts(phase, p)
     return []
 
 
@@ -719,6 +763,7 @@ _PRIMARY_LINK = {
     "hook_backlog": "scenario_url",
     "scenario_overdue": "history_url",
     "scenario_idle": "history_url",
+    "volume_anomaly": "history_url",
 }
 _LINKS = (
     ("run_url", "Open the failed run in Make"),
@@ -1120,6 +1165,18 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "expected_runs": 38.2,
             "basis": "learnt",
             "hook_id": 93,
+        }
+    if kind == "volume_anomaly":
+        return scenario | {
+            "scope": "scenario",
+            "day": "2026-09-20",
+            "direction": "drop",
+            "operations": 42,
+            "median": 480,
+            "mad": 25,
+            "baseline": [455, 480, 505, 470],
+            "ratio": 0.0875,
+            "days": [[f"2026-09-{d:02d}", 480 if d < 20 else 42] for d in range(7, 21)],
         }
     if kind == "watcher_health":
         return {

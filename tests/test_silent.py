@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,8 +17,21 @@ from test_poller import rig_factory  # noqa: F401 (the fixture)
 from watcher.business_hours import BusinessHours
 from watcher.clock import ManualClock
 from watcher.config import SilentSettings
-from watcher.make.models import Scenario
-from watcher.silent import Activity, IdleRule, OverdueRule, idle_step, overdue_step
+from watcher.make.models import Scenario, UsageDay
+from watcher.silent import (
+    Activity,
+    DailyOps,
+    IdleRule,
+    OverdueRule,
+    VolumeRule,
+    VolumeStep,
+    idle_step,
+    last_complete_day_everywhere,
+    overdue_step,
+    usage_days,
+    volume_step,
+    volume_verdict,
+)
 from watcher.simulator import World
 from watcher.testing.mail_sink import subject_of
 
@@ -442,3 +455,120 @@ async def test_a_queue_that_keeps_rising_while_its_scenario_does_not_run_is_a_ba
 def test_runs_are_counted_from_the_logs_without_counting_twice(runs_seen_at_each_move, credited):
     act = Activity(since=T0, folded_to=T0)
     assert [act.count_runs(n) for n in runs_seen_at_each_move] == credited
+
+
+# --- volume anomalies: the detector -------------------------------------------------------------
+
+
+def series(values_by_weeks_ago: dict[int, float], day: str = "2026-09-20", value: float | None = None) -> dict[str, float]:
+    """Operations by ISO date: ``day`` (the one judged) and the same weekday ``w`` weeks before."""
+    d = date.fromisoformat(day)
+    out = {(d - timedelta(weeks=w)).isoformat(): v for w, v in values_by_weeks_ago.items()}
+    if value is not None:
+        out[day] = value
+    return out
+
+
+USUAL = {1: 480, 2: 455, 3: 505, 4: 470}
+
+# (case, days, rule, direction or None, or "no verdict")
+VOLUME_CASES = [
+    ("a usual day", series(USUAL, value=470), VolumeRule(), None),
+    ("a 90 % drop", series(USUAL, value=42), VolumeRule(), "drop"),
+    ("a drop to nothing", series(USUAL, value=0), VolumeRule(), "drop"),
+    ("half: under the factor of 3", series(USUAL, value=240), VolumeRule(), None),
+    ("half, with a factor of 1.5", series(USUAL, value=240), VolumeRule(factor=1.5), "drop"),
+    ("a spike of 4x", series(USUAL, value=1900), VolumeRule(), "spike"),
+    ("a noisy series: a third is within its spread", series({1: 900, 2: 100, 3: 700, 4: 150}, value=120), VolumeRule(), None),
+    ("two weeks of history: no verdict", series({1: 480, 2: 470}, value=0), VolumeRule(), "no verdict"),
+    ("monthly: a median of 0, never", series({1: 0, 2: 0, 3: 0, 4: 0}, value=310), VolumeRule(), "no verdict"),
+    ("a small scenario under min_ops", series({1: 20, 2: 22, 3: 18}, value=1), VolumeRule(), "no verdict"),
+    ("check disabled", series(USUAL, value=42), VolumeRule(enabled=False), "no verdict"),
+    ("the day judged is missing", series(USUAL), VolumeRule(), "no verdict"),
+]
+
+
+@pytest.mark.parametrize(("days", "rule", "expected"), [c[1:] for c in VOLUME_CASES], ids=[c[0] for c in VOLUME_CASES])
+def test_volume_table(days, rule, expected):
+    verdict = volume_verdict(days, "2026-09-20", rule)
+    if expected == "no verdict":
+        assert verdict is None
+    else:
+        assert verdict is not None and verdict.direction == expected
+
+
+def test_a_verdict_carries_its_figures():
+    verdict = volume_verdict(series(USUAL, value=42), "2026-09-20", VolumeRule())
+    assert verdict is not None
+    assert (verdict.value, verdict.median, verdict.mad, verdict.baseline) == (42, 475, 12.5, (480, 455, 505, 470))
+
+
+def test_an_anomaly_opens_once_and_a_usual_day_ends_it():
+    state = DailyOps()
+    days = series(USUAL, value=42)
+    first = volume_step(state, days, "2026-09-20", VolumeRule())
+    assert first.fire and state.open_day == "2026-09-20"
+    assert volume_step(state, days, "2026-09-20", VolumeRule()) == VolumeStep()  # judged once
+    days["2026-09-21"] = 30
+    days |= series(USUAL, day="2026-09-21")
+    assert not volume_step(state, days, "2026-09-21", VolumeRule()).fire  # still low: no second
+    days["2026-09-22"] = 470
+    days |= series(USUAL, day="2026-09-22")
+    end = volume_step(state, days, "2026-09-22", VolumeRule())
+    assert end.resolved and end.episode_day == "2026-09-20" and state.open_day is None
+
+
+def test_daily_operations_are_split_over_days_and_a_long_gap_is_not_covered():
+    midnight = datetime(2026, 9, 21, tzinfo=UTC).timestamp()
+    d = DailyOps()
+    d.observe(midnight - 600, 100, 0)
+    assert d.observe(midnight + 300, 115, 900)  # a new day: credited at once
+    assert d.ops == {"2026-09-20": 10.0, "2026-09-21": 5.0}
+    assert not d.observe(midnight + 600, 120, 300)  # within 15 minutes: later
+    d.observe(midnight + 9 * 3600, 500, 8 * 3600)  # makewatch was stopped 8 h: not covered
+    assert d.ops["2026-09-21"] == 5.0 and d.ops_mark == 500
+    d.observe(midnight + 10 * 3600, 20, 3600)  # a new billing period: the counter restarted
+    assert d.ops["2026-09-21"] == 25.0
+    assert d.complete() == {}  # no day watched for 90 % of it
+
+
+def test_an_organizations_days_fill_the_gaps_and_stop_before_a_day_still_running_somewhere():
+    assert last_complete_day_everywhere(datetime(2026, 9, 21, 11, 0, tzinfo=UTC).timestamp()) == "2026-09-19"
+    assert last_complete_day_everywhere(datetime(2026, 9, 21, 13, 0, tzinfo=UTC).timestamp()) == "2026-09-20"
+    usage = [UsageDay(date(2026, 9, 17), 10, 0, 1000), UsageDay(date(2026, 9, 19), 5, 0, 800), UsageDay(date(2026, 9, 21), 9, 0, 0)]
+    assert usage_days(usage, "2026-09-20") == {"2026-09-17": 10, "2026-09-18": 0, "2026-09-19": 8, "2026-09-20": 0}
+
+
+# --- volume anomalies: end to end ---------------------------------------------------------------
+
+
+def volume_world(clock: ManualClock) -> tuple[World, dict[str, Any]]:
+    world = World(seed=9, clock=clock)
+    org = world.add_organization(name="Acme", plan="core", operations_limit=10**7)
+    team = world.add_team(org.id, name="Ops")
+    ids: dict[str, Any] = {"org": org, "team": team, "token": world.add_token(org_ids=[org.id])}
+    ids["sync"] = world.add_scenario(team.id, name="Invoices sync", interval_s=900, operations_per_run=5, first_run_at=clock.time() + 60)
+    ids["monthly"] = world.add_scenario(team.id, name="Month end", interval_s=30 * 86400, schedule="monthly", operations_per_run=300, first_run_at=clock.time() + 3 * 86400)
+    return world, ids
+
+
+async def test_a_90_percent_drop_is_one_anomaly_per_scenario_and_organization_and_the_next_usual_day_resolves_it(rig_factory):  # noqa: F811
+    clock = ManualClock(START - 22 * 86400)  # three weeks and a day before a Monday afternoon
+    world, ids = volume_world(clock)
+    rig = await rig_factory(world, [("Acme", ids["org"].id, ids["token"])], extra="[polling]\nusage_interval_s = 3600")
+    await rig.cycle()
+    await cycles(rig, clock, 22 * 86400, 3 * 3600)  # 480 operations a day, every day
+    assert rig.events("volume_anomaly") == []
+    world.set_behaviour(ids["sync"].id, volume=0.1)  # Monday 14:13: runs use 1 operation, not 5
+    await cycles(rig, clock, 48 * 3600, 3 * 3600)  # Tuesday is judged on Wednesday (at 12:00 UTC for the org)
+    fired = rig.events("volume_anomaly")
+    scopes = sorted(json.loads(e["payload_json"])["scope"] for e in fired)
+    assert scopes == ["organization", "scenario"]
+    scenario = next(json.loads(e["payload_json"]) for e in fired if e["scenario_id"] == ids["sync"].id)
+    assert scenario["direction"] == "drop" and scenario["operations"] == 96 and scenario["median"] == 480
+    assert len(scenario["days"]) == 14
+    world.set_behaviour(ids["sync"].id, volume=1.0)
+    await cycles(rig, clock, 2 * 86400, 3 * 3600)
+    ends = [json.loads(e["payload_json"]) for e in rig.events("volume_anomaly")[2:]]
+    assert sorted(e["scope"] for e in ends) == ["organization", "scenario"] and all(e["recovered"] for e in ends)
+    assert not any(e["scenario_id"] == ids["monthly"].id for e in rig.events("volume_anomaly"))

@@ -348,6 +348,7 @@ def _check_business_hours(value: str | None) -> str | None:
 ExpectEvery = Annotated[str, AfterValidator(_check_expect_every)]
 BusinessHoursText = Annotated[str, AfterValidator(_check_business_hours)]
 IdleFactor = Annotated[StrictFloat, Field(gt=0)]
+VolumeFactor = Annotated[StrictFloat, Field(gt=1)]
 
 
 class SilentRuleSettings(_Section):
@@ -366,6 +367,9 @@ class SilentRuleSettings(_Section):
     expect_every: ExpectEvery | None = None
     business_hours: BusinessHoursText | None = None
     timezone: TimeZoneName | None = None
+    volume: bool | None = None
+    volume_factor: VolumeFactor | None = None
+    volume_min_ops: Annotated[StrictFloat, Field(ge=0)] | None = None
 
 
 class SilentSettings(_Section):
@@ -379,6 +383,9 @@ class SilentSettings(_Section):
     expect_every: ExpectEvery | None = None
     business_hours: BusinessHoursText | None = None
     timezone: TimeZoneName = "UTC"
+    volume: bool = True
+    volume_factor: VolumeFactor = 3.0
+    volume_min_ops: Annotated[StrictFloat, Field(ge=0)] = 50.0
     rules: tuple[SilentRuleSettings, ...] = ()
 
     def effective(self, labels: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from watcher.make.models import Dlq, Hook, LogEntry, Scenario
 
 if TYPE_CHECKING:  # (watcher.silent reads the settings, which read the kinds here)
-    from watcher.silent import OverdueStep
+    from watcher.silent import OverdueStep, VolumeVerdict
 
 # Kinds and their default severities (DESIGN.md, "Alert kinds").
 SEVERITY = {
@@ -32,6 +32,7 @@ SEVERITY = {
     "hook_backlog": "warning",
     "scenario_overdue": "error",
     "scenario_idle": "warning",
+    "volume_anomaly": "warning",
     "watcher_health": "critical",
 }
 KINDS = tuple(SEVERITY)
@@ -320,3 +321,29 @@ def overdue_event(
     if not step.resolved:
         facts |= {"late_s": round(step.late_s), "allowance_s": round(step.allowance_s), "standing": standing}
     return silent_event("scenario_overdue", org_id, org_name, ui, sc, due_at, now, facts, resolved=step.resolved)
+
+
+def volume_facts(verdict: VolumeVerdict, day: str, days: dict[str, float]) -> dict[str, Any]:
+    """The figures of a day judged by watcher.silent.volume_verdict, and the last 14 days
+    (the digest's bar chart)."""
+    last = sorted(days)[-14:]
+    return {
+        "day": day,
+        "direction": verdict.direction,
+        "operations": round(verdict.value),
+        "median": round(verdict.median),
+        "mad": round(verdict.mad),
+        "baseline": [round(x) for x in verdict.baseline],
+        "ratio": round(verdict.value / verdict.median, 3) if verdict.median else None,
+        "days": [[d, round(days[d])] for d in last],
+    }
+
+
+def org_volume_event(org_id: int, org_name: str, ui: str, day: str, now: float, facts: dict[str, Any], *, resolved: bool = False) -> Event:
+    """An organization's day of operations far from its usual (or, ``resolved``, back to it)."""
+    payload = {"organization": org_name, "scope": "organization", "usage_url": usage_link(ui, org_id)} | facts
+    key = f"volume_anomaly:{org_id}:org:{day}"
+    if resolved:
+        payload |= {"recovered": True, "resolved_at": now}
+        return Event("volume_anomaly", f"{key}:normal", org_id, now, payload, severity="info")
+    return Event("volume_anomaly", key, org_id, now, payload)

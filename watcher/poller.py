@@ -25,6 +25,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlite_utils import Database
@@ -527,7 +528,26 @@ class OrgPoller:
                 if ratio is not None and ratio >= NEAR_HOOK_SHARE * self.polling.hook_backlog_ratio:
                     near = True
         ws_updates[prefix + "usage_near"] = near
+        out += self._org_volume(usage, ws, ws_updates, now)
         return out
+
+    def _org_volume(self, usage: list[UsageDay], ws: dict[str, Any], ws_updates: dict[str, Any], now: float) -> list[ev.Event]:
+        """The organization's last complete day of operations against the same weekday of
+        the previous weeks, from the usage just read (watcher.silent.volume_step)."""
+        key = f"org:{self.org_id}:volume"
+        state = silent.DailyOps.from_json(ws.get(key))
+        day = silent.last_complete_day_everywhere(now)
+        days = silent.usage_days(usage, day)
+        values = self.polling.silent.effective({"org_id": self.org_id, "org": self.org.name})
+        assert self.info is not None
+        # A paused organization's drop is its scenario_paused alert, not a second one.
+        values["volume"] = values["volume"] and not self.info.is_paused
+        vol = silent.volume_step(state, days, day, silent.VolumeRule.from_settings(values))
+        ws_updates[key] = {"judged": state.judged, "open_day": state.open_day}
+        if not (vol.fire or vol.resolved) or not vol.episode_day:
+            return []
+        facts = ev.volume_facts(vol.verdict, day, days) if vol.verdict else {}
+        return [ev.org_volume_event(self.org_id, self.org.name, self.ui, vol.episode_day, now, facts, resolved=vol.resolved)]
 
     async def _name_hook_scenarios(self, events: list[ev.Event], rows: list[dict[str, Any]]) -> None:
         """Name the scenario behind each backlogged hook, from the inventory just listed or
@@ -745,6 +765,21 @@ class OrgPoller:
             out.append(ev.silent_event("scenario_idle", self.org_id, self.org.name, self.ui, sc, idle.episode_at, now, facts))
         elif idle.resolved:
             out.append(ev.silent_event("scenario_idle", self.org_id, self.org.name, self.ui, sc, idle.episode_at, now, {"hook_id": sc.hook_id}, resolved=idle.resolved))
+
+        daily = silent.DailyOps.from_json((prev or {}).get("volume"))
+        gap = now - float(prev.get("updated_at") or now) if prev else 0.0
+        if daily.observe(now, sc.operations, gap):
+            # Switched off, paused, or in a paused organization: its volume says nothing new
+            # (the state's own alert does), and an open anomaly ends.
+            watched = sc.is_active and not sc.is_paused and not info.is_paused
+            vrule = silent.VolumeRule.from_settings({**values, "volume": values["volume"] and watched})
+            vol = silent.volume_step(daily, daily.complete(), silent.utc_day(now - 86400.0), vrule)
+            row["volume"] = daily.to_json()
+            if (vol.fire or vol.resolved) and vol.episode_day:
+                facts = ev.volume_facts(vol.verdict, vol.day or vol.episode_day, daily.ops) if vol.verdict else {}
+                facts["scope"] = "scenario"
+                at = datetime.fromisoformat(vol.episode_day).replace(tzinfo=UTC).timestamp()
+                out.append(ev.silent_event("volume_anomaly", self.org_id, self.org.name, self.ui, sc, at, now, facts, resolved="normal" if vol.resolved else None))
 
     # --- pending reads ------------------------------------------------------------------
 

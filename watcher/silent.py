@@ -8,7 +8,10 @@ from what makewatch already reads each cycle, at no extra API call:
   ``max(grace_s, interval x grace_factor)`` while its run counters did not move;
 * **idle**: a webhook scenario silent far longer than usual at those hours of the week
   (learnt from its own runs, as counted from the same counters), or longer than a
-  configured ``expect_every``.
+  configured ``expect_every``;
+* **volume**: a day's operations of a scenario (from the counters) or an organization (from
+  its usage, read at the slow interval anyway) far below or above the same weekday's usual
+  (median and MAD of the previous weeks).
 
 The detectors are pure functions of the stored snapshot, the scenario as just listed, the
 time and a rule; the poller stores what they return with the snapshot, in the same
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from watcher.business_hours import BusinessHours
@@ -37,6 +41,15 @@ from watcher.make.models import Scenario
 __all__ = [
     "SCHEDULED_TYPES",
     "Activity",
+    "DailyOps",
+    "VolumeRule",
+    "VolumeStep",
+    "VolumeVerdict",
+    "last_complete_day_everywhere",
+    "usage_days",
+    "utc_day",
+    "volume_step",
+    "volume_verdict",
     "BusinessHours",
     "IdleRule",
     "IdleStep",
@@ -363,3 +376,192 @@ def idle_step(
         act.idle_at = last
         return IdleStep(act, fire=True, expected=expected, silent_s=silent_s, reason="learnt", episode_at=last)
     return IdleStep(act if changed else None)
+
+
+# --- volume anomalies ------------------------------------------------------------------------
+
+# A listing gap longer than this (makewatch was stopped) leaves that time uncovered: its
+# operations are not put into one day, and a day watched less than DAY_COVERAGE is compared
+# with nothing, nor is it a baseline.
+VOLUME_GAP_S = 6 * 3600.0
+DAY_COVERAGE = 0.9
+# The day's operations are credited at most this often (the snapshot is written every cycle,
+# the day totals need not be).
+CREDIT_EVERY_S = 900.0
+# Days of operations kept per scenario (a few weeks of the same weekday, and the digest's 14).
+VOLUME_DAYS = 36
+# MAD x this is the spread of a normal series (the MAD of a normal distribution is 0.6745 sigma).
+MAD_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class VolumeRule:
+    """When a day's operations are an anomaly (one scenario's or organization's settings):
+    beyond ``factor`` times the median of the same weekday in the previous ``weeks`` weeks (at
+    least ``min_weeks`` of them known), outside 3 robust sigmas of them, with a median of at
+    least ``min_ops`` a day (a scenario that runs once a month has a median of 0: never)."""
+
+    enabled: bool = True
+    factor: float = 3.0
+    min_ops: float = 50.0
+    weeks: int = 4
+    min_weeks: int = 3
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> VolumeRule:
+        return cls(bool(values["volume"]), float(values["volume_factor"]), float(values["volume_min_ops"]))
+
+
+@dataclass(frozen=True)
+class VolumeVerdict:
+    """``direction``: "drop", "spike" or None (normal); the figures it was judged on."""
+
+    direction: str | None
+    value: float
+    median: float
+    mad: float
+    baseline: tuple[float, ...]
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def volume_verdict(days: Mapping[str, float], day: str, rule: VolumeRule) -> VolumeVerdict | None:
+    """Judge ``days[day]`` (operations, by ISO date) against the same weekday of the previous
+    weeks; None when there is not enough to judge on (or the check is off)."""
+    if not rule.enabled or day not in days:
+        return None
+    d = date.fromisoformat(day)
+    baseline = [days[k] for w in range(1, rule.weeks + 1) if (k := (d - timedelta(weeks=w)).isoformat()) in days]
+    if len(baseline) < rule.min_weeks:
+        return None
+    value, med = float(days[day]), _median(baseline)
+    mad = _median([abs(x - med) for x in baseline])
+    if med < rule.min_ops:
+        return None
+    unusual = abs(value - med) > 3 * MAD_SIGMA * mad
+    direction = None
+    if unusual and value * rule.factor <= med:
+        direction = "drop"
+    elif unusual and value >= med * rule.factor:
+        direction = "spike"
+    return VolumeVerdict(direction, value, med, mad, tuple(baseline))
+
+
+@dataclass
+class DailyOps:
+    """A scenario's operations per UTC day, from the counters of the listings (kept in
+    ``scenarios.volume_json``, under 2 KB): ``ops`` and ``covered_s`` by ISO date; the
+    counter and the time credited up to (``ops_mark``, ``t_mark``); the last day judged and
+    the day of an open anomaly."""
+
+    ops: dict[str, float] = field(default_factory=dict)
+    covered_s: dict[str, float] = field(default_factory=dict)
+    t_mark: float | None = None
+    ops_mark: int = 0
+    judged: str | None = None
+    open_day: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> DailyOps:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(
+            dict(data.get("ops") or {}), dict(data.get("covered_s") or {}), data.get("t_mark"),
+            int(data.get("ops_mark") or 0), data.get("judged"), data.get("open_day"),
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ops": {k: round(v, 1) for k, v in self.ops.items()},
+            "covered_s": {k: round(v) for k, v in self.covered_s.items()},
+            "t_mark": self.t_mark, "ops_mark": self.ops_mark, "judged": self.judged, "open_day": self.open_day,
+        }  # fmt: skip
+
+    def observe(self, now: float, counter: int, listing_gap_s: float) -> bool:
+        """Credit the operations counted since the mark (at most every CREDIT_EVERY_S, and at
+        each new day; a listing gap over VOLUME_GAP_S is left uncovered). True: changed."""
+        if self.t_mark is None or listing_gap_s > VOLUME_GAP_S or counter < 0:
+            self.t_mark, self.ops_mark = now, counter
+            return True
+        if now - self.t_mark < CREDIT_EVERY_S and utc_day(now) == utc_day(self.t_mark):
+            return False
+        # A counter that went down is a new billing period: what it shows was used since.
+        self._credit(self.t_mark, now, counter - self.ops_mark if counter >= self.ops_mark else counter)
+        self.t_mark, self.ops_mark = now, counter
+        return True
+
+    def _credit(self, t0: float, t1: float, ops: float) -> None:
+        t = t0
+        while t < t1:
+            end = min(t1, (math.floor(t / 86400.0) + 1) * 86400.0)
+            key = utc_day(t)
+            self.ops[key] = self.ops.get(key, 0.0) + ops * (end - t) / (t1 - t0)
+            self.covered_s[key] = self.covered_s.get(key, 0.0) + end - t
+            t = end
+        for old in sorted(self.ops)[:-VOLUME_DAYS]:
+            self.ops.pop(old, None)
+            self.covered_s.pop(old, None)
+
+    def complete(self) -> dict[str, float]:
+        """The days watched enough to be judged or be a baseline."""
+        return {k: v for k, v in self.ops.items() if self.covered_s.get(k, 0.0) >= DAY_COVERAGE * 86400.0}
+
+
+def utc_day(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).date().isoformat()
+
+
+def last_complete_day_everywhere(now: float) -> str:
+    """The day after which ``now`` is the next day in every time zone (UTC-12 to UTC+14):
+    an organization's usage days are cut in its own zone, and a day still running there
+    must not be judged as a drop."""
+    return utc_day(now - 12 * 3600.0 - 86400.0)
+
+
+def usage_days(usage: Any, until: str) -> dict[str, float]:
+    """An organization's daily usage (``UsageDay`` list) as operations (or credits, if more)
+    by ISO date, up to ``until``; a day missing between two listed ones counts 0 (guess:
+    make-api.md §5.3 does not say whether Make lists days without usage)."""
+    listed = {d.day.isoformat(): float(max(d.operations, d.centicredits / 100)) for d in usage}
+    if not listed:
+        return {}
+    day, out = date.fromisoformat(min(listed)), {}
+    while (key := day.isoformat()) <= until:
+        out[key] = listed.get(key, 0.0)
+        day += timedelta(days=1)
+    return out
+
+
+@dataclass(frozen=True)
+class VolumeStep:
+    """What :func:`volume_step` decided: ``verdict`` of the day it judged (``day``), whether
+    an anomaly opens (``fire``) or the open one ends (``resolved``)."""
+
+    day: str | None = None
+    verdict: VolumeVerdict | None = None
+    fire: bool = False
+    resolved: bool = False
+    episode_day: str | None = None
+
+
+def volume_step(state: DailyOps, days: Mapping[str, float], yesterday: str, rule: VolumeRule) -> VolumeStep:
+    """Judge the day ``yesterday`` once (``state.judged``; ``days``: the complete days,
+    operations by ISO date): an anomaly opens an episode (``state.open_day``); a normal day
+    (or the check turned off) ends it. An organization's state is a DailyOps without days."""
+    if state.judged is not None and state.judged >= yesterday:
+        return VolumeStep()
+    state.judged = yesterday
+    verdict = volume_verdict(days, yesterday, rule)
+    if verdict is not None and verdict.direction:
+        if state.open_day is None:
+            state.open_day = yesterday
+            return VolumeStep(yesterday, verdict, fire=True, episode_day=yesterday)
+        return VolumeStep(yesterday, verdict)
+    if state.open_day is not None and (verdict is not None or not rule.enabled):
+        episode, state.open_day = state.open_day, None
+        return VolumeStep(yesterday, verdict, resolved=True, episode_day=episode)
+    return VolumeStep(yesterday, verdict)

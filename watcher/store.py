@@ -90,7 +90,7 @@ EVENT_FIELDS = (
 # Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
 _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
-    "scenarios": ("scheduling", "snapshot", "activity"),
+    "scenarios": ("scheduling", "snapshot", "activity", "volume"),
     "events": ("payload",),
     "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
@@ -379,6 +379,12 @@ def m010_activity_profile(db: Database) -> None:
     db["scenarios"].add_column("activity_json", str)
 
 
+def m011_daily_operations(db: Database) -> None:
+    """Schema v11: ``scenarios.volume_json``: a scenario's operations per day, counted from
+    the listings (watcher.silent.DailyOps), and its open volume anomaly."""
+    db["scenarios"].add_column("volume_json", str)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -392,6 +398,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m008_acknowledgements,
     m009_overdue_state,
     m010_activity_profile,
+    m011_daily_operations,
 )
 
 
