@@ -619,6 +619,11 @@ def _overdue_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str,
     return facts
 
 
+def headline(kind: str, payload: dict[str, Any], subject: str, tz: tzinfo = UTC) -> str:
+    """What a firing notice of ``kind`` says first, in words (the digest lists the same)."""
+    return _headline(kind, "firing", payload, {}, subject, tz)
+
+
 def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[str, str]]:
     """The few label/value lines a kind needs beyond its headline. A resolved notice keeps
     only what is still true (no forecast of an exhaustion that is no longer coming)."""

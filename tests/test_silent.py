@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from test_alerts_e2e import make_stack  # noqa: F401 (the fixture)
 from test_poller import rig_factory  # noqa: F401 (the fixture)
 
+from alerts.digest import build_digest
+from alerts.render import Renderer
 from watcher.business_hours import BusinessHours
 from watcher.clock import ManualClock
 from watcher.config import SilentSettings
@@ -549,6 +551,7 @@ def volume_world(clock: ManualClock) -> tuple[World, dict[str, Any]]:
     ids: dict[str, Any] = {"org": org, "team": team, "token": world.add_token(org_ids=[org.id])}
     ids["sync"] = world.add_scenario(team.id, name="Invoices sync", interval_s=900, operations_per_run=5, first_run_at=clock.time() + 60)
     ids["monthly"] = world.add_scenario(team.id, name="Month end", interval_s=30 * 86400, schedule="monthly", operations_per_run=300, first_run_at=clock.time() + 3 * 86400)
+    ids["nightly"] = world.add_scenario(team.id, name="Nightly <export>", interval_s=86400, schedule="daily", operations_per_run=40, first_run_at=clock.time() + 12 * 3600)
     return world, ids
 
 
@@ -560,7 +563,9 @@ async def test_a_90_percent_drop_is_one_anomaly_per_scenario_and_organization_an
     await cycles(rig, clock, 22 * 86400, 3 * 3600)  # 480 operations a day, every day
     assert rig.events("volume_anomaly") == []
     world.set_behaviour(ids["sync"].id, volume=0.1)  # Monday 14:13: runs use 1 operation, not 5
+    world.set_behaviour(ids["nightly"].id, stalled=True)  # and the nightly export stops
     await cycles(rig, clock, 48 * 3600, 3 * 3600)  # Tuesday is judged on Wednesday (at 12:00 UTC for the org)
+    assert_digest_shows_the_silent_failures(rig, clock.time())
     fired = rig.events("volume_anomaly")
     scopes = sorted(json.loads(e["payload_json"])["scope"] for e in fired)
     assert scopes == ["organization", "scenario"]
@@ -572,3 +577,20 @@ async def test_a_90_percent_drop_is_one_anomaly_per_scenario_and_organization_an
     ends = [json.loads(e["payload_json"]) for e in rig.events("volume_anomaly")[2:]]
     assert sorted(e["scope"] for e in ends) == ["organization", "scenario"] and all(e["recovered"] for e in ends)
     assert not any(e["scenario_id"] == ids["monthly"].id for e in rig.events("volume_anomaly"))
+
+
+def assert_digest_shows_the_silent_failures(rig, now: float) -> None:
+    digest = rig.store.read_sync(
+        lambda db: build_digest(db, period_start=now - 86400, period_end=now + 1, timezone="Europe/Paris", organizations=None, now=now)
+    )
+    (org,) = digest.organizations
+    kinds = sorted((f.kind, f.scenario_name or "") for f in org.silent)
+    assert kinds == [("scenario_overdue", "Nightly <export>"), ("volume_anomaly", ""), ("volume_anomaly", "Invoices sync")]
+    assert all(f.open_now for f in org.silent) and not org.quiet
+    drop = next(f for f in org.silent if f.scenario_name == "Invoices sync")
+    assert len(drop.bars) == 14 and drop.bars[-1].operations == 96 and drop.bars[-3].ratio == 1.0
+    _, text, html = Renderer().render_digest(digest)
+    assert "Silent failures (3 open)" in text and "Silent failures (3 open)" in html
+    assert "Invoices sync used 96 operations on Tue 22 Sep: 80 % below its usual Tuesday (median 480)" in text
+    assert "Nightly &lt;export&gt; is overdue" in html and "<export>" not in html
+    assert html.count('data-sparkline="1"') == 3 and "▁" in text
