@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import START
+from conftest import START, load_bench
 from pydantic import ValidationError
 from test_alerts_e2e import make_stack  # noqa: F401 (the fixture)
 from test_poller import rig_factory  # noqa: F401 (the fixture)
@@ -351,11 +351,13 @@ def test_idle_table(prev, sc, now, org_paused, rule, fire, resolved):
 
 def test_a_run_is_learnt_in_its_hour_and_the_profile_stays_small():
     act = Activity(since=T0, folded_to=T0)
-    act.fold(T0 + 1800, 3)
+    act.fold(T0 + 1800, 3, since=T0 + 1740)  # listed a minute ago without them
     assert act.runs[hour_of_week(T0)] == 3 and act.seen_s[hour_of_week(T0)] == 1800
+    act.fold(T0 + 3600, 4, since=T0 + 1800)  # 14:43 to 15:13 UTC, across an hour: by time
+    assert act.runs[hour_of_week(T0)] == pytest.approx(3 + 4 * 1000 / 1800)
     act.fold(T0 + 1800 + 3 * DAY, 30)  # a long gap (makewatch stopped): spread over it
-    others = [r for h, r in enumerate(act.runs) if h != hour_of_week(T0)]
-    assert max(others) < 1 and round(sum(act.runs)) == 33
+    others = [r for h, r in enumerate(act.runs) if h not in (hour_of_week(T0), hour_of_week(T0) + 1)]
+    assert max(others) < 1 and round(sum(act.runs)) == 37
     assert len(json.dumps(act.to_json())) < 4096
 
 
@@ -594,3 +596,33 @@ def assert_digest_shows_the_silent_failures(rig, now: float) -> None:
     assert "Invoices sync used 96 operations on Tue 22 Sep: 80 % below its usual Tuesday (median 480)" in text
     assert "Nightly &lt;export&gt; is overdue" in html and "<export>" not in html
     assert html.count('data-sparkline="1"') == 3 and "▁" in text
+
+
+# --- bench/silent.py's scoring ------------------------------------------------------------------
+
+
+def test_the_silent_benchmark_scores_catches_delays_and_false_alarms_from_the_events():
+    bench = load_bench("silent")
+    inj = [
+        bench.Injection("scenario_overdue", 1, "A", on=1000.0, off=50_000.0, knob={}, start=1600.0, usual_gap_s=900.0),
+        bench.Injection("scenario_idle", 2, "B", on=1000.0, off=90_000.0, knob={}, start=1000.0, usual_gap_s=300.0),
+        bench.Injection("volume_anomaly", 3, "C", on=0.0, off=172_800.0, knob={}, start=0.0, usual_gap_s=86400.0),
+    ]
+    opening, ending = json.dumps({}), json.dumps({"recovered": True})
+    events = [
+        {"kind": "scenario_overdue", "scenario_id": 1, "detected_at": 3400.0, "payload_json": opening},
+        {"kind": "scenario_overdue", "scenario_id": 1, "detected_at": 9000.0, "payload_json": ending},
+        {"kind": "volume_anomaly", "scenario_id": 2, "detected_at": 95_000.0, "payload_json": opening},  # explained by B's stop
+        {"kind": "scenario_idle", "scenario_id": 9, "detected_at": 5000.0, "payload_json": opening},  # nothing injected: false
+        {"kind": "volume_anomaly", "scenario_id": None, "detected_at": 7000.0, "payload_json": opening},  # the organization: false
+    ]
+    false = bench.score(inj, events)
+    assert [(f["kind"], f["scenario_id"]) for f in false] == [("scenario_idle", 9), ("volume_anomaly", None)]
+    assert [i.detected_at for i in inj] == [3400.0, None, None]
+    res = bench.Result(bench.QUICK, 1, inj, false, requests=0, wall_s=0.0)
+    by_kind = res.by_kind = bench.summarise(res)
+    assert by_kind["scenario_overdue"]["caught"] == 1 and by_kind["scenario_overdue"]["delay_p50_s"] == 1800.0
+    assert by_kind["scenario_overdue"]["delay_over_gap_p50"] == 2.0
+    assert by_kind["scenario_idle"]["caught"] == 0 and by_kind["scenario_idle"]["false_alarms"] == 1
+    table = bench.render(res, "python bench/silent.py --quick")
+    assert "scenario_overdue          1       1     30 min" in table and "missed: scenario_idle B" in table

@@ -183,6 +183,10 @@ LEARNING_S = WEEK_S
 # A bucket remembers about this many hours of observation: past it, its figures are halved,
 # so a webhook whose traffic changed for good is learnt again within weeks.
 MEMORY_H = 8.0
+# Each hour's rate is learnt as if it had also been watched this long without a run: an
+# hour seen only once or twice (the second week) is not trusted on a lucky busy hour, and a
+# well-watched one (4 to 8 hours) is barely changed.
+PRIOR_SEEN_S = 3600.0
 # Runs seen after a gap between two listings longer than this (makewatch was stopped) are
 # spread over the gap rather than put in its last hour.
 SPREAD_AFTER_S = 7200.0
@@ -276,20 +280,20 @@ class Activity:
             "logs_mark": self.logs_mark, "ahead": self.ahead,
         }  # fmt: skip
 
-    def fold(self, t1: float, runs: float) -> None:
-        """Credit (folded_to, t1] as watched, with ``runs`` runs seen at ``t1``.
-
-        The inventory is listed every minute or so, so the runs of a listing happened in
-        its last minutes: they go to the hour of ``t1``. After a longer gap (makewatch was
-        stopped) they are spread over it by time instead.
+    def fold(self, t1: float, runs: float, since: float | None = None) -> None:
+        """Credit (folded_to, t1] as watched, with ``runs`` runs that happened after
+        ``since`` (the listing before, which did not show them): they are spread over
+        (since, t1] by time, a listing a minute or so ago putting them in the hour of
+        ``t1``. Without ``since``, or after a gap longer than SPREAD_AFTER_S (makewatch was
+        stopped), over the whole span.
         """
         t0 = self.folded_to
         if t1 <= t0:
             return
-        spread = t1 - t0 > SPREAD_AFTER_S
+        lo = t0 if since is None or since <= t0 or t1 - since > SPREAD_AFTER_S else since
         for h, a, b in _hour_slices(t0, t1):
             self.seen_s[h] += b - a
-            self.runs[h] += runs * (b - a) / (t1 - t0) if spread else (runs if b == t1 else 0.0)
+            self.runs[h] += runs * max(0.0, b - max(a, lo)) / (t1 - lo)
             if self.seen_s[h] > MEMORY_H * 3600.0:
                 self.seen_s[h] /= 2
                 self.runs[h] /= 2
@@ -297,11 +301,12 @@ class Activity:
 
     def expected_runs(self, t0: float, t1: float, hours: BusinessHours | None = None) -> float:
         """How many runs (t0, t1] usually holds, from the rate learnt at each hour of the
-        week (an hour never watched counts for none), within ``hours`` only when given."""
+        week (an hour never watched counts for none; see PRIOR_SEEN_S), within ``hours``
+        only when given."""
         total = 0.0
         for h, a, b in _hour_slices(t0, t1):
             if self.seen_s[h] > 0 and (hours is None or hours.contains(a)):
-                total += self.runs[h] / self.seen_s[h] * (b - a)
+                total += self.runs[h] / (self.seen_s[h] + PRIOR_SEEN_S) * (b - a)
         return total
 
 
@@ -350,7 +355,8 @@ def idle_step(
     if ran:
         # Silent time is folded in only with the run that ends it: an outage must not teach
         # the profile that those hours are quiet while it is being measured against them.
-        act.fold(now, act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0))
+        listed_before = prev.get("updated_at") if prev else None
+        act.fold(now, act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0), listed_before)
         act.last_run_at = now
         changed = True
     elif not (sc.is_active and not sc.is_paused and not org_paused) and act.folded_to < now:
