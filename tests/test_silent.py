@@ -448,17 +448,18 @@ async def test_a_queue_that_keeps_rising_while_its_scenario_does_not_run_is_a_ba
 
 
 @pytest.mark.parametrize(
-    ("runs_seen_at_each_move", "credited"),
+    ("runs_seen_at_each_move", "step", "credited"),
     [
-        ([0, 0, 0], [1, 1, 1]),  # logs never read: one run a move
-        ([12, 24], [12, 12]),  # logs read in time: their counts
-        ([0, 12, 12], [1, 11, 1]),  # the first run credited ahead is taken off the logs' count
-        ([0, 0, 1, 30], [1, 1, 1, 27]),  # in all, what the logs say: 30
+        ([0, 0, 0], 5, [1, 1, 1]),  # logs never read: one run a move
+        ([12, 24], 60, [12, 12]),  # logs read in time: their counts
+        ([0, 12, 12], 60, [1, 11, 1]),  # the first run credited ahead is taken off the logs' count
+        ([0, 0, 1, 30], 60, [1, 1, 1, 27]),  # in all, what the logs say: 30
+        ([0, 200], 5, [1, 5]),  # logs read hours late: not all credited to this listing
     ],
 )
-def test_runs_are_counted_from_the_logs_without_counting_twice(runs_seen_at_each_move, credited):
+def test_runs_are_counted_from_the_logs_without_counting_twice(runs_seen_at_each_move, step, credited):
     act = Activity(since=T0, folded_to=T0)
-    assert [act.count_runs(n) for n in runs_seen_at_each_move] == credited
+    assert [act.count_runs(n, step) for n in runs_seen_at_each_move] == credited
 
 
 # --- volume anomalies: the detector -------------------------------------------------------------

@@ -246,19 +246,22 @@ class Activity:
     logs_mark: int = 0
     ahead: int = 0
 
-    def count_runs(self, runs_seen: int) -> int:
-        """How many runs to credit for a listing whose counters moved.
+    def count_runs(self, runs_seen: int, at_most: int) -> int:
+        """How many runs to credit for a listing whose counters moved, at most ``at_most``
+        (its operations step: a run costs at least one).
 
         The logs read so far (``runs_seen``, exact but read a cycle or more later) tell how
         many; until they are read, a counter move counts as one run (the operations step is
         no count: several runs between two listings make one step). What was credited
-        ahead is taken off what the logs tell later, so nothing counts twice.
+        ahead is taken off what the logs tell later, so nothing counts twice; and logs read
+        long after their runs (a tight budget) are not credited to this listing's hour
+        beyond its step: such a spike would teach a rate that hour never had.
         """
         if runs_seen < self.logs_mark:  # (a stored count that went back: start again)
             self.logs_mark = runs_seen
         new, self.logs_mark = runs_seen - self.logs_mark, runs_seen
         if new - self.ahead >= 1:
-            n, self.ahead = new - self.ahead, 0
+            n, self.ahead = min(new - self.ahead, max(1, at_most)), 0
             return n
         self.ahead = max(0, self.ahead - new) + 1
         return 1
@@ -356,7 +359,9 @@ def idle_step(
         # Silent time is folded in only with the run that ends it: an outage must not teach
         # the profile that those hours are quiet while it is being measured against them.
         listed_before = prev.get("updated_at") if prev else None
-        act.fold(now, act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0), listed_before)
+        step = sc.operations - int(prev.get("operations") or 0) if prev else 1
+        runs = act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0, step if step > 0 else sc.operations)
+        act.fold(now, runs, listed_before)
         act.last_run_at = now
         changed = True
     elif not (sc.is_active and not sc.is_paused and not org_paused) and act.folded_to < now:
