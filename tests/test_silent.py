@@ -627,3 +627,20 @@ def test_the_silent_benchmark_scores_catches_delays_and_false_alarms_from_the_ev
     assert by_kind["scenario_idle"]["caught"] == 0 and by_kind["scenario_idle"]["false_alarms"] == 1
     table = bench.render(res, "python bench/silent.py --quick")
     assert "scenario_overdue          1       1     30 min" in table and "missed: scenario_idle B" in table
+
+
+async def test_the_behaviour_knobs_are_set_over_the_admin_endpoint(start_sim):
+    clock = ManualClock(START)
+    world, ids = silent_world(clock)
+    sim = await start_sim(world)
+    admin = sim.base_url.removesuffix("/api/v2") + f"/_sim/scenarios/{ids['sync'].id}/behaviour"
+    async with sim.session.post(admin, json={"stalled": True, "volume": 0.5}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["scenario"]["iswaiting"] is True and world.scenarios[ids["sync"].id].volume == 0.5
+    for bad in ({"stalld": True}, {"traffic": -1}):
+        async with sim.session.post(admin, json=bad) as resp:
+            assert resp.status == 400
+    clock.advance(3600)
+    world.advance()  # stalled: its runs at +5, +20, +35, +50 min do not happen; Month end's at +10 min does
+    assert world.scenarios[ids["sync"].id].operations == 0 and world.scenarios[ids["monthly"].id].operations > 0
