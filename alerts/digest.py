@@ -60,9 +60,11 @@ from alerts.digest_model import (
     QuotaEvent,
     ScenarioErrors,
     SilenceInForce,
+    SilentFailure,
     StateChange,
 )
 from alerts.digest_severity import RANKS, problems_of, severity_key
+from alerts.digest_silent import SILENT_KINDS, silent_failures
 from alerts.render import safe_url
 from alerts.silences import Silence
 from watcher import events as ev
@@ -372,14 +374,7 @@ class _OrgReader:
         )
 
     def quota(self) -> Quota | None:
-        text = self.org.get("usage_json")
-        usage: dict[str, Any] = {}
-        if text:
-            try:
-                decoded = json.loads(text)
-            except ValueError:
-                decoded = None
-            usage = decoded if isinstance(decoded, dict) else {}
+        usage = _stored_usage(self.org.get("usage_json"))
         events = tuple(
             QuotaEvent(
                 at=self.clock.moment(r["occurred_at"]),
@@ -557,6 +552,20 @@ class _OrgReader:
             note=note,
         )
 
+    def silent(self) -> tuple[SilentFailure, ...]:
+        """Overdue, idle, unusual volume: see alerts.digest_silent."""
+        return silent_failures(
+            _events(self.db, self.org_id, SILENT_KINDS, 0.0, self.end),
+            self.scenarios,
+            _stored_usage(self.org.get("usage_json")).get("days"),
+            self.start,
+            moment=self.clock.moment,
+            day=self.clock.day,
+            name=self.scenario_name,
+            links=self.links,
+            tz=self.clock.tz,
+        )
+
     def chart(self) -> tuple[PeriodCount, ...]:
         return error_bars(self.db, self.org_id, self.start, self.end, self.clock.timezone, self.clock.moment)
 
@@ -588,9 +597,21 @@ class _OrgReader:
             hooks=hooks,
             problems=(),
             quiet=False,
+            silent=self.silent(),
         )
         problems = problems_of(digest)
         return replace(digest, problems=problems, quiet=not problems)
+
+
+def _stored_usage(text: Any) -> dict[str, Any]:
+    """The usage summary the poller stored with the organization (``usage_json``), or {}."""
+    if not text:
+        return {}
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _number(value: Any) -> float | None:

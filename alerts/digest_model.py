@@ -253,6 +253,35 @@ class HookQueue:
 
 
 @dataclass(frozen=True)
+class DayBar:
+    """One day of a silent failure's sparkline: its operations and ``ratio`` of the busiest
+    day of that chart (0..1)."""
+
+    day: str
+    label: str
+    operations: int
+    ratio: float
+
+
+@dataclass(frozen=True)
+class SilentFailure:
+    """A silent failure (overdue, idle, unusual volume) in the period, or still open at its
+    end. ``text``: what happened, in words (the notice's headline); ``open_now``: the
+    latest such event before ``period_end`` is not its end; ``bars``: the last 14 days of
+    operations of the scenario (or the organization), oldest first."""
+
+    kind: str
+    kind_title: str
+    scenario_name: str | None
+    text: str
+    open_now: bool
+    at: Moment
+    ended_at: Moment | None
+    links: Links
+    bars: tuple[DayBar, ...]
+
+
+@dataclass(frozen=True)
 class Problem:
     """One thing that needs a look. ``rank``: 0 is the worst (see ``alerts.digest.RANKS``);
     ``text`` is plain and says its own figures."""
@@ -282,6 +311,7 @@ class OrgDigest:
     hooks: tuple[HookQueue, ...]
     problems: tuple[Problem, ...]
     quiet: bool
+    silent: tuple[SilentFailure, ...] = ()
 
 
 @dataclass(frozen=True)

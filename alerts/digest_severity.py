@@ -21,6 +21,7 @@ RANKS = {
     "polling failing": 3,
     "errors": 4,
     "hook backlog": 5,
+    "silent failure": 5,
     "incomplete executions": 5,
     "quota warning": 6,
     "health": 7,
@@ -66,6 +67,10 @@ def problems_of(o: OrgDigest) -> tuple[Problem, ...]:
     backlogged = [k for k in o.hooks if k.backlogged_now]
     if o.hooks:
         found.append(("hook backlog", f"{_n(len(backlogged), 'webhook queue')} backlogged"))
+    silent_open = [f for f in o.silent if f.open_now]
+    if o.silent:
+        found.append(("silent failure", f"{_n(len(silent_open), 'silent failure')} (overdue, idle or unusual volume) open"
+                      + (f", {len(o.silent) - len(silent_open):,} ended" if len(silent_open) < len(o.silent) else "")))
     if d.total_now or d.new_items:
         found.append(("incomplete executions", f"{_n(d.total_now, 'incomplete execution')} waiting"))
     if q is not None and q.level == "warning" and not q.exhausts_before_reset:

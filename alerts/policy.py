@@ -49,6 +49,9 @@ __all__ = [
     "SEVERITIES",
     "ALERT_KINDS",
     "AlertsSettings",
+    "OrgMatcher",
+    "ScenarioMatcher",
+    "TeamMatcher",
     "Policy",
     "Route",
     "RouteSettings",
@@ -168,6 +171,10 @@ def _id_or_name(what: str) -> Any:
 
 
 Kind = Annotated[str, AfterValidator(_check_kind)]
+#: Matchers shared by ``[[routes]]`` and ``[[polling.silent.rules]]``: an id or a name glob.
+OrgMatcher = Annotated[int | str, _id_or_name("an organization")]
+ScenarioMatcher = Annotated[int | str, _id_or_name("a scenario")]
+TeamMatcher = Annotated[int, Strict(), Field(ge=1)]
 
 
 class RouteSettings(_Section):
@@ -186,9 +193,9 @@ class RouteSettings(_Section):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    org: Annotated[int | str, _id_or_name("an organization")] | None = None
-    team_id: Annotated[int, Strict(), Field(ge=1)] | None = None
-    scenario: Annotated[int | str, _id_or_name("a scenario")] | None = None
+    org: OrgMatcher | None = None
+    team_id: TeamMatcher | None = None
+    scenario: ScenarioMatcher | None = None
     kind: Annotated[tuple[Kind, ...], Field(min_length=1)] | None = None
     min_severity: Severity | None = None
     channels: Annotated[tuple[ChannelName, ...], Field(min_length=1)]

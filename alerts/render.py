@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +69,9 @@ KIND_TITLES: dict[str, str] = {
     "incomplete_executions": "Incomplete executions",
     "quota": "Operations quota",
     "hook_backlog": "Webhook queue backlog",
+    "scenario_overdue": "Scheduled run overdue",
+    "scenario_idle": "Webhook scenario idle",
+    "volume_anomaly": "Volume anomaly",
     "watcher_health": "makewatch health",
     "summary": "Alerts held back",
 }
@@ -271,6 +274,8 @@ def _kind_facts(kind: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[st
         add(
             "Alert threshold", "threshold", lambda v: f"{v:.0%}" if isinstance(v, float) else str(v)
         )
+    elif kind in ("scenario_overdue", "scenario_idle", "volume_anomaly"):
+        facts += [f for f in _key_facts(kind, "firing", p, tz) if f[0] != "What to do"]
     elif kind == "watcher_health":
         # Keys of the watcher_health events (watcher.poller, alerts.delivery).
         problems = {
@@ -469,7 +474,14 @@ def _headline(
         if phase == "resolved":
             return f"Webhook queue of {s}{scenario} is down" + (f" to {queue}" if queue else "")
         still = "still " if phase == "repeat" else ""
-        return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long")
+        rising = " and rising while its scenario does not run" if p.get("rising") else ""
+        return f"Webhook queue of {s}{scenario} is {still}" + (f"at {queue}" if queue else "long") + rising
+    if kind == "scenario_overdue":
+        return _overdue_headline(phase, p, s, tz)
+    if kind == "scenario_idle":
+        return _idle_headline(phase, p, s, tz)
+    if kind == "volume_anomaly":
+        return _volume_headline(phase, p, s)
     if kind == "watcher_health":
         where = f" for {subject}" if subject else ""
         if phase == "resolved":
@@ -477,6 +489,145 @@ def _headline(
         problem = _HEALTH_HEADLINES.get(str(p.get("problem") or ""), str(p.get("problem") or "a problem"))
         return f"makewatch health: {problem}{where}"
     return ""
+
+
+def _duration(seconds: Any) -> str:
+    """``45 s``, ``25 min``, ``1 h 10 min``, ``2 d 3 h``: how late, for a reader."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return ""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m = round(s / 60)
+    if m < 60:
+        return f"{m} min"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h} h" + (f" {m} min" if m else "")
+    d, h = divmod(h, 24)
+    return f"{d} d" + (f" {h} h" if h else "")
+
+
+_SCHEDULE_WORDS = {"daily": "every day", "weekly": "every week", "monthly": "every month"}
+
+
+def _overdue_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
+    """Keys of watcher.events.overdue_event's payload."""
+    due = _clock(p.get("due_at"), p.get("resolved_at") or p.get("due_at"), tz)
+    run = f"its {due} run" if due else "its scheduled run"
+    if phase == "resolved":
+        if p.get("resolution") == "not expected":
+            return f"{s} is no longer expected to run at {due or 'its scheduled time'} (switched off, paused or rescheduled)"
+        return f"{s} ran again" + (f" at {_clock(p['resolved_at'], p.get('due_at'), tz)}" if p.get("resolved_at") else "")
+    if phase == "repeat":
+        return f"{s} is still overdue: {run} has not happened"
+    late = _duration(p.get("late_s"))
+    return f"{s} is overdue: {run} has not happened" + (f" (due {late} ago)" if late else "")
+
+
+def _idle_headline(phase: str, p: dict[str, Any], s: str, tz: tzinfo) -> str:
+    """Keys of the scenario_idle payload (watcher.poller._silent)."""
+    if phase == "resolved":
+        if p.get("resolution") == "not expected":
+            return f"{s} is no longer watched for silence (switched off or paused)"
+        return f"{s} runs again" + (f" since {_clock(p['resolved_at'], p['resolved_at'], tz)}" if p.get("resolved_at") else "")
+    last = p.get("last_run_at")
+    ref = p.get("resolved_at") or (last + p["silent_s"] if isinstance(last, int | float) and isinstance(p.get("silent_s"), int | float) else None)
+    since = _clock(last, ref, tz) if last else ""
+    head = f"{s} {'still ' if phase == 'repeat' else ''}has not run" + (f" since {since}" if since else "")
+    if phase == "repeat":
+        return head
+    silent = _duration(p.get("silent_s"))
+    if p.get("basis") == "expect_every":
+        every = _duration(p.get("expect_every_s"))
+        hours = " of business hours" if p.get("business_hours") else ""
+        return head + (f" ({silent}{hours}; expected at least every {every})" if silent else "")
+    usual = p.get("expected_runs")
+    told = f"; it usually runs about {_fmt_number(round(usual))} times in that time" if isinstance(usual, int | float) else ""
+    return head + (f" ({silent}{told})" if silent else "")
+
+
+def _weekday_of(day: Any) -> str:
+    try:
+        return date.fromisoformat(str(day)).strftime("%A")
+    except ValueError:
+        return "day"
+
+
+def _volume_headline(phase: str, p: dict[str, Any], s: str) -> str:
+    """Keys of watcher.events.volume_facts (a scenario's, or an organization's, day)."""
+    day = p.get("day")
+    when = f" on {date.fromisoformat(day):%a %d %b}" if isinstance(day, str) and day[:4].isdigit() else ""
+    ops = f"{_fmt_number(p['operations'])} operations" if p.get("operations") is not None else "its operations"
+    if phase == "resolved":
+        return f"{s} is back to its usual volume" + (f" ({ops}{when})" if p.get("operations") is not None else "")
+    if phase == "repeat":
+        return f"{s} is still far from its usual volume ({ops}{when})"
+    usual = f"its usual {_weekday_of(day)} (median {_fmt_number(p.get('median', '?'))})"
+    ratio = p.get("ratio")
+    if p.get("direction") == "spike":
+        times = f"{ratio:.0f}×" if isinstance(ratio, int | float) else "far above"
+        return f"{s} used {ops}{when}: {times} {usual}"
+    below = f"{(1 - ratio) * 100:.0f} % below" if isinstance(ratio, int | float) else "far below"
+    return f"{s} used {ops}{when}: {below} {usual}"
+
+
+def _volume_facts(phase: str, p: dict[str, Any]) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = []
+    if p.get("baseline"):
+        same = ", ".join(_fmt_number(x) for x in p["baseline"])
+        weeks = len(p["baseline"])
+        facts.append(("Same weekday before", f"{same} (the {weeks} previous weeks; spread {_fmt_number(p.get('mad', 0))})"))
+    days = [d for d in p.get("days") or () if isinstance(d, list | tuple) and len(d) == 2]
+    if days:
+        facts.append(("Last two weeks", " ".join(_fmt_number(v) for _, v in days)))
+    return facts
+
+
+def _idle_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = [("Last run seen", _fmt_epoch(p["last_run_at"], tz))] if p.get("last_run_at") else []
+    if p.get("business_hours"):
+        facts.append(("Business hours", str(p["business_hours"])))
+    facts.append(
+        (
+            "What to do",
+            "Check what feeds its webhook (a form, an app's webhook settings, a connection): "
+            "Make logs nothing when no data arrives.",
+        )
+    )
+    return facts
+
+
+def _overdue_facts(phase: str, p: dict[str, Any], tz: tzinfo) -> list[tuple[str, str]]:
+    if phase == "resolved":
+        return []
+    facts = [("Due", _fmt_epoch(p["due_at"], tz))] if p.get("due_at") is not None else []
+    kind, interval = p.get("scheduling_type"), p.get("interval_s")
+    if kind == "indefinitely" and interval:
+        facts.append(("Schedule", f"every {_duration(interval)}"))
+    elif kind in _SCHEDULE_WORDS:
+        facts.append(("Schedule", _SCHEDULE_WORDS[str(kind)]))
+    if p.get("allowance_s"):
+        facts.append(("Alert after", f"{_duration(p['allowance_s'])} late, with no run"))
+    if p.get("is_waiting"):
+        facts.append(("Make says", "waiting (iswaiting): the run may be stuck in Make's queue"))
+    facts.append(
+        (
+            "What to do",
+            "Open the scenario's history in Make: a run stuck in the queue, a trigger that no "
+            "longer fires or a connection that needs re-authorising all look like this.",
+        )
+    )
+    return facts
+
+
+def headline(kind: str, payload: dict[str, Any], subject: str, tz: tzinfo = UTC) -> str:
+    """What a firing notice of ``kind`` says first, in words (the digest lists the same)."""
+    return _headline(kind, "firing", payload, {}, subject, tz)
 
 
 def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> list[tuple[str, str]]:
@@ -503,6 +654,12 @@ def _key_facts(kind: str, phase: str, p: dict[str, Any], tz: tzinfo = UTC) -> li
         )
     if kind in ("watcher_health", "incomplete_executions", "scenario_paused"):
         return [] if phase == "resolved" else _kind_facts(kind, p, tz)
+    if kind == "scenario_overdue":
+        return _overdue_facts(phase, p, tz)
+    if kind == "scenario_idle":
+        return _idle_facts(phase, p, tz)
+    if kind == "volume_anomaly":
+        return _volume_facts(phase, p)
     return []
 
 
@@ -615,6 +772,9 @@ _PRIMARY_LINK = {
     "incomplete_executions": "dlq_url",
     "quota": "usage_url",
     "hook_backlog": "scenario_url",
+    "scenario_overdue": "history_url",
+    "scenario_idle": "history_url",
+    "volume_anomaly": "history_url",
 }
 _LINKS = (
     ("run_url", "Open the failed run in Make"),
@@ -995,6 +1155,39 @@ def _sample_payload(kind: str) -> dict[str, Any]:
             "scenario_id": 4211,
             "scenario_name": "Sync HubSpot contacts → Google Sheets",
             "scenario_url": f"{_UI}/812/scenarios/4211/edit",
+        }
+    if kind == "scenario_overdue":
+        due = _SAMPLE_NOW - 4200  # 13:03 UTC, 1 h 10 min before the sample's "now"
+        return scenario | {
+            "scenario_name": "Nightly export",
+            "due_at": due,
+            "scheduling_type": "daily",
+            "interval_s": None,
+            "late_s": 4200,
+            "allowance_s": 300,
+            "is_waiting": False,
+            "standing": False,
+        }
+    if kind == "scenario_idle":
+        return scenario | {
+            "scenario_name": "Typeform leads → HubSpot",
+            "last_run_at": _SAMPLE_NOW - 11400,  # 11:03 UTC, 3 h 10 min before
+            "silent_s": 11400,
+            "expected_runs": 38.2,
+            "basis": "learnt",
+            "hook_id": 93,
+        }
+    if kind == "volume_anomaly":
+        return scenario | {
+            "scope": "scenario",
+            "day": "2026-09-20",
+            "direction": "drop",
+            "operations": 42,
+            "median": 480,
+            "mad": 25,
+            "baseline": [455, 480, 505, 470],
+            "ratio": 0.0875,
+            "days": [[f"2026-09-{d:02d}", 480 if d < 20 else 42] for d in range(7, 21)],
         }
     if kind == "watcher_health":
         return {

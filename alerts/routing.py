@@ -14,7 +14,7 @@ from typing import Any
 
 from alerts.policy import SEVERITIES, AlertsSettings, Policy, RouteSettings
 
-__all__ = ["ChannelRoute", "route", "route_matches", "severity_rank"]
+__all__ = ["ChannelRoute", "route", "route_matches", "scope_matches", "severity_rank"]
 
 
 def severity_rank(severity: str | None) -> int:
@@ -51,19 +51,26 @@ def _id_or_glob(wanted: int | str, value_id: Any, value_name: Any) -> bool:
     return _glob(wanted, value_name)
 
 
+def scope_matches(
+    org: int | str | None, team_id: int | None, scenario: int | str | None, labels: Mapping[str, Any]
+) -> bool:
+    """Whether the ``org``/``team_id``/``scenario`` matchers that are set (ids, or name
+    globs) match ``labels`` (``org_id``, ``org``, ``team_id``, ``scenario_id``, ``scenario``).
+    Shared by routes and the silent-failure rules of ``[polling.silent]``."""
+    if org is not None and not _id_or_glob(org, labels.get("org_id"), labels.get("org")):
+        return False
+    if team_id is not None and team_id != labels.get("team_id"):
+        return False
+    return scenario is None or _id_or_glob(scenario, labels.get("scenario_id"), labels.get("scenario"))
+
+
 def route_matches(r: RouteSettings, labels: Mapping[str, Any]) -> bool:
     """Whether every matcher ``r`` sets matches ``labels``.
 
     ``labels`` keys: ``kind``, ``severity``, ``org_id``, ``org`` (name), ``team_id``,
     ``scenario_id``, ``scenario`` (name).
     """
-    if r.org is not None and not _id_or_glob(r.org, labels.get("org_id"), labels.get("org")):
-        return False
-    if r.team_id is not None and r.team_id != labels.get("team_id"):
-        return False
-    if r.scenario is not None and not _id_or_glob(
-        r.scenario, labels.get("scenario_id"), labels.get("scenario")
-    ):
+    if not scope_matches(r.org, r.team_id, r.scenario, labels):
         return False
     if r.kind is not None and labels.get("kind") not in r.kind:
         return False

@@ -312,13 +312,14 @@ def test_a_user_slack_template_that_is_not_json_is_reported(tmp_path: Path):
 
 
 def test_a_kind_added_later_renders_with_the_shared_templates(renderer: Renderer):
-    n = dataclasses.replace(notification(), kind="scenario_overdue")
+    # (scenario_overdue was this test's example until it became a kind of its own.)
+    n = dataclasses.replace(notification(), kind="scenario_flooded")
 
     message = renderer.render_slack(n)
     subject, _, _ = renderer.render_email(n)
 
-    assert "Scenario overdue: Sync HubSpot" in message["blocks"][0]["text"]["text"]
-    assert "Scenario overdue: Sync HubSpot" in subject
+    assert "Scenario flooded: Sync HubSpot" in message["blocks"][0]["text"]["text"]
+    assert "Scenario flooded: Sync HubSpot" in subject
 
 
 def test_samples_exist_for_every_kind_and_channel_type():
@@ -442,6 +443,15 @@ HEADLINES = {
     ("hook_backlog", "firing"): "Webhook queue of Shopify orders for Sync HubSpot contacts → Google Sheets is at 8,600 / 10,000 (86%)",
     ("hook_backlog", "repeat"): "Still happening: Webhook queue of Shopify orders for Sync HubSpot contacts → Google Sheets is still at",
     ("hook_backlog", "resolved"): "Resolved: Webhook queue of Shopify orders for Sync HubSpot contacts → Google Sheets is down to",
+    ("scenario_overdue", "firing"): "Nightly export is overdue: its 13:03 UTC run has not happened (due 1 h 10 min ago)",
+    ("scenario_overdue", "repeat"): "Still happening: Nightly export is still overdue: its 13:03 UTC run has not happened",
+    ("scenario_overdue", "resolved"): "Resolved: Nightly export ran again",
+    ("scenario_idle", "firing"): "Typeform leads → HubSpot has not run since 11:03 UTC (3 h 10 min; it usually runs about 38 times in that time)",
+    ("scenario_idle", "repeat"): "Still happening: Typeform leads → HubSpot still has not run since 11:03 UTC",
+    ("scenario_idle", "resolved"): "Resolved: Typeform leads → HubSpot runs again",
+    ("volume_anomaly", "firing"): "Sync HubSpot contacts → Google Sheets used 42 operations on Sun 20 Sep: 91 % below its usual Sunday (median 480)",
+    ("volume_anomaly", "repeat"): "Still happening: Sync HubSpot contacts → Google Sheets is still far from its usual volume",
+    ("volume_anomaly", "resolved"): "Resolved: Sync HubSpot contacts → Google Sheets is back to its usual volume",
     ("watcher_health", "firing"): "makewatch health: Make rejected the API token (401) for Acme Ops",
     ("watcher_health", "repeat"): "Still happening: makewatch health: Make rejected the API token",
     ("watcher_health", "resolved"): "Resolved: makewatch health: back to normal for Acme Ops",

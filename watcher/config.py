@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PrivateAttr,
@@ -37,9 +38,11 @@ from pydantic import (
 )
 
 from alerts.channels import ChannelSettings, EmailChannel, channel_settings_keys
-from alerts.policy import AlertsSettings, RouteSettings
+from alerts.policy import AlertsSettings, OrgMatcher, RouteSettings, ScenarioMatcher, TeamMatcher
+from alerts.routing import scope_matches
 from alerts.schedule import DigestSettings
 from watcher import __version__
+from watcher.business_hours import BusinessHours
 from watcher.settings_base import (
     _CONTROL_CHARS,
     _ENV_NAME,
@@ -47,6 +50,7 @@ from watcher.settings_base import (
     Secret,
     StrictFloat,
     StrictPositiveInt,
+    TimeZoneName,
     _KeyProblem,
     _nested_model,
     _Section,
@@ -329,6 +333,73 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+def _check_expect_every(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+def _check_business_hours(value: str | None) -> str | None:
+    if value is not None:
+        BusinessHours.parse(value)
+    return value
+
+
+ExpectEvery = Annotated[str, AfterValidator(_check_expect_every)]
+BusinessHoursText = Annotated[str, AfterValidator(_check_business_hours)]
+IdleFactor = Annotated[StrictFloat, Field(gt=0)]
+VolumeFactor = Annotated[StrictFloat, Field(gt=1)]
+
+
+class SilentRuleSettings(_Section):
+    """One ``[[polling.silent.rules]]`` table: silent-failure settings for the scenarios its
+    matchers select (``org``, ``team_id``, ``scenario``: as in ``[[routes]]``; unset = any).
+    Every matching rule applies, in order; a later one overrides the keys it sets."""
+
+    org: OrgMatcher | None = None
+    team_id: TeamMatcher | None = None
+    scenario: ScenarioMatcher | None = None
+    overdue: bool | None = None
+    grace_s: Annotated[StrictFloat, Field(ge=0)] | None = None
+    grace_factor: Annotated[StrictFloat, Field(ge=0)] | None = None
+    idle: bool | None = None
+    idle_factor: IdleFactor | None = None
+    expect_every: ExpectEvery | None = None
+    business_hours: BusinessHoursText | None = None
+    timezone: TimeZoneName | None = None
+    volume: bool | None = None
+    volume_factor: VolumeFactor | None = None
+    volume_min_ops: Annotated[StrictFloat, Field(ge=0)] | None = None
+
+
+class SilentSettings(_Section):
+    """``[polling.silent]``: the silent-failure checks (watcher.silent) and their defaults."""
+
+    overdue: bool = True
+    grace_s: Annotated[StrictFloat, Field(ge=0)] = 300.0
+    grace_factor: Annotated[StrictFloat, Field(ge=0)] = 1.5
+    idle: bool = True
+    idle_factor: IdleFactor = 10.0
+    expect_every: ExpectEvery | None = None
+    business_hours: BusinessHoursText | None = None
+    timezone: TimeZoneName = "UTC"
+    volume: bool = True
+    volume_factor: VolumeFactor = 3.0
+    volume_min_ops: Annotated[StrictFloat, Field(ge=0)] = 50.0
+    rules: tuple[SilentRuleSettings, ...] = ()
+
+    def effective(self, labels: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings for one scenario: the defaults, then each matching rule's keys.
+
+        ``labels``: ``org_id``, ``org`` (name), ``team_id``, ``scenario_id``, ``scenario`` (name).
+        """
+        out = {k: getattr(self, k) for k in SilentSettings.model_fields if k != "rules"}
+        for rule in self.rules:
+            if scope_matches(rule.org, rule.team_id, rule.scenario, labels):
+                out |= {k: v for k, v in rule.model_dump(exclude={"org", "team_id", "scenario"}).items() if v is not None}
+        return out
+
+
 class PollingSettings(_Section):
     """``[polling]``: how often and how much makewatch reads from Make."""
 
@@ -347,6 +418,7 @@ class PollingSettings(_Section):
     hook_backlog_ratio: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.8
     unreachable_after_cycles: Annotated[int, Strict(), Field(ge=1)] = 3
     concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
+    silent: SilentSettings = Field(default_factory=SilentSettings)
 
     @model_validator(mode="after")
     def _check_intervals(self) -> PollingSettings:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from watcher.make.models import Dlq, Hook, LogEntry, Scenario
+
+if TYPE_CHECKING:  # (watcher.silent reads the settings, which read the kinds here)
+    from watcher.silent import OverdueStep, VolumeVerdict
 
 # Kinds and their default severities (DESIGN.md, "Alert kinds").
 SEVERITY = {
@@ -27,6 +30,9 @@ SEVERITY = {
     "incomplete_executions": "warning",
     "quota": "warning",
     "hook_backlog": "warning",
+    "scenario_overdue": "error",
+    "scenario_idle": "warning",
+    "volume_anomaly": "warning",
     "watcher_health": "critical",
 }
 KINDS = tuple(SEVERITY)
@@ -240,8 +246,10 @@ def hook_event(
     cleared: bool = False,
     ui: str | None = None,
     scenario_name: str | None = None,
+    rising: bool = False,
 ) -> Event:
-    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it).
+    """A webhook queue over ``threshold`` of its limit (or, ``cleared``, back under it), or
+    (``rising``) one that keeps rising while its scenario does not run.
 
     With ``ui`` it links to the scenario behind the hook, which ``scenario_name`` names:
     a reader fixes the scenario, not the hook."""
@@ -259,6 +267,8 @@ def hook_event(
         payload["scenario_name"] = scenario_name
     if ui and hook.scenario_id:
         payload["scenario_url"] = scenario_link(ui, hook.team_id, hook.scenario_id)
+    if rising:
+        payload["rising"] = True
     if cleared:
         payload["recovered"] = True  # resolves the backlog alert
     return Event(
@@ -271,3 +281,69 @@ def hook_event(
         team_id=hook.team_id,
         scenario_id=hook.scenario_id,
     )
+
+
+def silent_event(
+    kind: str,
+    org_id: int,
+    org_name: str,
+    ui: str,
+    sc: Scenario,
+    episode_at: float,
+    now: float,
+    facts: dict[str, Any],
+    *,
+    resolved: str | None = None,
+) -> Event:
+    """A silent failure (``scenario_overdue``, ``scenario_idle``) of ``sc``, or with
+    ``resolved`` ("ran", "not expected") the end of it. ``episode_at`` names the episode
+    (the missed run's scheduled time, the last run before the silence): its key."""
+    payload = _scenario_payload(org_name, sc, None, ui) | facts
+    key = f"{kind}:{org_id}:{sc.id}:{int(episode_at)}"
+    if resolved:
+        payload |= {"recovered": True, "resolution": resolved, "resolved_at": now}
+        return Event(kind, f"{key}:{resolved}", org_id, now, payload, severity="info", team_id=sc.team_id, scenario_id=sc.id)
+    return Event(kind, key, org_id, now, payload, team_id=sc.team_id, scenario_id=sc.id)
+
+
+def overdue_event(
+    org_id: int, org_name: str, ui: str, sc: Scenario, step: OverdueStep, due_at: float, now: float, *, standing: bool
+) -> Event:
+    """A scheduled run that did not happen (``step.fire``), or the end of that episode
+    (``step.resolved``: it ran, or it is no longer expected)."""
+    facts: dict[str, Any] = {
+        "due_at": due_at,
+        "scheduling_type": sc.scheduling_type,
+        "interval_s": sc.interval_s,
+        "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+        "is_waiting": sc.is_waiting,
+    }
+    if not step.resolved:
+        facts |= {"late_s": round(step.late_s), "allowance_s": round(step.allowance_s), "standing": standing}
+    return silent_event("scenario_overdue", org_id, org_name, ui, sc, due_at, now, facts, resolved=step.resolved)
+
+
+def volume_facts(verdict: VolumeVerdict, day: str, days: dict[str, float]) -> dict[str, Any]:
+    """The figures of a day judged by watcher.silent.volume_verdict, and the last 14 days
+    (the digest's bar chart)."""
+    last = sorted(days)[-14:]
+    return {
+        "day": day,
+        "direction": verdict.direction,
+        "operations": round(verdict.value),
+        "median": round(verdict.median),
+        "mad": round(verdict.mad),
+        "baseline": [round(x) for x in verdict.baseline],
+        "ratio": round(verdict.value / verdict.median, 3) if verdict.median else None,
+        "days": [[d, round(days[d])] for d in last],
+    }
+
+
+def org_volume_event(org_id: int, org_name: str, ui: str, day: str, now: float, facts: dict[str, Any], *, resolved: bool = False) -> Event:
+    """An organization's day of operations far from its usual (or, ``resolved``, back to it)."""
+    payload = {"organization": org_name, "scope": "organization", "usage_url": usage_link(ui, org_id)} | facts
+    key = f"volume_anomaly:{org_id}:org:{day}"
+    if resolved:
+        payload |= {"recovered": True, "resolved_at": now}
+        return Event("volume_anomaly", f"{key}:normal", org_id, now, payload, severity="info")
+    return Event("volume_anomaly", key, org_id, now, payload)

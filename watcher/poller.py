@@ -25,11 +25,13 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlite_utils import Database
 
 from watcher import events as ev
+from watcher import silent
 from watcher import store as st
 from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
@@ -78,6 +80,9 @@ NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
 # "Near": within this many percentage points below the next quota threshold, or a queue at
 # this share of hook_backlog_ratio.
 NEAR_QUOTA_POINTS, NEAR_HOOK_SHARE = 5.0, 0.5
+# A webhook queue that rose at this many reads of the hooks in a row while its scenario did
+# not run raises hook_backlog before the ratio (its consumer is stuck).
+HOOK_RISING_READS = 3
 # Make's rate-limit window is 60 s: a rate-limit pause longer than this means something
 # else is wrong (another integration hammering the organization): watcher_health says so.
 RATE_LIMITED_HEALTH_S = 120.0
@@ -120,6 +125,7 @@ def _snapshot_row(sc: Scenario, org_id: int, now: float) -> dict[str, Any]:
         "hook_id": sc.hook_id,
         "scheduling": {"type": sc.scheduling_type, "interval": sc.interval_s},
         "next_exec": sc.next_exec.isoformat() if sc.next_exec else None,
+        "last_edit": silent.last_edit_iso(sc),
         "updated_at": now,
     }
 
@@ -504,6 +510,8 @@ class OrgPoller:
             out.append(ev.Event(kind, f"{kind}:{self.org_id}:org:{seq}", self.org_id, now, payload))
 
         teams = self.org.teams or self.info.team_ids
+        # The counters of the scenarios behind the hooks, as last listed (no call to Make).
+        ops = await self.store.read(lambda db: {sid: r.get("operations") for sid, r in st.get_scenarios(db, self.org_id).items()})
         for team_id in teams:
             try:
                 hooks = await self.client.list_hooks(team_id)
@@ -516,14 +524,33 @@ class OrgPoller:
                     break
                 continue
             for hook in hooks:
-                event = self._hook_backlog(hook, ws, ws_updates, now)
+                event = self._hook_backlog(hook, ws, ws_updates, now, ops.get(hook.scenario_id) if hook.scenario_id else None)
                 if event:
                     out.append(event)
                 ratio = hook.queue_ratio
                 if ratio is not None and ratio >= NEAR_HOOK_SHARE * self.polling.hook_backlog_ratio:
                     near = True
         ws_updates[prefix + "usage_near"] = near
+        out += self._org_volume(usage, ws, ws_updates, now)
         return out
+
+    def _org_volume(self, usage: list[UsageDay], ws: dict[str, Any], ws_updates: dict[str, Any], now: float) -> list[ev.Event]:
+        """The organization's last complete day of operations against the same weekday of
+        the previous weeks, from the usage just read (watcher.silent.volume_step)."""
+        key = f"org:{self.org_id}:volume"
+        state = silent.DailyOps.from_json(ws.get(key))
+        day = silent.last_complete_day_everywhere(now)
+        days = silent.usage_days(usage, day)
+        values = self.polling.silent.effective({"org_id": self.org_id, "org": self.org.name})
+        assert self.info is not None
+        # A paused organization's drop is its scenario_paused alert, not a second one.
+        values["volume"] = values["volume"] and not self.info.is_paused
+        vol = silent.volume_step(state, days, day, silent.VolumeRule.from_settings(values))
+        ws_updates[key] = {"judged": state.judged, "open_day": state.open_day}
+        if not (vol.fire or vol.resolved) or not vol.episode_day:
+            return []
+        facts = ev.volume_facts(vol.verdict, day, days) if vol.verdict else {}
+        return [ev.org_volume_event(self.org_id, self.org.name, self.ui, vol.episode_day, now, facts, resolved=vol.resolved)]
 
     async def _name_hook_scenarios(self, events: list[ev.Event], rows: list[dict[str, Any]]) -> None:
         """Name the scenario behind each backlogged hook, from the inventory just listed or
@@ -558,23 +585,47 @@ class OrgPoller:
         return ev.Event("watcher_health", f"watcher_health:{self.org_id}:scope_missing:{scope}", self.org_id, now, payload)
 
     def _hook_backlog(
-        self, hook: Hook, ws: dict[str, Any], ws_updates: dict[str, Any], now: float
+        self, hook: Hook, ws: dict[str, Any], ws_updates: dict[str, Any], now: float, scenario_ops: Any = None
     ) -> ev.Event | None:
-        """One event per backlog episode: over the ratio, then back under 90 % of it."""
+        """One event per backlog episode: over the ratio, then back under 90 % of it.
+
+        Earlier: a queue that rose at HOOK_RISING_READS reads in a row while the scenario
+        behind it did not run (its operations counter, ``scenario_ops``, did not move) is a
+        stuck consumer; that episode ends when the queue goes down.
+        """
         key = f"org:{self.org_id}:hook:{hook.id}"
         state = ws.get(key, {"over": False, "episode": 0})
         ratio = hook.queue_ratio
         threshold = self.polling.hook_backlog_ratio
         if ratio is None:
             return None
+        count, last = hook.queue_count, state.get("last")
+        rises = int(state.get("rises", 0))
+        if last is not None and count > last:
+            rises += 1
+            if rises == 1:
+                state = {**state, "ops": scenario_ops}
+        elif last is not None and count < last:
+            rises = 0
+        state = {**state, "last": count, "rises": rises}
+        ws_updates[key] = state
         if ratio >= threshold and not state["over"]:
-            state = {"over": True, "episode": state["episode"] + 1}
+            state = {**state, "over": True, "early": False, "episode": state["episode"] + 1}
             ws_updates[key] = state
             return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold, ui=self.ui)
         if ratio < threshold * 0.9 and state["over"]:
-            ws_updates[key] = {"over": False, "episode": state["episode"]}
+            ws_updates[key] = {**state, "over": False}
             episode = f"{state['episode']}:cleared"
             return ev.hook_event(self.org_id, self.org.name, hook, now, episode, threshold, cleared=True, ui=self.ui)
+        if state.get("early") and not state["over"] and rises == 0 and last is not None and count < last:
+            ws_updates[key] = {**state, "early": False}
+            episode = f"{state['episode']}:cleared"
+            return ev.hook_event(self.org_id, self.org.name, hook, now, episode, threshold, cleared=True, ui=self.ui)
+        stuck = hook.scenario_id is not None and scenario_ops is not None and scenario_ops == state.get("ops")
+        if rises >= HOOK_RISING_READS and stuck and not state["over"] and not state.get("early"):
+            state = {**state, "early": True, "episode": state["episode"] + 1}
+            ws_updates[key] = state
+            return ev.hook_event(self.org_id, self.org.name, hook, now, str(state["episode"]), threshold, ui=self.ui, rising=True)
         return None
 
     # --- inventory diff -------------------------------------------------------------------
@@ -619,6 +670,7 @@ class OrgPoller:
                 if sc.dlq_count > 0 and first_start:
                     out.append(ev.dlq_backlog_event(self.org_id, org_name, self.ui, sc, now, []))
                 row["state_seq"] = seq
+                self._silent(None, sc, row, now, info, out)
                 rows.append(row)
                 continue
 
@@ -671,8 +723,66 @@ class OrgPoller:
                     reasons.append("logs")
                 merged = sorted({r for r in old + reasons if r})
                 row |= {"pending_since": prev.get("pending_since") or now, "pending_reason": ",".join(merged)}
+            self._silent(prev, sc, row, now, info, out)
             rows.append(row)
         return rows, cursors, out
+
+    def _labels(self, sc: Scenario) -> dict[str, Any]:
+        """What ``[[polling.silent.rules]]`` match a scenario on."""
+        return {"org_id": self.org_id, "org": self.org.name, "team_id": sc.team_id, "scenario_id": sc.id, "scenario": sc.name}
+
+    def _silent(
+        self,
+        prev: dict[str, Any] | None,
+        sc: Scenario,
+        row: dict[str, Any],
+        now: float,
+        info: Organization,
+        out: list[ev.Event],
+    ) -> None:
+        """The silent-failure checks of one listed scenario (watcher.silent): their state
+        goes into the snapshot ``row``, their events into ``out``; no call to Make."""
+        values = self.polling.silent.effective(self._labels(sc))
+        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=silent.OverdueRule.from_settings(values))
+        row |= {"due_at": step.due_at, "overdue_at": step.overdue_at}
+        if step.fire:
+            assert step.overdue_at is not None
+            out.append(ev.overdue_event(self.org_id, self.org.name, self.ui, sc, step, step.overdue_at, now, standing=prev is None))
+        elif step.resolved and prev is not None:
+            out.append(ev.overdue_event(self.org_id, self.org.name, self.ui, sc, step, float(prev["overdue_at"]), now, standing=False))
+
+        rule = silent.IdleRule.from_settings(values)
+        idle = silent.idle_step(prev, sc, now, org_paused=info.is_paused, rule=rule)
+        if idle.activity is not None:
+            row["activity"] = idle.activity.to_json()
+        if idle.fire:
+            facts = {
+                "last_run_at": idle.activity.last_run_at if idle.activity else None,
+                "silent_s": round(idle.silent_s),
+                "expected_runs": round(idle.expected, 1),
+                "basis": idle.reason,
+                "expect_every_s": rule.expect_every_s,
+                "business_hours": values.get("business_hours"),
+                "hook_id": sc.hook_id,
+            }
+            out.append(ev.silent_event("scenario_idle", self.org_id, self.org.name, self.ui, sc, idle.episode_at, now, facts))
+        elif idle.resolved:
+            out.append(ev.silent_event("scenario_idle", self.org_id, self.org.name, self.ui, sc, idle.episode_at, now, {"hook_id": sc.hook_id}, resolved=idle.resolved))
+
+        daily = silent.DailyOps.from_json((prev or {}).get("volume"))
+        gap = now - float(prev.get("updated_at") or now) if prev else 0.0
+        if daily.observe(now, sc.operations, gap):
+            # Switched off, paused, or in a paused organization: its volume says nothing new
+            # (the state's own alert does), and an open anomaly ends.
+            watched = sc.is_active and not sc.is_paused and not info.is_paused
+            vrule = silent.VolumeRule.from_settings({**values, "volume": values["volume"] and watched})
+            vol = silent.volume_step(daily, daily.complete(), silent.utc_day(now - 86400.0), vrule)
+            row["volume"] = daily.to_json()
+            if (vol.fire or vol.resolved) and vol.episode_day:
+                facts = ev.volume_facts(vol.verdict, vol.day or vol.episode_day, daily.ops) if vol.verdict else {}
+                facts["scope"] = "scenario"
+                at = datetime.fromisoformat(vol.episode_day).replace(tzinfo=UTC).timestamp()
+                out.append(ev.silent_event("volume_anomaly", self.org_id, self.org.name, self.ui, sc, at, now, facts, resolved="normal" if vol.resolved else None))
 
     # --- pending reads ------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ EVENT_FIELDS = (
 # Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
 _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
-    "scenarios": ("scheduling", "snapshot"),
+    "scenarios": ("scheduling", "snapshot", "activity", "volume"),
     "events": ("payload",),
     "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
@@ -363,6 +363,28 @@ def m008_acknowledgements(db: Database) -> None:
     db["alerts"].add_column("acked_by", str)
 
 
+def m009_overdue_state(db: Database) -> None:
+    """Schema v9: what the overdue check (watcher.silent) keeps per scenario, beside its
+    snapshot: ``due_at``, the earliest scheduled run not yet followed by a run;
+    ``overdue_at``, the ``due_at`` of an open overdue episode; ``last_edit``, Make's
+    ``lastEdit`` (an edit may move the schedule)."""
+    db["scenarios"].add_column("due_at", float)
+    db["scenarios"].add_column("overdue_at", float)
+    db["scenarios"].add_column("last_edit", str)
+
+
+def m010_activity_profile(db: Database) -> None:
+    """Schema v10: ``scenarios.activity_json``: what the idle check (watcher.silent.Activity)
+    learnt of a scenario's runs per hour of the week, and its open idle episode."""
+    db["scenarios"].add_column("activity_json", str)
+
+
+def m011_daily_operations(db: Database) -> None:
+    """Schema v11: ``scenarios.volume_json``: a scenario's operations per day, counted from
+    the listings (watcher.silent.DailyOps), and its open volume anomaly."""
+    db["scenarios"].add_column("volume_json", str)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -374,6 +396,9 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m006_recovered_before_notice,
     m007_cursor_floor,
     m008_acknowledgements,
+    m009_overdue_state,
+    m010_activity_profile,
+    m011_daily_operations,
 )
 
 

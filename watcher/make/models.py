@@ -262,6 +262,8 @@ class Scenario:
     next_exec: datetime | None
     last_edit: datetime | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # `iswaiting` is undocumented (make-api.md §2.3); shown in an overdue notice, never relied on.
+    is_waiting: bool = False
 
     @classmethod
     def parse(cls, obj: Any) -> Scenario:
@@ -286,6 +288,7 @@ class Scenario:
             next_exec=parse_time(obj.get("nextExec")),
             last_edit=parse_time(obj.get("lastEdit")),
             raw=obj,
+            is_waiting=as_bool(obj.get("iswaiting")),
         )
 
 

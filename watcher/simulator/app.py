@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -267,6 +268,18 @@ def team_json(world: World, team: Team, cols: list[str]) -> dict[str, Any]:
     return {k: full[k] for k in cols if k in full}
 
 
+def _scheduling(sc: Scenario) -> dict[str, Any]:
+    """``scheduling`` as Make lists it: ``{"type": "indefinitely", "interval": 900}`` is
+    recorded live; the ``time`` of daily/weekly/monthly schedules is a guess of its shape."""
+    if sc.webhook:
+        return {"type": "immediately"}
+    if sc.schedule == "indefinitely":
+        return {"type": "indefinitely", "interval": int(sc.interval_s)}
+    if sc.schedule == "on-demand" or sc.next_run_at is None:
+        return {"type": sc.schedule}
+    return {"type": sc.schedule, "time": time.strftime("%H:%M", time.gmtime(sc.next_run_at))}
+
+
 def scenario_json(world: World, sc: Scenario, listing: bool) -> dict[str, Any]:
     """A scenario as GET /scenarios (``listing``) or GET /scenarios/{id} shows it.
 
@@ -275,11 +288,7 @@ def scenario_json(world: World, sc: Scenario, listing: bool) -> dict[str, Any]:
     """
     org = world.organizations[sc.org_id]
     user = dict(world.user)
-    scheduling: dict[str, Any] = (
-        {"type": "immediately"}
-        if sc.webhook
-        else {"type": "indefinitely", "interval": int(sc.interval_s)}
-    )
+    scheduling = _scheduling(sc)
     next_exec = (
         iso_ms(to_ms(sc.next_run_at))
         if sc.is_active and not sc.webhook and sc.next_run_at is not None
@@ -304,7 +313,8 @@ def scenario_json(world: World, sc: Scenario, listing: bool) -> dict[str, Any]:
         "usedPackages": sorted({m["packageName"] for m in sc.used_modules}),
         "lastEdit": iso_ms(sc.last_edit_ms),
         "scheduling": scheduling,
-        "iswaiting": False,
+        # Guess (iswaiting is undocumented): a stalled scenario is "waiting" in Make's queue.
+        "iswaiting": sc.stalled and sc.is_active,
         "dlqCount": sc.dlq_count,
         "allDlqCount": sc.all_dlq_count,
         "createdByUser": user,
@@ -1025,6 +1035,24 @@ async def _admin_active(request: web.Request) -> web.Response:
     return web.json_response({"scenario": scenario_json(world, world.scenarios[sid], listing=True)})
 
 
+async def _admin_behaviour(request: web.Request) -> web.Response:
+    """Silent failures of one scenario (World.set_behaviour): ``{"stalled": true}``,
+    ``{"traffic": 0}``, ``{"volume": 0.1}``."""
+    world = request.app[WORLD_KEY]
+    sid = _path_id(request)
+    if sid not in world.scenarios:
+        return web.json_response({"error": "unknown scenario"}, status=404)
+    data = await request.json()
+    unknown = set(data) - {"stalled", "traffic", "volume"}
+    if unknown:
+        return web.json_response({"error": f"unknown behaviour {sorted(unknown)[0]!r}"}, status=400)
+    try:
+        sc = world.set_behaviour(sid, stalled=data.get("stalled"), traffic=data.get("traffic"), volume=data.get("volume"))
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response({"scenario": scenario_json(world, sc, listing=True)})
+
+
 async def _admin_clock(request: web.Request) -> web.Response:
     world = request.app[WORLD_KEY]
     if not isinstance(world.clock, ManualClock):
@@ -1056,6 +1084,7 @@ def create_app(world: World) -> web.Application:
     app.router.add_post("/_sim/faults", _admin_faults)
     app.router.add_post("/_sim/runs", _admin_runs)
     app.router.add_post(r"/_sim/scenarios/{id:\d+}/active", _admin_active)
+    app.router.add_post(r"/_sim/scenarios/{id:\d+}/behaviour", _admin_behaviour)
     app.router.add_post("/_sim/clock/advance", _admin_clock)
     app.router.add_get("/_sim/world", _admin_world)
     for route in ROUTES:

@@ -251,6 +251,17 @@ class Scenario:
     # Whether the last run that counts (not a check run) failed: a success after it is a
     # recovery in the ledger.
     failing: bool = False
+    # Scheduling type as Make lists it for a scheduled scenario (webhooks: "immediately").
+    schedule: str = "indefinitely"
+    # Silent failures (set_behaviour): scheduled runs come due and do not happen (a webhook's
+    # data queues up instead); a webhook's arrival rate times ``traffic`` (0: none come);
+    # operations of a run times ``volume``.
+    stalled: bool = False
+    traffic: float = 1.0
+    volume: float = 1.0
+    # A weekly rhythm (busy weekday office hours, quiet nights and weekends, in UTC): a
+    # webhook's arrivals follow it (see rhythm_factor).
+    rhythm: bool = False
     logs: list[LogRow] = field(default_factory=list, repr=False)
     executions: dict[str, LogRow] = field(default_factory=dict, repr=False)
     dlqs: list[DlqItem] = field(default_factory=list, repr=False)
@@ -288,6 +299,26 @@ class RequestRecord:
     status: int
     token_ok: bool
 
+
+# The weekly rhythm (UTC): how busy each hour is, relative to a scenario's interval_s.
+RHYTHM_PEAK = 2.0
+
+
+def rhythm_factor(t: float) -> float:
+    """Busy weekday office hours (2x), evenings (0.6x), quiet nights (0.1x) and weekends
+    (0.4x by day, 0.1x at night): about 0.8x on average over a week."""
+    day, hour = divmod(int(t // 3600 + 72) % 168, 24)  # 0 = Monday 00:00 UTC
+    if day >= 5:
+        return 0.4 if 10 <= hour < 18 else 0.1
+    if 8 <= hour < 18:
+        return 2.0
+    if hour == 7 or 18 <= hour < 22:
+        return 0.6
+    return 0.1
+
+
+#: ``scheduling.type`` values of scheduled scenarios the simulator can run (make-api.md §2.3).
+SCHEDULE_TYPES = ("indefinitely", "daily", "weekly", "monthly", "on-demand")
 
 LEDGER_KINDS = ("error", "deactivation", "dlq", "recovery", "reactivation")
 
@@ -498,14 +529,21 @@ class World:
         webhook: bool = False,
         active: bool = True,
         first_run_at: float | None = None,
+        schedule: str = "indefinitely",
+        rhythm: bool = False,
     ) -> Scenario:
         """Add a scenario.
 
         Scheduled scenarios run every ``interval_s`` from ``first_run_at`` (default: now +
-        interval). Webhook scenarios run when data arrives: gaps are random with mean
-        ``interval_s``; they have no check runs and are deactivated after one error by default.
-        ``max_errors <= 0`` means "never deactivate".
+        interval); ``schedule`` is the ``scheduling.type`` listed for them (``daily``,
+        ``weekly``, ``monthly`` with an ``interval_s`` of a day, a week, 30 days;
+        ``on-demand`` never runs by itself). Webhook scenarios run when data arrives: gaps
+        are random with mean ``interval_s`` (with ``rhythm``, at a rate that follows
+        :func:`rhythm_factor`); they have no check runs and are deactivated after one error
+        by default. ``max_errors <= 0`` means "never deactivate".
         """
+        if schedule not in SCHEDULE_TYPES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_TYPES)}")
         team = self.teams[team_id]
         sid = self._next_id("scenario")
         now = self.clock.time()
@@ -533,11 +571,13 @@ class World:
             last_edit_ms=created + rng.randint(0, 3600_000),
             used_modules=modules,
             is_active=active,
+            schedule="immediately" if webhook else schedule,
+            rhythm=rhythm,
         )
         self.scenarios[sid] = sc
         team.scenario_ids.append(sid)
-        if webhook or active:
-            start = first_run_at if first_run_at is not None else now + self._gap(sc, 0)
+        if webhook or (active and schedule != "on-demand"):
+            start = first_run_at if first_run_at is not None else self._next_at(sc, now, 0)
             self._schedule(sc, start)
         return sc
 
@@ -593,12 +633,21 @@ class World:
 
     # ---------------------------------------------------------------- running
 
-    def _gap(self, sc: Scenario, n: int) -> float:
-        """Seconds from run n-1 to run n (fixed for scheduled, random for webhooks)."""
+    def _next_at(self, sc: Scenario, t: float, n: int) -> float | None:
+        """When run n comes after time t: fixed for scheduled scenarios; for webhooks random
+        (Poisson arrivals of mean gap ``interval_s / traffic``; with a rhythm, thinned to
+        its rate at each hour of the week). None: no traffic at all."""
         if not sc.webhook:
-            return sc.interval_s
+            return t + sc.interval_s
+        if sc.traffic <= 0:
+            return None
         rng = random.Random(f"{self.seed}:{sc.id}:gap:{n}")
-        return max(1.0, rng.expovariate(1.0 / sc.interval_s))
+        peak = RHYTHM_PEAK if sc.rhythm else 1.0
+        rate = sc.traffic * peak / sc.interval_s
+        while True:
+            t += max(1.0, rng.expovariate(rate))
+            if not sc.rhythm or rng.random() * peak < rhythm_factor(t):
+                return t
 
     def _schedule(self, sc: Scenario, at: float | None) -> None:
         sc._gen += 1
@@ -620,7 +669,12 @@ class World:
             n = sc.run_index
             sc.run_index += 1
             running = sc.is_active and not org.is_paused
-            if running:
+            if running and sc.stalled and not sc.webhook:
+                # Stuck (a silent failure): the run came due and did not happen; nextExec
+                # keeps the missed time until set_behaviour(stalled=False).
+                sc.next_run_at = t
+                continue
+            if running and not sc.stalled:
                 self._execute(sc, t, self._roll(sc, n, t))
                 done += 1
             elif sc.webhook:
@@ -629,7 +683,7 @@ class World:
                 if hook is not None and hook.enabled:
                     hook.queue_count = min(hook.queue_limit, hook.queue_count + 1)
             if sc.webhook or sc.is_active:
-                self._schedule(sc, t + self._gap(sc, sc.run_index))
+                self._schedule(sc, self._next_at(sc, t, sc.run_index))
             else:
                 sc.next_run_at = None
         for org in self.organizations.values():
@@ -640,7 +694,7 @@ class World:
         """The outcome of scheduled run ``n``, from its own random stream only."""
         rng = random.Random(f"{self.seed}:{sc.id}:{n}")
         u = rng.random()
-        full = sc.operations_per_run
+        full = max(1, round(sc.operations_per_run * sc.volume))
         out: dict[str, Any] = {"id": _hex32(rng), "rng": rng}
         if u < sc.error_rate:
             name, message = rng.choice(ERRORS)
@@ -869,6 +923,42 @@ class World:
         sc.last_edit_ms = to_ms(self.clock.time())
         if name:
             sc.name = name
+
+    def set_behaviour(
+        self,
+        scenario_id: int,
+        *,
+        stalled: bool | None = None,
+        traffic: float | None = None,
+        volume: float | None = None,
+    ) -> Scenario:
+        """Silent failures of one scenario (POST /_sim/scenarios/ID/behaviour).
+
+        ``stalled``: its scheduled runs come due and do not happen, nothing is logged and no
+        counter moves (a run stuck in Make's queue, a trigger that never fires); ``nextExec``
+        stays at the missed time; a webhook's data still arrives and waits in its hook's
+        queue. Unstalled, it runs at once and then on its schedule. ``traffic``: a webhook's
+        arrival rate times this (0: its traffic stopped, as when a client's form broke).
+        ``volume``: the operations of each run times this (0.1: a 90 % drop).
+        """
+        self.advance()
+        sc = self.scenarios[scenario_id]
+        now = self.clock.time()
+        if stalled is not None and stalled != sc.stalled:
+            sc.stalled = stalled
+            if not stalled and sc.is_active and sc.next_run_at is not None and not sc.webhook:
+                self._schedule(sc, max(sc.next_run_at, now))
+        if traffic is not None and traffic != sc.traffic:
+            if traffic < 0:
+                raise ValueError("traffic must be >= 0")
+            sc.traffic = float(traffic)
+            if sc.webhook:  # the next arrival at the new rate
+                self._schedule(sc, self._next_at(sc, now, sc.run_index))
+        if volume is not None:
+            if volume < 0:
+                raise ValueError("volume must be >= 0")
+            sc.volume = float(volume)
+        return sc
 
     def set_faults(self, **changes: Any) -> Faults:
         """Set fault knobs by name, as POST /_sim/faults does: ``set_faults(storm_429_count=1)``."""
