@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,13 +18,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, Strict, ValidationInfo, field_validator, model_validator
 
 from watcher.settings_base import (
-    _ENV_NAME,
-    _FORBIDDEN_IN_HEADER,
+    CONTROL_CHARS,
+    ENV_NAME,
+    FORBIDDEN_IN_HEADER,
+    KeyProblem,
     Secret,
+    Section,
     TimeZoneName,
-    _KeyProblem,
-    _nested_model,
-    _Section,
+    nested_model,
 )
 
 __all__ = [
@@ -37,13 +37,12 @@ __all__ = [
 ]
 
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 TimeoutS = Annotated[float, Strict(), Field(gt=0, le=300)]
 
 
 def _resolve_secret(
-    model: _Section, info: ValidationInfo, base: str, *, required: bool = True
+    model: Section, info: ValidationInfo, base: str, *, required: bool = True
 ) -> tuple[Secret, str] | None:
     """(secret, key it came from): from ``<base>_env``, ``<base>_file`` or inline ``<base>``."""
     env_name = getattr(model, f"{base}_env")
@@ -57,26 +56,26 @@ def _resolve_secret(
     if not sources:
         if not required:
             return None
-        raise _KeyProblem(
+        raise KeyProblem(
             (f"{base}_env",), f"is required: set exactly one of {base}_env, {base}_file or {base}"
         )
     if len(sources) > 1:
-        raise _KeyProblem((sources[1],), f"{' and '.join(sources)} are set; keep exactly one")
+        raise KeyProblem((sources[1],), f"{' and '.join(sources)} are set; keep exactly one")
     source = sources[0]
     if env_name is not None:
         env = (info.context or {}).get("env")
         value = (os.environ if env is None else env).get(env_name)
         if value is None:
-            raise _KeyProblem((source,), f"environment variable {env_name} is not set")
+            raise KeyProblem((source,), f"environment variable {env_name} is not set")
         where = f"environment variable {env_name}"
     elif file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise _KeyProblem((source,), f"file {file} does not exist") from None
+            raise KeyProblem((source,), f"file {file} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-            raise _KeyProblem((source,), f"cannot read {file}: {reason}") from None
+            raise KeyProblem((source,), f"cannot read {file}: {reason}") from None
         where = f"file {file}"
     else:
         assert inline is not None
@@ -84,14 +83,14 @@ def _resolve_secret(
         where = "the value"
     value = value.strip()
     if not value:
-        raise _KeyProblem((source,), f"{where} is empty")
-    if _FORBIDDEN_IN_HEADER.search(value):
-        raise _KeyProblem((source,), f"{where} contains whitespace or control characters")
+        raise KeyProblem((source,), f"{where} is empty")
+    if FORBIDDEN_IN_HEADER.search(value):
+        raise KeyProblem((source,), f"{where} contains whitespace or control characters")
     return Secret(value), source
 
 
 def _check_env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.fullmatch(value):
+    if value is not None and not ENV_NAME.fullmatch(value):
         raise ValueError(
             "must be the name of an environment variable (letters, digits and _); "
             "it looks like something else, perhaps the secret itself"
@@ -120,7 +119,7 @@ def _is_local(url: str) -> bool:
     return (urlsplit(url).hostname or "") in _LOCAL_HOSTS
 
 
-class _SlackCommon(_Section):
+class _SlackCommon(Section):
     username: str | None = Field(default=None, min_length=1)
     #: The zone the messages show times in (IANA name); the zone is always shown beside them.
     timezone: TimeZoneName = "UTC"
@@ -130,7 +129,7 @@ class _SlackCommon(_Section):
     @field_validator("username")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
-        if value is not None and _CONTROL_CHARS.search(value):
+        if value is not None and CONTROL_CHARS.search(value):
             raise ValueError("must not contain tabs, newlines or control characters")
         return value
 
@@ -172,7 +171,7 @@ class SlackWebhookChannel(_SlackCommon):
         try:
             _check_http_url(secret.reveal(), "the webhook URL")
         except ValueError as exc:
-            raise _KeyProblem((source,), str(exc)) from None
+            raise KeyProblem((source,), str(exc)) from None
         self._webhook_url = secret
         return self
 
@@ -247,7 +246,7 @@ class SlackBotChannel(_SlackCommon):
 
 
 def _check_address(value: str) -> str:
-    if _CONTROL_CHARS.search(value):
+    if CONTROL_CHARS.search(value):
         raise ValueError("must not contain tabs, newlines or control characters")
     _, addr = email.utils.parseaddr(value)
     if not addr or "@" not in addr or addr.startswith("@") or addr.endswith("@"):
@@ -255,7 +254,7 @@ def _check_address(value: str) -> str:
     return value
 
 
-class EmailChannel(_Section):
+class EmailChannel(Section):
     """``type = "email"``: SMTP submission, one multipart (text + HTML) message per notice.
 
     ``security``: ``starttls`` (port 587, upgrade required), ``tls`` (implicit TLS, port 465)
@@ -315,7 +314,7 @@ class EmailChannel(_Section):
     def _resolve(self, info: ValidationInfo) -> EmailChannel:
         resolved = _resolve_secret(self, info, "password", required=self.username is not None)
         if resolved is not None and self.username is None:
-            raise _KeyProblem((resolved[1],), "a password is set but no username; set username too")
+            raise KeyProblem((resolved[1],), "a password is set but no username; set username too")
         self._password = resolved[0] if resolved else None
         return self
 
@@ -335,7 +334,7 @@ class EmailChannel(_Section):
 ChannelSettings = Annotated[
     SlackWebhookChannel | SlackBotChannel | EmailChannel, Field(discriminator="type")
 ]
-CHANNEL_MODELS: tuple[type[_Section], ...] = (SlackWebhookChannel, SlackBotChannel, EmailChannel)
+CHANNEL_MODELS: tuple[type[Section], ...] = (SlackWebhookChannel, SlackBotChannel, EmailChannel)
 
 
 def channel_settings_keys(prefix: str = "channels[].") -> list[str]:
@@ -344,7 +343,7 @@ def channel_settings_keys(prefix: str = "channels[].") -> list[str]:
     for model in CHANNEL_MODELS:
         for name, field in model.model_fields.items():
             key = prefix + (field.alias or name)
-            nested, _ = _nested_model(field.annotation)
+            nested, _ = nested_model(field.annotation)
             if nested is None and key not in keys:
                 keys.append(key)
     return keys

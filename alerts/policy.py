@@ -1,6 +1,6 @@
 """Alerting policy settings: the ``[alerts]`` table and the ordered ``[[routes]]`` tables.
 
-These are ``_Section`` models like every other settings table; the lead adds them to
+These are ``Section`` models like every other settings table; the lead adds them to
 ``watcher.config.Settings`` as ``alerts: AlertsSettings`` and
 ``routes: tuple[RouteSettings, ...]``. The decision engine takes a :class:`Policy`
 (both together), built with ``Policy(alerts=settings.alerts, routes=settings.routes)`` or
@@ -43,7 +43,7 @@ from pydantic import (
 
 from alerts.fingerprint import DEFAULT_GROUP_BY, GROUP_BY_LABELS
 from watcher.events import SEVERITY as _DEFAULT_SEVERITY
-from watcher.settings_base import _nested_model, _Section
+from watcher.settings_base import Section, nested_model
 
 __all__ = [
     "SEVERITIES",
@@ -78,7 +78,7 @@ def _check_channel(name: str) -> str:
 ChannelName = Annotated[str, AfterValidator(_check_channel)]
 
 
-class AlertsSettings(_Section):
+class AlertsSettings(Section):
     """``[alerts]``: how alerts are grouped, repeated and capped (Alertmanager vocabulary).
 
     * ``group_wait_s``: a new alert collects its burst this long before its first notice.
@@ -177,7 +177,7 @@ ScenarioMatcher = Annotated[int | str, _id_or_name("a scenario")]
 TeamMatcher = Annotated[int, Strict(), Field(ge=1)]
 
 
-class RouteSettings(_Section):
+class RouteSettings(Section):
     """One ``[[routes]]`` table: which alerts go to which channels.
 
     Routes are tried in order; every matcher given must match (unset = any):
@@ -214,7 +214,7 @@ class RouteSettings(_Section):
 Route = RouteSettings
 
 
-class Policy(_Section):
+class Policy(Section):
     """Everything the decision engine needs: ``[alerts]`` plus the ordered ``[[routes]]``."""
 
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
@@ -234,7 +234,7 @@ def policy_settings_keys() -> list[str]:
     in declaration order, as ``watcher.config.settings_keys`` will list them once wired."""
     keys: list[str] = []
     for name, field in Policy.model_fields.items():
-        nested, is_array = _nested_model(field.annotation)
+        nested, is_array = nested_model(field.annotation)
         assert nested is not None
         table = name + ("[]" if is_array else "")
         keys.extend(f"{table}.{f.alias or n}" for n, f in nested.model_fields.items())

@@ -25,7 +25,7 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, Field, Strict, field_validator
 
-from watcher.settings_base import TimeZoneName, _Section, zone
+from watcher.settings_base import Section, TimeZoneName, zone
 
 __all__ = [
     "DEFAULT_CATCH_UP_S",
@@ -111,7 +111,7 @@ Weekday = Annotated[str, AfterValidator(_check_weekday)]
 OrganizationName = Annotated[str, AfterValidator(_check_organization)]
 
 
-class DigestSettings(_Section):
+class DigestSettings(Section):
     """One ``[[digests]]`` table: who gets a daily digest, when, and about what.
 
     ``at`` is normalized to "HH:MM"; ``weekdays`` to three-letter names in week order

@@ -6,7 +6,7 @@ brackets, ``organizations[1].token_env``) and what is wrong, and never contains 
 
 The pydantic models below are the single declaration of every setting: ``settings_keys()``
 walks them, and a test checks each key is documented in docs/configuration.md and shown in
-makewatch.example.toml. New sections ([polling], [alerts], ...) are new ``_Section`` models
+makewatch.example.toml. New sections ([polling], [alerts], ...) are new ``Section`` models
 added as fields of :class:`Settings`.
 """
 
@@ -44,17 +44,17 @@ from alerts.schedule import DigestSettings
 from watcher import __version__
 from watcher.business_hours import BusinessHours
 from watcher.settings_base import (
-    _CONTROL_CHARS,
-    _ENV_NAME,
-    _FORBIDDEN_IN_HEADER,
+    CONTROL_CHARS,
+    ENV_NAME,
+    FORBIDDEN_IN_HEADER,
+    KeyProblem,
     Secret,
+    Section,
     StrictFloat,
     StrictPositiveInt,
     TimeZoneName,
-    _KeyProblem,
-    _nested_model,
-    _Section,
-    _toml_type,
+    nested_model,
+    toml_type,
 )
 from watcher.web.settings import WebSettings
 
@@ -133,7 +133,7 @@ class ConfigError(Exception):
         return "\n".join([self._line(), *(e._line() for e in self.also)])
 
 
-class OrganizationSettings(_Section):
+class OrganizationSettings(Section):
     """One ``[[organizations]]`` table: a Make organization to watch, and how to reach it."""
 
     name: str = Field(min_length=1)
@@ -210,7 +210,7 @@ class OrganizationSettings(_Section):
     def _check_token_env(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if _UUID.search(value) or not _ENV_NAME.fullmatch(value):
+        if _UUID.search(value) or not ENV_NAME.fullmatch(value):
             raise ValueError(
                 "must be the name of an environment variable (letters, digits and _), "
                 "such as MAKE_TOKEN; it looks like something else, perhaps the token itself"
@@ -233,9 +233,9 @@ class OrganizationSettings(_Section):
     @model_validator(mode="after")
     def _resolve_token(self, info: ValidationInfo) -> OrganizationSettings:
         if self.zone is not None and self.base_url is not None:
-            raise _KeyProblem(("base_url",), "zone and base_url are both set; keep exactly one")
+            raise KeyProblem(("base_url",), "zone and base_url are both set; keep exactly one")
         if self.zone is None and self.base_url is None:
-            raise _KeyProblem(
+            raise KeyProblem(
                 ("zone",), 'is required: set zone (such as "eu1.make.com") or base_url'
             )
 
@@ -249,11 +249,11 @@ class OrganizationSettings(_Section):
             if value is not None
         ]
         if not sources:
-            raise _KeyProblem(
+            raise KeyProblem(
                 ("token_env",), "no token: set exactly one of token_env, token_file or token"
             )
         if len(sources) > 1:
-            raise _KeyProblem(
+            raise KeyProblem(
                 (sources[1],),
                 f"{', '.join(sources[:-1])} and {sources[-1]} are "
                 f"{'both' if len(sources) == 2 else 'all'} set; keep exactly one",
@@ -264,7 +264,7 @@ class OrganizationSettings(_Section):
             env = (info.context or {}).get("env")
             value = (os.environ if env is None else env).get(self.token_env)
             if value is None:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("token_env",), f"environment variable {self.token_env} is not set"
                 )
             where = f"environment variable {self.token_env}"
@@ -272,12 +272,12 @@ class OrganizationSettings(_Section):
             try:
                 value = self.token_file.read_text(encoding="utf-8")
             except FileNotFoundError:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("token_file",), f"file {self.token_file} does not exist"
                 ) from None
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("token_file",), f"cannot read {self.token_file}: {reason}"
                 ) from None
             where = f"file {self.token_file}"
@@ -288,9 +288,9 @@ class OrganizationSettings(_Section):
 
         value = value.strip()
         if not value:
-            raise _KeyProblem((source,), f"{where} is empty" if source != "token" else "is empty")
-        if _FORBIDDEN_IN_HEADER.search(value):
-            raise _KeyProblem(
+            raise KeyProblem((source,), f"{where} is empty" if source != "token" else "is empty")
+        if FORBIDDEN_IN_HEADER.search(value):
+            raise KeyProblem(
                 (source,),
                 f"the token in {where} contains whitespace or control characters"
                 if source != "token"
@@ -300,7 +300,7 @@ class OrganizationSettings(_Section):
         return self
 
 
-class StateSettings(_Section):
+class StateSettings(Section):
     """``[state]``: where makewatch keeps what it has seen and sent."""
 
     db_path: Path = Path("makewatch.db")
@@ -351,7 +351,7 @@ IdleFactor = Annotated[StrictFloat, Field(gt=0)]
 VolumeFactor = Annotated[StrictFloat, Field(gt=1)]
 
 
-class SilentRuleSettings(_Section):
+class SilentRuleSettings(Section):
     """One ``[[polling.silent.rules]]`` table: silent-failure settings for the scenarios its
     matchers select (``org``, ``team_id``, ``scenario``: as in ``[[routes]]``; unset = any).
     Every matching rule applies, in order; a later one overrides the keys it sets."""
@@ -372,7 +372,7 @@ class SilentRuleSettings(_Section):
     volume_min_ops: Annotated[StrictFloat, Field(ge=0)] | None = None
 
 
-class SilentSettings(_Section):
+class SilentSettings(Section):
     """``[polling.silent]``: the silent-failure checks (watcher.silent) and their defaults."""
 
     overdue: bool = True
@@ -400,7 +400,7 @@ class SilentSettings(_Section):
         return out
 
 
-class PollingSettings(_Section):
+class PollingSettings(Section):
     """``[polling]``: how often and how much makewatch reads from Make."""
 
     poll_interval_s: Annotated[StrictFloat, Field(ge=1)] = 60.0
@@ -423,7 +423,7 @@ class PollingSettings(_Section):
     @model_validator(mode="after")
     def _check_intervals(self) -> PollingSettings:
         if self.min_poll_interval_s is not None and self.min_poll_interval_s > self.poll_interval_s:
-            raise _KeyProblem(("min_poll_interval_s",), "must not be larger than poll_interval_s")
+            raise KeyProblem(("min_poll_interval_s",), "must not be larger than poll_interval_s")
         return self
 
     @property
@@ -447,7 +447,7 @@ class PollingSettings(_Section):
         return 0.0 if self.backfill == "none" else parse_duration(self.backfill)
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     """``[http]``: how makewatch talks to Make."""
 
     timeout_s: Annotated[StrictFloat, Field(gt=0)] = 30.0
@@ -459,12 +459,12 @@ class HttpSettings(_Section):
     @field_validator("user_agent")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if _CONTROL_CHARS.search(value):
+        if CONTROL_CHARS.search(value):
             raise ValueError("must not contain tabs, newlines or control characters")
         return value
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     """``[logging]``."""
 
     level: LogLevel = "INFO"
@@ -477,7 +477,7 @@ class LoggingSettings(_Section):
         return value.strip().upper() if isinstance(value, str) else value
 
 
-class ServiceSettings(_Section):
+class ServiceSettings(Section):
     """``[service]``: how ``makewatch run`` behaves as a process."""
 
     #: After SIGTERM/SIGINT: how long deliveries in flight may take to finish (below the
@@ -485,7 +485,7 @@ class ServiceSettings(_Section):
     shutdown_timeout_s: Annotated[StrictFloat, Field(gt=0, le=600)] = 8.0
 
 
-class Settings(_Section):
+class Settings(Section):
     """The whole configuration file."""
 
     organizations: Annotated[tuple[OrganizationSettings, ...], Field(min_length=1)]
@@ -506,17 +506,17 @@ class Settings(_Section):
         names = set(self.channels)
         for i, name in enumerate(self.alerts.default_channels):
             if name not in names:
-                raise _KeyProblem(("alerts", "default_channels", i), _unknown_channel(name, names))
+                raise KeyProblem(("alerts", "default_channels", i), _unknown_channel(name, names))
         for i, route in enumerate(self.routes):
             for j, name in enumerate(route.channels):
                 if name not in names:
-                    raise _KeyProblem(("routes", i, "channels", j), _unknown_channel(name, names))
+                    raise KeyProblem(("routes", i, "channels", j), _unknown_channel(name, names))
         seen: dict[str, int] = {}
         for i, digest in enumerate(self.digests):
             for j, recipient in enumerate(digest.recipients):
                 first = seen.setdefault(recipient.casefold(), i)
                 if first != i:
-                    raise _KeyProblem(
+                    raise KeyProblem(
                         ("digests", i, "recipients", j),
                         f"{recipient} already receives digests[{first}] (one schedule per recipient)",
                     )
@@ -524,15 +524,15 @@ class Settings(_Section):
         emails = {n for n, c in self.channels.items() if isinstance(c, EmailChannel)}
         for i, digest in enumerate(self.digests):
             if digest.channel is not None and digest.channel not in emails:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("digests", i, "channel"),
                     f"{digest.channel!r} is not an e-mail channel; e-mail channels: {sorted(emails) or 'none'}",
                 )
             if digest.channel is None and not emails:
-                raise _KeyProblem(("digests", i, "channel"), "no [channels.*] table of type \"email\" to send it through")
+                raise KeyProblem(("digests", i, "channel"), "no [channels.*] table of type \"email\" to send it through")
             for j, org in enumerate(digest.organizations or ()):
                 if org not in org_names:
-                    raise _KeyProblem(("digests", i, "organizations", j), f"no organization named {org!r}")
+                    raise KeyProblem(("digests", i, "organizations", j), f"no organization named {org!r}")
         return self
 
     @model_validator(mode="after")
@@ -547,13 +547,13 @@ class Settings(_Section):
         for i, org in enumerate(self.organizations):
             first = names.setdefault(org.name.casefold(), i)
             if first != i:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("organizations", i, "name"),
                     f"duplicate name {org.name!r} (already used by organizations[{first}])",
                 )
             first = ids.setdefault(org.organization_id, i)
             if first != i:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("organizations", i, "organization_id"),
                     f"organization {org.organization_id} is already watched by "
                     f"organizations[{first}] (at {self.organizations[first].api_base_url}); "
@@ -571,7 +571,7 @@ class Settings(_Section):
                 continue
             problem = _ca_file_problem(Path(ca_file))
             if problem:
-                raise _KeyProblem(("channels", name, "ca_file"), problem)
+                raise KeyProblem(("channels", name, "ca_file"), problem)
         return self
 
 
@@ -786,7 +786,7 @@ def _to_config_error(path: Path, err: Any, data: dict[str, Any]) -> ConfigError:
     message = err["msg"]
     cause = (err.get("ctx") or {}).get("error")
 
-    if isinstance(cause, _KeyProblem):
+    if isinstance(cause, KeyProblem):
         loc += cause.loc
         message = cause.message
     elif kind == "value_error":
@@ -804,14 +804,14 @@ def _to_config_error(path: Path, err: Any, data: dict[str, Any]) -> ConfigError:
         elif loc[-1:] == ("teams",):
             message += "; leave teams out to watch every team"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
-        message = f"must be a table (got {_toml_type(err['input'])})"
+        message = f"must be a table (got {toml_type(err['input'])})"
     elif kind in ("tuple_type", "list_type"):
-        message = f"must be an array (got {_toml_type(err['input'])})"
+        message = f"must be an array (got {toml_type(err['input'])})"
         if loc == ("organizations",):
             message += "; write each organization as an [[organizations]] table"
     elif kind.endswith(("_type", "_parsing")):
         message = (
-            message.replace("Input should be", "must be") + f" (got {_toml_type(err['input'])})"
+            message.replace("Input should be", "must be") + f" (got {toml_type(err['input'])})"
         )
     else:
         message = message.replace("Input should be", "must be")
@@ -878,7 +878,7 @@ def settings_keys(*, include_tables: bool = False) -> list[str]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             key = prefix + (field.alias or name)
-            nested, is_array = _nested_model(field.annotation)
+            nested, is_array = nested_model(field.annotation)
             if nested is None:
                 keys.append(key)
                 continue

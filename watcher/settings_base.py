@@ -20,9 +20,9 @@ from pydantic_core import core_schema
 
 StrictPositiveInt = Annotated[int, Strict(), Field(gt=0)]
 StrictFloat = Annotated[float, Strict()]
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FORBIDDEN_IN_HEADER = re.compile(r"[\s\x00-\x1f\x7f]")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FORBIDDEN_IN_HEADER = re.compile(r"[\s\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:
@@ -85,7 +85,7 @@ class Secret:
                 return value
             if not isinstance(value, str):
                 # Name the type only: the value may be the secret.
-                raise ValueError(f"must be a string (got {_toml_type(value)})")
+                raise ValueError(f"must be a string (got {toml_type(value)})")
             return cls(value.strip())
 
         return core_schema.no_info_plain_validator_function(
@@ -96,7 +96,7 @@ class Secret:
         )
 
 
-class _KeyProblem(ValueError):
+class KeyProblem(ValueError):
     """Raised inside model validators to blame a key of the model being validated.
 
     pydantic reports a model validator's error at the model's own location; ``load_config``
@@ -109,7 +109,7 @@ class _KeyProblem(ValueError):
         self.message = message
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     """Base of every settings table: immutable, and unknown keys are errors.
 
     TOML allows ``inf`` and ``nan``; no setting means them (``poll_interval_s = inf`` would
@@ -121,26 +121,26 @@ class _Section(BaseModel):
     )
 
 
-def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """(model, is_array) when ``annotation`` is a model, a tuple of models, or Optional of those."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _nested_model(typing.get_args(annotation)[0])
+        return nested_model(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            found, is_array = _nested_model(arg)
+            found, is_array = nested_model(arg)
             if found is not None:
                 return found, is_array
         return None, False
     if origin in (tuple, list):
-        found, _ = _nested_model(typing.get_args(annotation)[0])
+        found, _ = nested_model(typing.get_args(annotation)[0])
         return found, found is not None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     return None, False
 
 
-def _toml_type(value: Any) -> str:
+def toml_type(value: Any) -> str:
     """The TOML name of a parsed value's type (safe to print: it is not the value)."""
     names = {
         bool: "boolean",

@@ -16,12 +16,12 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from watcher.settings_base import (
-    _ENV_NAME,
-    _FORBIDDEN_IN_HEADER,
+    ENV_NAME,
+    FORBIDDEN_IN_HEADER,
+    KeyProblem,
     Secret,
+    Section,
     StrictFloat,
-    _KeyProblem,
-    _Section,
 )
 
 __all__ = ["DEFAULT_LISTEN", "MIN_TOKEN_LENGTH", "WebSettings", "split_listen"]
@@ -68,7 +68,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class WebSettings(_Section):
+class WebSettings(Section):
     """``[web]``: where the HTTP endpoint listens and who may use it."""
 
     enabled: bool = True
@@ -107,7 +107,7 @@ class WebSettings(_Section):
     @field_validator("token_env")
     @classmethod
     def _check_token_env(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.fullmatch(value):
+        if value is not None and not ENV_NAME.fullmatch(value):
             raise ValueError(
                 "must be the name of an environment variable (letters, digits and _), such as "
                 "MAKEWATCH_WEB_TOKEN; it looks like something else, perhaps the token itself"
@@ -118,7 +118,7 @@ class WebSettings(_Section):
     def _resolve_token(self, info: ValidationInfo) -> WebSettings:
         if self.token_env is None:
             if self.enabled and not self.loopback:
-                raise _KeyProblem(
+                raise KeyProblem(
                     ("token_env",),
                     f"is required when web.listen ({self.listen}) is not a loopback address: "
                     "name an environment variable that holds the access token",
@@ -127,13 +127,13 @@ class WebSettings(_Section):
         env = (info.context or {}).get("env")
         value = (os.environ if env is None else env).get(self.token_env)
         if value is None:
-            raise _KeyProblem(("token_env",), f"environment variable {self.token_env} is not set")
+            raise KeyProblem(("token_env",), f"environment variable {self.token_env} is not set")
         value = value.strip()
         where = f"the token in environment variable {self.token_env}"
-        if _FORBIDDEN_IN_HEADER.search(value):
-            raise _KeyProblem(("token_env",), f"{where} contains whitespace or control characters")
+        if FORBIDDEN_IN_HEADER.search(value):
+            raise KeyProblem(("token_env",), f"{where} contains whitespace or control characters")
         if len(value) < MIN_TOKEN_LENGTH:
-            raise _KeyProblem(
+            raise KeyProblem(
                 ("token_env",),
                 f"{where} is shorter than {MIN_TOKEN_LENGTH} characters (try: openssl rand -hex 16)",
             )
