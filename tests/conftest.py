@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -245,3 +245,15 @@ def load_bench(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up while being built
     spec.loader.exec_module(module)
     return module
+
+
+def json_paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path (keys and indexes) into a JSON-like value, the root first: where the fuzz
+    tests put their mutations."""
+    yield at
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from json_paths(v, (*at, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from json_paths(v, (*at, i))

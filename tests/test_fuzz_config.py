@@ -17,13 +17,12 @@ import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import log_messages
+from conftest import json_paths, log_messages
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -162,16 +161,6 @@ VALUES = st.recursive(
 )  # fmt: skip
 
 
-def _paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    yield at
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*at, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*at, i))
-
-
 class RawToml(str):
     """Text the writer copies as it is (deep nesting, which a recursive writer cannot)."""
 
@@ -186,7 +175,7 @@ def mutated_documents(draw: st.DrawFn) -> bytes:
     """BASE after one to three structural mutations, then perhaps a textual one."""
     doc = copy.deepcopy(BASE)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(_paths(doc))))
+        path = draw(st.sampled_from(list(json_paths(doc))))
         parent: Any = doc
         for part in path[:-1]:
             parent = parent[part]

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import AppThread, log_messages
+from conftest import AppThread, json_paths, log_messages
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,22 +87,12 @@ JSON = st.recursive(
 )
 
 
-def _paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    yield at
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*at, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*at, i))
-
-
 @st.composite
 def mutated(draw: st.DrawFn, seed: Any) -> Any:
     """``seed`` after one to three mutations of any of its fields (or of itself)."""
     obj = copy.deepcopy(seed)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(_paths(obj))))
+        path = draw(st.sampled_from(list(json_paths(obj))))
         if not path:
             obj = draw(JSON)
             continue
