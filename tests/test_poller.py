@@ -175,7 +175,7 @@ async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
     token = world.add_token(org_ids=[org.id])
     scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(1000)]
     rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 1.0")
-    await rig.cycle()  # baseline (org, usage, hooks, 10 list pages)
+    await rig.cycle()  # baseline (org, usage, hooks, 2 list pages)
     clock.advance(30)
     ran = scenarios[::20]  # 50 scenarios (5 %) ran, 10 of them failed
     for i, sc in enumerate(ran):
@@ -187,8 +187,8 @@ async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
     assert report.requests == len(spent)
     list_pages = sum(1 for r in spent if r.path == "/api/v2/scenarios")
     log_reads = sum(1 for r in spent if r.path.endswith("/logs"))
-    # 1000 // 100 + 1 pages: a full last page needs one more (empty) page to know it was last
-    assert list_pages == 11 and log_reads == 50
+    # 1000 // 1000 + 1 pages: a full last page needs one more (empty) page to know it was last
+    assert list_pages == 2 and log_reads == 50
     assert len(spent) == list_pages + log_reads
     assert len(rig.events("execution_error")) == 10
 
@@ -490,6 +490,8 @@ async def drain(rig, clock, step: float = 62.0, limit: int = 20) -> None:
 
 
 async def test_a_run_that_used_fewer_operations_than_usual_is_read_first(rig_factory):
+    from watcher.steps import WARMUP_STEPS
+
     clock = ManualClock(START)
     world = World(seed=14, clock=clock)
     org = world.add_organization(name="Busy", plan="core")  # 30 requests per cycle
@@ -499,9 +501,11 @@ async def test_a_run_that_used_fewer_operations_than_usual_is_read_first(rig_fac
     scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(200)]
     rig = await rig_factory(world, [("Busy", org.id, token)])
     await rig.cycle()
-    for sc in scs:  # one ordinary run each: makewatch learns a run costs 5 operations
-        world.inject_run(sc.id, status=1)
-    await drain(rig, clock)
+    for _ in range(WARMUP_STEPS):  # ordinary runs: makewatch learns a run costs 5 operations
+        for sc in scs:
+            world.inject_run(sc.id, status=1)
+        clock.advance(62)
+        await drain(rig, clock)
 
     clock.advance(62)
     for sc in scs[:-1]:
@@ -522,6 +526,7 @@ async def test_an_expensive_inventory_is_listed_every_other_cycle(rig_factory):
     for i in range(1000):
         world.add_scenario(team.id, name=f"s{i}", first_run_at=START + 10**8)
     rig = await rig_factory(world, [("Big", org.id, token)])
+    rig.watcher.pollers[0].scenario_page_size = 100  # (of 100, as a Make capping pages at 100 would)
     pages = []
     for _ in range(5):
         before = len(world.requests)
@@ -532,9 +537,11 @@ async def test_an_expensive_inventory_is_listed_every_other_cycle(rig_factory):
 
 
 def test_priority_follows_the_learnt_error_rate_and_grows_with_waiting():
-    from watcher.poller import OrgPoller
+    from watcher.reads import priority
 
-    prio = OrgPoller._priority
+    def prio(_self: None, row: dict, now: float) -> float:
+        return priority(row, now)
+
     base = {"is_active": 1, "scheduling": {"interval": 900}, "last_checked_at": 0.0, "pending_reason": "counters"}
     flaky = {**base, "runs_seen": 20, "errors_seen": 6}
     steady = {**base, "runs_seen": 20, "errors_seen": 0}

@@ -37,8 +37,11 @@ from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
 from watcher.logs import ContextLog
 from watcher.make import MakeApiError, MakeClient, Organization, Scenario
+from watcher.make.client import SCENARIO_PAGE_SIZE
 from watcher.make.models import Hook, UsageDay, imt_sort_key
 from watcher.orgs import calibrate
+from watcher.reads import DEACTIVATED, choose_reads, priority, read_cost, round_robin_s
+from watcher.steps import StepProfile
 from watcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,22 +50,10 @@ log = logging.getLogger(__name__)
 # run Make stamps just before our "now" is not lost (at worst an error from the last minute
 # before the first start is reported).
 BASELINE_SKEW_S = 60.0
-# Priority of pending scenarios (see OrgPoller._priority): a prior error rate of 2 %, worth
-# 25 runs, and the run interval assumed for scenarios without a schedule (webhooks).
-PRIOR_ERRORS, PRIOR_RUNS = 0.5, 25.0
-DEFAULT_RUN_INTERVAL_S = 900.0
 # At most this share of a cycle's budget goes to listing scenarios (see _inventory_due).
 INVENTORY_SHARE = 0.25
 # Poll again after the time the last cycle's requests take of the budget, times this.
 ADAPTIVE_HEADROOM = 1.25
-# A counter step under this share of the usual run's operations hints at a failed run;
-# the usual run is an exponential moving average with this weight.
-PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
-# Every FLOOR_EVERY-th read of a cycle goes to the longest-unread pending scenario.
-FLOOR_EVERY = 2
-# A pending reason "deactivated@<seq>": Make switched the scenario off; its event is made
-# with the errors that caused it when its logs are read (at once, whatever the allowance).
-DEACTIVATED = "deactivated@"
 # How many of those errors a deactivation notice shows.
 DEACTIVATION_ERRORS = 3
 # How far before its cursor a scenario's logs are read again (see _read_scenario).
@@ -191,23 +182,6 @@ def usage_summary(info: Organization, usage: list[UsageDay], now: float) -> dict
     }
 
 
-def _partial_run_hint(prev: dict[str, Any], sc: Scenario) -> tuple[bool, float | None]:
-    """Did the operations counter move by less than a usual run? Then a run likely stopped
-    early, i.e. failed (a run that fails at module k consumed only k operations).
-
-    Returns (hint, the updated usual operations per run). A step of 1 is a check run (a
-    polling trigger that found nothing) and says nothing; the usual run is a moving average
-    of the other steps. Several runs between two listings make a bigger step, never a hint.
-    """
-    step = sc.operations - int(prev.get("operations") or 0)
-    usual = prev.get("ops_per_run")
-    if step <= 1:
-        return False, usual
-    if usual and step < PARTIAL_RUN_RATIO * usual:
-        return True, usual
-    return False, float(step) if not usual else usual + OPS_EMA * (step - usual)
-
-
 def quota_event(
     org_settings: OrganizationSettings,
     info: Organization,
@@ -285,6 +259,7 @@ class OrgPoller:
         # The planned time to the next cycle (see next_interval_s); a cycle's budget is its share.
         self.interval_s = polling.poll_interval_s
         self._failures = 0  # consecutive failed cycles (their backoff)
+        self.scenario_page_size = SCENARIO_PAGE_SIZE
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -369,7 +344,7 @@ class OrgPoller:
         cursors: list[dict[str, Any]] = []
         if self._inventory_due(ws, ws_updates, first_start):
             before = self.client.requests_sent
-            scenarios = await self.client.list_scenarios(organization_id=self.org_id)
+            scenarios = await self.client.list_scenarios(organization_id=self.org_id, page_size=self.scenario_page_size)
             if self.org.teams:
                 scenarios = [s for s in scenarios if s.team_id in self.org.teams]
             report.scenarios = len(scenarios)
@@ -646,6 +621,8 @@ class OrgPoller:
         out: list[ev.Event] = []
         org_name = self.org.name
         backfill_s = self.polling.backfill_s if first_start else 0.0
+        # The listing before this one (every stored snapshot was taken by it or earlier).
+        listed_before = (ws.get(f"org:{self.org_id}:inventory") or {}).get("at")
         for sc in scenarios:
             prev = stored.get(sc.id)
             row = _snapshot_row(sc, self.org_id, now)
@@ -710,12 +687,16 @@ class OrgPoller:
                 )
             row["state_seq"] = seq
             reasons = _moved(prev, sc)
-            hint, ops_per_run = _partial_run_hint(prev, sc)
-            if hint:
-                reasons.append("partial")
+            step = sc.operations - int(prev.get("operations") or 0)
+            if step > 0:
+                # A step no usual run makes hints at a failed run (watcher.steps).
+                profile = StepProfile.from_json(prev.get("steps"))
+                if profile.observe(step, None if listed_before is None else now - listed_before, sc.interval_s):
+                    reasons.append("partial")
+                    if not prev.get("hint_step"):
+                        row["hint_step"] = step
+                row["steps"] = profile.to_json()
             reasons += deactivated
-            if ops_per_run is not None:
-                row["ops_per_run"] = ops_per_run
             if reasons:
                 old = (prev.get("pending_reason") or "").split(",") if prev.get("pending_since") else []
                 if "dlq" in reasons and sc.dlq_count < (prev.get("dlq_count") or 0):
@@ -786,29 +767,6 @@ class OrgPoller:
 
     # --- pending reads ------------------------------------------------------------------
 
-    def _priority(self, row: dict[str, Any], now: float) -> float:
-        """How likely the scenario's unread runs hold a failure (0..1); state changes first.
-
-        The error rate is estimated from what makewatch has read of that scenario, shrunk
-        towards a prior of 2 %; the number of unread runs grows with the time since its last
-        read (its schedule interval, else 15 min). Expected latency over all scenarios is
-        lowest when reads go where a failure is most likely (DESIGN.md, "Scheduling under a
-        tight budget"); since the chance climbs towards 1 with waiting, nothing starves.
-        """
-        reason = row.get("pending_reason") or ""
-        if "state" in reason or (row.get("is_invalid") and not row.get("is_active")):
-            return 2.0  # Make switched it off, or a state moved: read its last errors now
-        if "partial" in reason:
-            return 1.5  # a run used fewer operations than usual: it probably failed
-        p = ((row.get("errors_seen") or 0) + PRIOR_ERRORS) / ((row.get("runs_seen") or 0) + PRIOR_RUNS)
-        interval = (row.get("scheduling") or {}).get("interval") or DEFAULT_RUN_INTERVAL_S
-        last_read = row.get("last_checked_at")
-        if last_read is None:
-            last_read = row.get("pending_since")
-        since = now - (now if last_read is None else last_read)
-        unread_runs = max(1.0, since / float(interval))
-        return 1.0 - (1.0 - min(p, 1.0)) ** unread_runs
-
     async def _read_pending(self, report: CycleReport, now: float) -> None:
         pending, all_rows, cursors = await self.store.read(
             lambda db: (
@@ -817,7 +775,6 @@ class OrgPoller:
                 st.get_cursors(db, self.org_id),
             )
         )
-        pending.sort(key=lambda r: (-self._priority(r, now), r.get("pending_since") or now, r["id"]))
         pending_ids = {r["id"] for r in pending}
         sweep = sorted(
             (
@@ -835,29 +792,9 @@ class OrgPoller:
         # hold the previous cycle's requests: those slots free up within a second, so the reads
         # wait briefly there rather than being given up (which would halve the real budget).
         allowance = cycle_budget - (self.client.requests_sent - self._cycle_start_requests)
-        # Most reads go by priority; every FLOOR_EVERY-th goes to the pending scenario read
-        # longest ago (a round-robin floor), so the rarely failing ones are never read less
-        # often than round-robin would: the tail of the latency stays bounded.
-        by_age = sorted(pending, key=lambda r: (r.get("last_checked_at") or 0, r["id"]))
-        chosen: list[dict[str, Any]] = []
-        taken: set[int] = set()
-        cost = 0
-        queues = [iter(pending), iter(by_age)]
-        n = 0
-        while True:
-            source = queues[1] if FLOOR_EVERY and n % FLOOR_EVERY == FLOOR_EVERY - 1 else queues[0]
-            row = next((r for r in source if r["id"] not in taken), None)
-            if row is None:
-                row = next((r for r in queues[0] if r["id"] not in taken), None)
-            if row is None:
-                break
-            need = 2 if "dlq" in (row.get("pending_reason") or "") else 1
-            if cost + need > allowance and DEACTIVATED not in (row.get("pending_reason") or ""):
-                break  # (a deactivation is read anyway: rare, and it must say why at once)
-            chosen.append(row)
-            taken.add(row["id"])
-            cost += need
-            n += 1
+        active = sum(1 for r in all_rows.values() if r.get("is_active"))
+        chosen = choose_reads(pending, now, allowance, priority, round_robin_s(active, budget), self.interval_s)
+        cost = sum(read_cost(r) for r in chosen)
         for row in sweep:
             if cost + 1 > allowance:
                 break
@@ -978,6 +915,13 @@ class OrgPoller:
             "last_error_at": last_error_at,
             "error_score": score,
         }
+        if row.get("hint_step"):
+            update["hint_step"] = None
+            if errors == 0:
+                # A false hint: that step is one of this scenario's usual runs after all.
+                profile = StepProfile.from_json(row.get("steps"))
+                profile.learn(int(row["hint_step"]))
+                update["steps"] = profile.to_json()
         self._name_teams(events)
 
         def commit(db: Database) -> list[ev.Event]:

@@ -90,7 +90,7 @@ EVENT_FIELDS = (
 # Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
 _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
-    "scenarios": ("scheduling", "snapshot", "activity", "volume"),
+    "scenarios": ("scheduling", "snapshot", "activity", "volume", "steps"),
     "events": ("payload",),
     "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
@@ -385,6 +385,13 @@ def m011_daily_operations(db: Database) -> None:
     db["scenarios"].add_column("volume_json", str)
 
 
+def m013_step_profile(db: Database) -> None:
+    """Schema v13: ``scenarios.steps_json``: the operations steps usual for a scenario
+    (watcher.steps.StepProfile), and ``hint_step``, the step a pending read was hinted by."""
+    db["scenarios"].add_column("steps_json", str)
+    db["scenarios"].add_column("hint_step", int)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -399,6 +406,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m009_overdue_state,
     m010_activity_profile,
     m011_daily_operations,
+    m013_step_profile,
 )
 
 
