@@ -24,9 +24,10 @@ import asyncio
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -40,11 +41,12 @@ from watcher.make import MakeApiError, MakeClient, Organization, Scenario
 from watcher.make.client import SCENARIO_PAGE_SIZE
 from watcher.make.models import Hook, UsageDay, imt_sort_key
 from watcher.orgs import calibrate
-from watcher.reads import DEACTIVATED, choose_reads, priority, read_cost, round_robin_s
+from watcher.reads import DEACTIVATED, choose_reads, priority, read_cost, round_robin_s, signals_of
 from watcher.steps import StepProfile
 from watcher.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Our clock and Make's may disagree a little: a baseline starts this much earlier, so that a
 # run Make stamps just before our "now" is not lost (at worst an error from the last minute
@@ -66,7 +68,7 @@ FAILURE_BACKOFF_S, FAILURE_BACKOFF_MAX_S = 5.0, 30.0
 # read as often as this share of the budget allows, but not more often than every
 # USAGE_MIN_INTERVAL_S, nor less often than polling.usage_interval_s. Near a quota threshold
 # or with a webhook queue half way to its alert, a larger share, down to NEAR_INTERVAL_S.
-USAGE_SHARE, USAGE_MIN_INTERVAL_S = 0.1, 120.0
+USAGE_SHARE, USAGE_MIN_INTERVAL_S = 0.05, 300.0
 NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
 # "Near": within this many percentage points below the next quota threshold, or a queue at
 # this share of hook_backlog_ratio.
@@ -91,6 +93,12 @@ class CycleReport:
     dlqs_read: int = 0
     carried_over: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    # Logs reads by why they were chosen ("band:signals|floor|likelihood|sweep", and
+    # "signal:partial|dlq|state" for the signals they carried), and the failures each found:
+    # bench/detect.py prints each signal's precision and recall from them.
+    reads: Counter[str] = field(default_factory=Counter)
+    hits: Counter[str] = field(default_factory=Counter)  # reads that found a new failure
+    found: Counter[str] = field(default_factory=Counter)  # new failures found
     error: str | None = None
     # Whether trying again soon may help (an outage), or not (a rejected token).
     retryable: bool = True
@@ -260,6 +268,12 @@ class OrgPoller:
         self.interval_s = polling.poll_interval_s
         self._failures = 0  # consecutive failed cycles (their backoff)
         self.scenario_page_size = SCENARIO_PAGE_SIZE
+        # The organization's scenario snapshots and cursors as stored, kept between cycles so
+        # that a cycle reads none of them back (a 10,000-scenario organization reloaded them
+        # all twice a cycle). Loaded at the first cycle; updated after each commit; dropped
+        # when a write fails, so the database stays the truth.
+        self._rows: dict[int, dict[str, Any]] | None = None
+        self._cursors: dict[tuple[int, str], dict[str, Any]] = {}
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -349,7 +363,7 @@ class OrgPoller:
                 scenarios = [s for s in scenarios if s.team_id in self.org.teams]
             report.scenarios = len(scenarios)
             ws_updates[prefix + "inventory"] = {"at": now, "pages": self.client.requests_sent - before, "skipped": 0}
-            stored = await self.store.get_scenarios(self.org_id)
+            stored = await self._scenario_rows()
             last_cycle = org_row["updated_at"] if org_row else None
             rows, cursors, diff_events = self._diff(
                 scenarios, stored, now, first_start, last_cycle, ws, ws_updates, info
@@ -378,7 +392,7 @@ class OrgPoller:
             st.set_watch_state(db, ws_updates, now)
             return n
 
-        await self.store.write(commit)
+        await self._write_rows(commit, rows, cursors)
         report.events.update(e.kind for e in new_events)
 
         await self._read_pending(report, now)
@@ -403,6 +417,34 @@ class OrgPoller:
             return True
         ws_updates[key] = {**last, "skipped": skipped + 1}
         return False
+
+    # --- the snapshots kept in memory -------------------------------------------------
+
+    async def _scenario_rows(self) -> dict[int, dict[str, Any]]:
+        """The stored snapshot of every scenario of the organization, by id (see _rows)."""
+        if self._rows is None:
+            self._rows, self._cursors = await self.store.read(
+                lambda db: (st.get_scenarios(db, self.org_id), st.get_cursors(db, self.org_id))
+            )
+        return self._rows
+
+    async def _write_rows(
+        self, commit: Callable[[Database], T], rows: list[dict[str, Any]], cursors: list[dict[str, Any]]
+    ) -> T:
+        """Run ``commit`` (which writes ``rows`` and ``cursors``), then apply them to the
+        snapshots in memory; a failed write drops those, to be read again."""
+        try:
+            result = await self.store.write(commit)
+        except BaseException:
+            self._rows = None
+            raise
+        if self._rows is not None:
+            for row in rows:
+                self._rows.setdefault(row["id"], {}).update(row)
+            for cur in cursors:
+                key = (cur["scenario_id"], cur["stream"])
+                self._cursors[key] = {**self._cursors.get(key, {}), **cur}
+        return result
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
@@ -486,7 +528,7 @@ class OrgPoller:
 
         teams = self.org.teams or self.info.team_ids
         # The counters of the scenarios behind the hooks, as last listed (no call to Make).
-        ops = await self.store.read(lambda db: {sid: r.get("operations") for sid, r in st.get_scenarios(db, self.org_id).items()})
+        ops = {sid: r.get("operations") for sid, r in (await self._scenario_rows()).items()}
         for team_id in teams:
             try:
                 hooks = await self.client.list_hooks(team_id)
@@ -768,13 +810,9 @@ class OrgPoller:
     # --- pending reads ------------------------------------------------------------------
 
     async def _read_pending(self, report: CycleReport, now: float) -> None:
-        pending, all_rows, cursors = await self.store.read(
-            lambda db: (
-                st.pending_scenarios(db, self.org_id),
-                st.get_scenarios(db, self.org_id),
-                st.get_cursors(db, self.org_id),
-            )
-        )
+        all_rows = await self._scenario_rows()
+        cursors = self._cursors
+        pending = [r for r in all_rows.values() if r.get("pending_since") is not None]
         pending_ids = {r["id"] for r in pending}
         sweep = sorted(
             (
@@ -793,12 +831,15 @@ class OrgPoller:
         # wait briefly there rather than being given up (which would halve the real budget).
         allowance = cycle_budget - (self.client.requests_sent - self._cycle_start_requests)
         active = sum(1 for r in all_rows.values() if r.get("is_active"))
-        chosen = choose_reads(pending, now, allowance, priority, round_robin_s(active, budget), self.interval_s)
+        bands = choose_reads(pending, now, allowance, priority, round_robin_s(active, budget), self.interval_s)
+        chosen = [row for _, row in bands]
+        band_of = {row["id"]: band for band, row in bands}
         cost = sum(read_cost(r) for r in chosen)
         for row in sweep:
             if cost + 1 > allowance:
                 break
             chosen.append(row)
+            band_of[row["id"]] = "sweep"
             cost += 1
         report.carried_over = len(pending) - sum(1 for r in chosen if r["id"] in pending_ids)
 
@@ -806,7 +847,12 @@ class OrgPoller:
 
         async def one(row: dict[str, Any]) -> None:
             async with sem:
-                await self._read_scenario(row, cursors, report, now)
+                found = await self._read_scenario(row, cursors, report, now)
+                labels = [f"band:{band_of[row['id']]}", *(f"signal:{t}" for t in signals_of(row))]
+                report.reads.update(labels)
+                if found:
+                    report.hits.update(labels)
+                    report.found.update({label: found for label in labels})
 
         results = await asyncio.gather(*(one(r) for r in chosen), return_exceptions=True)
         for r in results:
@@ -821,7 +867,8 @@ class OrgPoller:
         cursors: dict[tuple[int, str], dict[str, Any]],
         report: CycleReport,
         now: float,
-    ) -> None:
+    ) -> int:
+        """Read one pending scenario's logs (and DLQs); returns how many new failures."""
         sid = row["id"]
         sc = _scenario_from_row(row)
         reason = row.get("pending_reason") or ""
@@ -853,10 +900,9 @@ class OrgPoller:
             if exc.status == 404:
                 # The scenario was deleted between the inventory and this read.
                 self.log.info("organization %s: scenario %s is gone (404); dropping its pending read", self.org.name, sid, extra={"scenario": sid})
-                await self.store.write(
-                    lambda db: st.upsert_scenarios(db, [{"id": sid, "pending_since": None, "pending_reason": None}])
-                )
-                return
+                gone = {"id": sid, "pending_since": None, "pending_reason": None}
+                await self._write_rows(lambda db: st.upsert_scenarios(db, [gone]), [gone], [])
+                return 0
             self.log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc, extra={"scenario": sid})
             raise
 
@@ -930,7 +976,9 @@ class OrgPoller:
             st.record_progress(db, [e.row(now) for e in fresh], new_cursors, [update])
             return fresh
 
-        report.events.update(e.kind for e in await self.store.write(commit))
+        written = await self._write_rows(commit, [update], new_cursors)
+        report.events.update(e.kind for e in written)
+        return sum(1 for e in written if e.kind == "execution_error")
 
     def _deactivation(
         self, sc: Scenario, row: dict[str, Any], entries: list[Any], seq: int, now: float

@@ -83,9 +83,10 @@ def choose_reads(
     priority_of: Callable[[dict[str, Any], float], float] = priority,
     round_robin: float = float("inf"),
     interval_s: float = 60.0,
-) -> list[dict[str, Any]]:
-    """The pending rows to read this cycle, in order, costing at most ``allowance`` requests
-    (a deactivation is read whatever the allowance: rare, and it must say why at once).
+) -> list[tuple[str, dict[str, Any]]]:
+    """The pending rows to read this cycle, in order, with the band each was chosen in
+    ("signals", "floor", "likelihood"), costing at most ``allowance`` requests (a
+    deactivation is read whatever the allowance: rare, and it must say why at once).
 
     ``round_robin``: see :func:`round_robin_s`. A row whose last read lies that long ago, or
     will by the next cycle (``interval_s`` from now), is due on the floor.
@@ -106,9 +107,10 @@ def choose_reads(
         key=lambda r: (-scored[r["id"]], r.get("pending_since") or now, r["id"]),
     )
     signal_ids = {r["id"] for r in signals}
-    chosen: list[dict[str, Any]] = []
+    chosen: list[tuple[str, dict[str, Any]]] = []
     taken: set[int] = set()
     cost = 0
+    floor_ids = {r["id"] for r in floor}
     for row in [*signals, *floor, *rest]:
         if row["id"] in taken:
             continue
@@ -117,10 +119,24 @@ def choose_reads(
             if row["id"] in signal_ids:
                 continue  # a two-request DLQ read may not fit where a one-request read does
             break
-        chosen.append(row)
+        band = "signals" if row["id"] in signal_ids else "floor" if row["id"] in floor_ids else "likelihood"
+        chosen.append((band, row))
         taken.add(row["id"])
         cost += need
     return chosen
+
+
+def signals_of(row: dict[str, Any]) -> list[str]:
+    """The failure signals a pending row carries: "state" (a state moved, Make switched it
+    off), "dlq" (an incomplete execution was stored), "partial" (an unusual step)."""
+    reason = row.get("pending_reason") or ""
+    out = []
+    if "state" in reason or DEACTIVATED in reason:
+        out.append("state")
+    for token in ("dlq", "partial"):
+        if token in reason.split(","):
+            out.append(token)
+    return out
 
 
 def _last_read(row: dict[str, Any], now: float) -> float:
