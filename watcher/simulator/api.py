@@ -55,6 +55,10 @@ def forbidden() -> ApiError:
     return ApiError(403, FORBIDDEN["code"], FORBIDDEN["message"], FORBIDDEN["detail"])
 
 
+#: Where an application built by :func:`watcher.simulator.app.create_app` keeps its world.
+WORLD_KEY = web.AppKey("world", World)
+
+
 # ------------------------------------------------------------------ query helpers
 
 

@@ -32,6 +32,7 @@ from multidict import CIMultiDict
 from watcher.clock import ManualClock
 from watcher.simulator.api import (
     FORBIDDEN,
+    WORLD_KEY,
     ApiError,
     Resolved,
     Route,
@@ -47,6 +48,7 @@ from watcher.simulator.api import (
     query_sort_dir,
     token_of,
 )
+from watcher.simulator.signal_routes import SIGNAL_ROUTES, add_signal_admin_routes, license_extra
 from watcher.simulator.world import (
     DAY_S,
     STATUS_NAMES,
@@ -62,7 +64,6 @@ from watcher.simulator.world import (
     to_ms,
 )
 
-WORLD_KEY = web.AppKey("world", World)
 USER_BUCKET_LIMIT = 10_000  # observed x-ratelimit-limit of GET /organizations (make-api.md §6.1)
 IN_FLIGHT = 0  # RequestRecord.status of a request still being answered
 CLIENT_CLOSED = 499  # ... and of one whose handler was cancelled (nginx's "client closed request")
@@ -132,6 +133,7 @@ def org_json(world: World, org: Organization) -> dict[str, Any]:
             "executionTime": lic.execution_time_min,
             "restartPeriod": "1 month",
             "webhookLogRetentionDays": 3 if org.plan == "free" else 30,
+            **license_extra(world, org),
         },
         "serviceName": lic.service_name,
         "isPaused": org.is_paused,
@@ -694,6 +696,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/dlqs/{dlq_id}", "dlqs:read", _dlq, _dlq_detail),
     Route("/hooks", "hooks:read", _hooks_query, _hooks),
     Route(r"/hooks/{id:\d+}", "hooks:read", _hook, _hook_detail),
+    *SIGNAL_ROUTES,  # /analytics/{organizationId}, /notifications
 )
 
 
@@ -950,21 +953,23 @@ async def _admin_active(request: web.Request) -> web.Response:
     return web.json_response({"scenario": scenario_json(world, world.scenarios[sid], listing=True)})
 
 
+BEHAVIOURS = frozenset({"stalled", "traffic", "volume", "ops_spread", "late_failure_share"})
+
+
 async def _admin_behaviour(request: web.Request) -> web.Response:
     """Silent failures of one scenario (World.set_behaviour): ``{"stalled": true}``,
-    ``{"traffic": 0}``, ``{"volume": 0.1}``."""
+    ``{"traffic": 0}``, ``{"volume": 0.1}``; how its operations vary: ``{"ops_spread": 0.3,
+    "late_failure_share": 0.2}``."""
     world = request.app[WORLD_KEY]
     sid = path_int(request)
     if sid not in world.scenarios:
         return web.json_response({"error": "unknown scenario"}, status=404)
     data = await request.json()
-    unknown = set(data) - {"stalled", "traffic", "volume"}
+    unknown = set(data) - BEHAVIOURS
     if unknown:
         return web.json_response({"error": f"unknown behaviour {sorted(unknown)[0]!r}"}, status=400)
     try:
-        sc = world.set_behaviour(
-            sid, stalled=data.get("stalled"), traffic=data.get("traffic"), volume=data.get("volume")
-        )
+        sc = world.set_behaviour(sid, **{k: data.get(k) for k in BEHAVIOURS})
     except (ValueError, TypeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"scenario": scenario_json(world, sc, listing=True)})
@@ -1004,6 +1009,7 @@ def create_app(world: World) -> web.Application:
     app.router.add_post(r"/_sim/scenarios/{id:\d+}/behaviour", _admin_behaviour)
     app.router.add_post("/_sim/clock/advance", _admin_clock)
     app.router.add_get("/_sim/world", _admin_world)
+    add_signal_admin_routes(app)
     for route in ROUTES:
         app.router.add_get("/api/v2" + route.path, _api_handler(route), allow_head=False)
     app.router.add_route("*", "/api/v2/{tail:.*}", _unknown_api_path)
