@@ -114,11 +114,11 @@ def timeframe_ms(world: World, request: web.Request) -> tuple[int, int]:
     to_ms_, to_date = _parse_when(raw_to, "timeframe[dateTo]") if raw_to else (today, True)
     if from_ms < now_ms - YEAR_MS:
         raise bad_request("The timeframe cannot start more than one year ago.")
-    if to_ms_ < from_ms:
-        raise bad_request("timeframe[dateTo] is before timeframe[dateFrom].")
     whole = world.signals.knobs.analytics_whole_days
     start = _day_start(from_ms) if whole or from_date else from_ms
     end = _day_start(to_ms_) + DAY_MS if whole or to_date else to_ms_ + 1
+    if end <= start:  # a bare date as the end means the end of that day
+        raise bad_request("timeframe[dateTo] is before timeframe[dateFrom].")
     return start, end
 
 
