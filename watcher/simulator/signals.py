@@ -40,7 +40,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from watcher.simulator.world import LogRow, Organization, Scenario, World
@@ -124,9 +124,8 @@ def _checked(key: str, value: Any) -> Any:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One run in the analytics ledger (check runs included)."""
+class RunRecord(NamedTuple):
+    """One run in the analytics ledger (check runs included); a tuple, as there is one per run."""
 
     ts_ms: int
     status: int
@@ -196,14 +195,17 @@ class Signals:
 
     def on_run(self, sc: Scenario, t: float, row: LogRow, check: bool) -> None:
         """Record a materialised run; decide the notice of a failed one."""
-        runs = self.runs.setdefault(sc.id, [])
-        rec = RunRecord(row.ts_ms, int(row.status or 0), int(row.body["operations"]), check)
-        if not runs or runs[-1].ts_ms <= rec.ts_ms:
+        runs = self.runs.get(sc.id)
+        if runs is None:
+            runs = self.runs[sc.id] = []
+        ts = row.ts_ms
+        rec = RunRecord(ts, row.status or 0, row.body["operations"], check)
+        if not runs or runs[-1].ts_ms <= ts:
             runs.append(rec)
         else:  # an injected run in the past
             bisect.insort(runs, rec, key=lambda r: r.ts_ms)
-        cutoff = rec.ts_ms - RUN_RETENTION_S * 1000
-        if runs[0].ts_ms < cutoff:
+        if runs[0].ts_ms < ts - RUN_RETENTION_S * 1000:
+            cutoff = ts - RUN_RETENTION_S * 1000
             del runs[: bisect.bisect_left(runs, cutoff, key=lambda r: r.ts_ms)]
         if rec.status == 3:
             self._decide_notice(sc, t, str(row.body["id"]))
