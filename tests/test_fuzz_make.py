@@ -30,18 +30,23 @@ from hypothesis import strategies as st
 from watcher.clock import ScaledClock
 from watcher.make import MakeApiError, MakeClient, MalformedEntry, models
 from watcher.make.models import (
+    AnalyticsEntry,
     Authorization,
     Dlq,
     ExecutionResult,
     Hook,
     LogEntry,
+    Notification,
     Organization,
     Scenario,
     ScenarioConsumption,
     Team,
     UsageDay,
     User,
+    error_rate_fraction,
     is_execution_row,
+    notification_id_key,
+    scenario_name_from_subject,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -68,6 +73,9 @@ SEEDS: dict[Callable[[Any], Any], list[Any]] = {
         {"status": "ERROR", "outputs": None,
          "error": {"name": "DataError", "message": "bad", "causeModule": {"name": "json:ParseJSON"}}}
     ],
+    # Guessed shapes (make-api.md §11.1-11.2): the simulator's and the variants of the fixtures.
+    AnalyticsEntry.parse: _fixture("analytics.json", "analytics"),
+    Notification.parse: _fixture("notifications.json", "notifications"),
 }  # fmt: skip
 
 JSON_SCALARS = st.one_of(
@@ -162,11 +170,13 @@ def test_every_seed_parses_or_is_a_known_malformed_fixture():
     parsed = {parse.__qualname__: sum(parse_or_skip(parse, s) is not None for s in seeds)
               for parse, seeds in SEEDS.items()}  # fmt: skip
     # scenarios.json holds one without an id, scenario_logs.json two audit rows and one bad
-    # imtId, usage.json a day called "yesterday": the rest must parse.
+    # imtId, usage.json a day called "yesterday", analytics.json a row without a scenario id,
+    # notifications.json a notice without an id: the rest must parse.
     assert parsed == {
         "Scenario.parse": 2, "LogEntry.parse": 3, "Dlq.parse": 2, "Hook.parse": 1,
         "Organization.parse": 1, "UsageDay.parse": 2, "Team.parse": 1, "User.parse": 1,
         "Authorization.parse": 1, "ScenarioConsumption.parse": 1, "ExecutionResult.parse": 1,
+        "AnalyticsEntry.parse": 3, "Notification.parse": 4,
     }  # fmt: skip
 
 
@@ -332,3 +342,55 @@ def test_what_the_fuzzer_found_in_list_reads(canned_server):
     client, got = read(canned_server, "list_scenario_logs", {"scenario_id": 1},
                        {"scenarioLogs": [{**good, "imtId": "1790000000800_cd", "type": []}, good]})  # fmt: skip
     assert [e.imt_id for e in got] == ["1790000000900_ab"] and client.entries_skipped == 0
+
+
+# --- the signal reads: guessed shapes, so any wrapper ---------------------------------------
+
+SIGNAL_LISTS = [
+    ("organization_analytics", {"organization_id": 1, "date_from": "2026-07-01", "date_to": "2026-07-02"},
+     "analytics", AnalyticsEntry.parse),
+    ("notifications", {}, "notifications", Notification.parse),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "key", "parse"), SIGNAL_LISTS, ids=[m for m, *_ in SIGNAL_LISTS]
+)
+@settings(max_examples=CLIENT_EXAMPLES)
+@given(data=st.data())
+def test_a_signal_read_keeps_every_well_formed_entry_under_any_wrapper(
+    canned_server, method, kwargs, key, parse, data
+):
+    entries = data.draw(st.lists(_entries(parse), max_size=8))
+    wrapper = data.draw(st.sampled_from([key, "data", "items", "scenarios"]))
+    expected = [parse_or_skip(parse, e) for e in entries]
+    good: dict[Any, Any] = {}
+    for p in expected:  # the first of each id is kept
+        if p is not None:
+            good.setdefault(p.scenario_id if parse == AnalyticsEntry.parse else p.id, p)
+    want = list(good.values())
+    if parse == Notification.parse:  # oldest first
+        want.sort(key=lambda n: notification_id_key(n.id))
+
+    with log_messages() as logged:
+        client, got = read(canned_server, method, kwargs, {wrapper: entries, "pg": {"limit": 100}})
+
+    assert got == want
+    skips = [m for m in logged if m.startswith("skipping malformed")]
+    assert client.entries_skipped == len(skips) == expected.count(None)
+
+
+@given(subject=JSON | st.text(max_size=80).map(lambda t: f"Encountered error in {t} scenario"))
+def test_a_subject_gives_a_name_or_none_and_never_raises(subject):
+    name = scenario_name_from_subject(subject)
+    assert name is None or (isinstance(name, str) and name == name.strip() and name)
+
+
+@given(
+    value=JSON,
+    errors=st.none() | st.integers(0, 10**6),
+    executions=st.none() | st.integers(0, 10**6),
+)
+def test_an_error_rate_is_a_fraction_or_none(value, errors, executions):
+    rate = error_rate_fraction(value, errors, executions)
+    assert rate is None or (isinstance(rate, float) and 0 <= rate <= 1)

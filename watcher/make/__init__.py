@@ -3,24 +3,29 @@
 from watcher.make.client import MakeClient
 from watcher.make.errors import MakeApiError, error_from_response, is_retryable
 from watcher.make.models import (
+    AnalyticsEntry,
     Dlq,
     Hook,
     LogEntry,
     MalformedEntry,
+    Notification,
     Organization,
     Scenario,
     Team,
     UsageDay,
+    scenario_name_from_subject,
 )
 from watcher.make.ratelimit import SlidingWindowLimiter
 
 __all__ = [
+    "AnalyticsEntry",
     "Dlq",
     "Hook",
     "LogEntry",
     "MakeApiError",
     "MakeClient",
     "MalformedEntry",
+    "Notification",
     "Organization",
     "Scenario",
     "SlidingWindowLimiter",
@@ -28,4 +33,5 @@ __all__ = [
     "UsageDay",
     "error_from_response",
     "is_retryable",
+    "scenario_name_from_subject",
 ]

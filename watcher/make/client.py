@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -25,20 +26,24 @@ from watcher import __version__
 from watcher.clock import Clock, SystemClock
 from watcher.make.errors import MakeApiError, error_from_response
 from watcher.make.models import (
+    AnalyticsEntry,
     Authorization,
     Dlq,
     ExecutionResult,
     Hook,
     LogEntry,
     MalformedEntry,
+    Notification,
     Organization,
     Scenario,
     ScenarioConsumption,
     Team,
     UsageDay,
     User,
+    find_entries,
     imt_sort_key,
     is_execution_row,
+    notification_id_key,
 )
 from watcher.make.ratelimit import SlidingWindowLimiter
 from watcher.settings_base import Secret
@@ -61,6 +66,10 @@ MAX_PAUSE_S = 120.0
 LIST_PAGE_SIZE = 100
 SCENARIO_PAGE_SIZE = 1000
 LOG_PAGE_SIZE = 50
+# A server that ignores pg[offset] would hand back the same page for ever: reads of the
+# signal endpoints (whose paging is a guess) stop after this many pages, or at a page that
+# brings nothing new.
+MAX_SIGNAL_PAGES = 100
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -178,7 +187,9 @@ class MakeClient:
         except aiohttp.ClientError as exc:
             self._observe(path, None)
             # str(exc) names host and port at most; the token is only in a header.
-            raise MakeApiError(None, "NETWORK", f"{type(exc).__name__}: {exc}"[:300], path=path) from exc
+            raise MakeApiError(
+                None, "NETWORK", f"{type(exc).__name__}: {exc}"[:300], path=path
+            ) from exc
 
         self._observe(path, status)
         if status == 429:
@@ -242,7 +253,9 @@ class MakeClient:
 
     # --- paging helpers ---------------------------------------------------------------
 
-    def _skip_malformed(self, what: str, context: str, item: Any, exc: Exception, path: str) -> None:
+    def _skip_malformed(
+        self, what: str, context: str, item: Any, exc: Exception, path: str
+    ) -> None:
         """Count a malformed entry of the answer to ``path`` and log it once (at WARNING);
         later sightings of it only at DEBUG.
 
@@ -335,7 +348,9 @@ class MakeClient:
         path = f"/teams/{int(team_id)}"
         return Team.parse(_wrapped(await self.get_json(path), "team", path, dict))
 
-    async def team_usage(self, team_id: int, *, organization_timezone: bool = True) -> list[UsageDay]:
+    async def team_usage(
+        self, team_id: int, *, organization_timezone: bool = True
+    ) -> list[UsageDay]:
         path = f"/teams/{int(team_id)}/usage"
         params = [("organizationTimezone", "true")] if organization_timezone else []
         body = await self.get_json(path, params)
@@ -386,7 +401,10 @@ class MakeClient:
         path = "/scenarios/consumptions"
         body = await self.get_json(path, [param])
         return self._parse_list(
-            _wrapped(body, "scenarioConsumptions", path), ScenarioConsumption.parse, "consumption", path
+            _wrapped(body, "scenarioConsumptions", path),
+            ScenarioConsumption.parse,
+            "consumption",
+            path,
         )
 
     async def scenario_usage(self, scenario_id: int) -> list[UsageDay]:
@@ -443,7 +461,11 @@ class MakeClient:
             for row in rows:
                 if not isinstance(row, dict):
                     self._skip_malformed(
-                        "log entry", f" of scenario {scenario_id}", row, MalformedEntry("not an object"), path
+                        "log entry",
+                        f" of scenario {scenario_id}",
+                        row,
+                        MalformedEntry("not an object"),
+                        path,
                     )
                     continue
                 imt = row.get("imtId")
@@ -482,9 +504,7 @@ class MakeClient:
 
     async def list_dlqs(self, scenario_id: int) -> list[Dlq]:
         """Incomplete executions of one scenario (Make has no team-wide listing)."""
-        items = await self._get_all_pages(
-            "/dlqs", "dlqs", [("scenarioId", str(int(scenario_id)))]
-        )
+        items = await self._get_all_pages("/dlqs", "dlqs", [("scenarioId", str(int(scenario_id)))])
         return self._parse_list(
             items, Dlq.parse, "incomplete execution", "/dlqs", f" of scenario {scenario_id}"
         )
@@ -502,6 +522,124 @@ class MakeClient:
     async def get_hook(self, hook_id: int) -> Hook:
         path = f"/hooks/{int(hook_id)}"
         return Hook.parse(_wrapped(await self.get_json(path), "hook", path, dict))
+
+    # --- signals: analytics and notifications -------------------------------------------
+
+    def _entries(
+        self, body: Any, key: str, path: str, exclude: tuple[str, ...] = ("pg",)
+    ) -> list[Any]:
+        """The entries of an answer whose wrapper is a guess (models.find_entries); an answer
+        with no list at all is malformed (not retried)."""
+        items = find_entries(body, key, exclude)
+        if items is None:
+            raise MakeApiError(
+                200, "MALFORMED", f"expected a list of {key}", retryable=False, path=path
+            )
+        return items
+
+    async def organization_analytics(
+        self,
+        organization_id: int,
+        *,
+        date_from: date | datetime | str,
+        date_to: date | datetime | str,
+        team_ids: Sequence[int] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> list[AnalyticsEntry]:
+        """Per-scenario executions, errors and operations of an Enterprise organization over a
+        timeframe (``GET /analytics/{organizationId}``, scope ``analytics:read``), all pages.
+
+        Make answers 403 for other plans and for a token without the scope or the Owner role
+        (raised as a non-retryable MakeApiError). The answer's shape is a guess (make-api.md
+        §11.2): entries are looked for under ``analytics``, else in the first list of objects;
+        paging is ``pg[offset]``/``pg[limit]``, sorted by name so that pages stay put while
+        counts move; rows are de-duplicated by scenario id. ``date_from``/``date_to`` go out
+        as ISO dates (or datetimes, in UTC) in ``timeframe[dateFrom]``/``timeframe[dateTo]``;
+        ``team_ids`` as ``teamId[]``. Make's counts may lag the logs and cover whole days.
+        """
+        path = f"/analytics/{int(organization_id)}"
+        base: list[tuple[str, str]] = [
+            ("timeframe[dateFrom]", _iso_when(date_from)),
+            ("timeframe[dateTo]", _iso_when(date_to)),
+            ("pg[sortBy]", "name"),
+            ("pg[sortDir]", "asc"),
+        ]
+        base += [("teamId[]", str(int(t))) for t in team_ids or ()]
+        found: dict[int, AnalyticsEntry] = {}
+        offset = 0
+        for _ in range(MAX_SIGNAL_PAGES):
+            body = await self.get_json(
+                path, [*base, ("pg[offset]", str(offset)), ("pg[limit]", str(page_size))]
+            )
+            items = self._entries(body, "analytics", path)
+            fresh = 0
+            for entry in self._parse_list(items, AnalyticsEntry.parse, "analytics entry", path):
+                if entry.scenario_id not in found:
+                    found[entry.scenario_id] = entry
+                    fresh += 1
+            if len(items) < page_size or not fresh:
+                break
+            offset += len(items)
+        return list(found.values())
+
+    async def notifications(
+        self,
+        *,
+        unread_only: bool = False,
+        limit: int = 100,
+        since_id: str | int | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> list[Notification]:
+        """The newest ``limit`` notices of the token owner's in-app feed (``GET /notifications``,
+        scope ``notifications:read``), newer than ``since_id`` when given, oldest first.
+
+        Pages newest first (``pg[sortBy]=id``, ``pg[sortDir]=desc``) and stops at a page that is
+        short, that reaches ``since_id`` (exclusive; ids compare as numbers), or once it has
+        ``limit``. The feed is per user, names scenarios only by name in ``subject``
+        (``Notification.scenario_name``), and misses or delays some failures: a hint, never
+        the record. Make numbers notices when it creates them, which may be later than the
+        failure: a caller that reads "since the last id" should still expect stragglers in the
+        logs. Entries are looked for under ``notifications``, else in the first list of
+        objects (``userZoneNotifications`` excluded); de-duplicated by id.
+        """
+        if limit < 1:
+            return []
+        path = "/notifications"
+        base: list[tuple[str, str]] = [("pg[sortBy]", "id"), ("pg[sortDir]", "desc")]
+        if unread_only:
+            base.append(("unreadOnly", "true"))
+        size = max(1, min(page_size, limit))
+        floor = notification_id_key(str(since_id)) if since_id is not None else None
+        found: dict[str, Notification] = {}
+        offset = 0
+        for _ in range(MAX_SIGNAL_PAGES):
+            body = await self.get_json(
+                path, [*base, ("pg[offset]", str(offset)), ("pg[limit]", str(size))]
+            )
+            items = self._entries(body, "notifications", path, ("pg", "userZoneNotifications"))
+            fresh = 0
+            reached = False
+            for notice in self._parse_list(items, Notification.parse, "notification", path):
+                if floor is not None and notification_id_key(notice.id) <= floor:
+                    reached = True
+                elif notice.id not in found:
+                    found[notice.id] = notice
+                    fresh += 1
+            if len(items) < size or reached or not fresh or len(found) >= limit:
+                break
+            offset += len(items)
+        ordered = sorted(found.values(), key=lambda n: notification_id_key(n.id))
+        return ordered[-limit:]
+
+
+def _iso_when(value: date | datetime | str) -> str:
+    """A timeframe bound as Make's ISO 8601: a date as ``YYYY-MM-DD``, a datetime in UTC."""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 def _seg(value: str) -> str:

@@ -8,6 +8,7 @@ Shapes follow the recorded live responses (see make-api.md §2-5).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -67,7 +68,10 @@ def parse_time(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
     if isinstance(value, int | float):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond any float (the fuzzer's 10**400)
+            return None
         return _from_epoch_s(v / 1000.0 if v > 1e11 else v)  # > 1e11: milliseconds
     try:
         dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
@@ -303,7 +307,10 @@ class ScenarioConsumption:
     def parse(cls, obj: Any) -> ScenarioConsumption:
         sid = _req_int_id(obj, "scenario consumption", "scenarioId")
         return cls(
-            sid, as_int(obj.get("operations")), as_int(obj.get("centicredits")), as_int(obj.get("transfer"))
+            sid,
+            as_int(obj.get("operations")),
+            as_int(obj.get("centicredits")),
+            as_int(obj.get("transfer")),
         )
 
 
@@ -386,7 +393,8 @@ class LogEntry:
             raise MalformedEntry(f"log entry: no usable time in imtId {imt[:40]!r}")
         err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
         exec_id = _path_id(
-            obj.get("id") or obj.get("executionId") or imt.partition("_")[2], f"log entry {imt[:40]}"
+            obj.get("id") or obj.get("executionId") or imt.partition("_")[2],
+            f"log entry {imt[:40]}",
         )
         return cls(
             imt_id=imt,
@@ -525,5 +533,255 @@ class Hook:
             queue_count=as_int(obj.get("queueCount")),
             queue_limit=as_opt_int(obj.get("queueLimit")),
             enabled=as_bool(obj.get("enabled")),
+            raw=obj,
+        )
+
+
+# --- signals: analytics and notifications ---------------------------------------------
+# Neither shape is known for sure (make-api.md §11.1-11.2): the parsers take any wrapper, ids
+# as text or numbers, counts as numbers or text, and leave out (None) what they cannot read.
+
+
+def find_entries(body: Any, key: str, exclude: tuple[str, ...] = ("pg",)) -> list[Any] | None:
+    """The entries of an answer whose wrapper key is a guess.
+
+    ``body[key]`` when it is a list; else the body itself when it is a list; else the first
+    list holding an object among the body's values (``exclude`` left out), then one level
+    down; else the first list value; None when there is no list at all.
+    """
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get(key), list):
+        return body[key]
+    values = [v for k, v in body.items() if k not in exclude]
+    lists = [v for v in values if isinstance(v, list)]
+    for v in lists:
+        if any(isinstance(i, dict) for i in v):
+            return v
+    for v in values:
+        if isinstance(v, dict):
+            for w in v.values():
+                if isinstance(w, list) and any(isinstance(i, dict) for i in w):
+                    return w
+    return lists[0] if lists else None
+
+
+def as_opt_count(value: Any) -> int | None:
+    """A count: an int, a whole float or its text (``"12"``, ``"12.0"``); None for anything
+    else, negatives and non-finite numbers included."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    f = as_opt_float(value)
+    if f is None or f < 0 or not f.is_integer():
+        return None
+    try:
+        return int(f)
+    except (OverflowError, ValueError):  # pragma: no cover - is_integer() excludes inf/nan
+        return None
+
+
+def as_opt_float(value: Any) -> float | None:
+    """A finite number, from a number or its text (a trailing ``%`` is dropped, not applied)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        try:
+            f = float(value)
+        except OverflowError:
+            return None
+    elif isinstance(value, str):
+        s = value.strip().removesuffix("%").strip()
+        if not s or len(s) > 100:
+            return None
+        try:
+            f = float(s)
+        except ValueError:
+            return None
+    else:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def error_rate_fraction(value: Any, errors: int | None, executions: int | None) -> float | None:
+    """An error rate as a fraction (0..1), whether Make writes a fraction or a percent (unknown).
+
+    ``"12.5%"`` and anything above 1 are percents. Between 0 and 1 it is ambiguous (0.5 could be
+    half a percent): the reading closer to ``errors / executions`` wins when both counts are
+    known, else a fraction is assumed. Missing or unreadable: ``errors / executions`` when
+    known, else None.
+    """
+    ratio = errors / executions if errors is not None and executions else None
+    if ratio is not None and ratio > 1:
+        ratio = None  # more errors than executions: the counts are not to be trusted
+    rate = as_opt_float(value)
+    if rate is None or rate < 0:
+        return ratio
+    if (isinstance(value, str) and value.strip().endswith("%")) or rate > 1:
+        rate /= 100
+    elif ratio is not None and abs(rate / 100 - ratio) < abs(rate - ratio):
+        rate /= 100
+    return rate if rate <= 1 else None
+
+
+@dataclass(frozen=True)
+class AnalyticsEntry:
+    """One scenario's row of ``GET /analytics/{organizationId}`` (Enterprise).
+
+    Guessed (make-api.md §11.2 gives only the sortable names): a ``scenarioId`` (or
+    ``scenario.id``, or ``id``) identifies the row, without which it is malformed;
+    ``error_rate`` is always a fraction (see :func:`error_rate_fraction`); the ``*_change``
+    values are as Make sends them (unit and baseline unknown: the simulator's are percents
+    against the preceding period of the same length).
+    """
+
+    scenario_id: int
+    name: str | None
+    team_id: int | None
+    team_name: str | None
+    status: str | None
+    operations: int | None
+    executions: int | None
+    errors: int | None
+    error_rate: float | None
+    operations_change: float | None
+    executions_change: float | None
+    errors_change: float | None
+    error_rate_change: float | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> AnalyticsEntry:
+        if not isinstance(obj, dict):
+            raise MalformedEntry(f"analytics entry: expected an object, got {type(obj).__name__}")
+        nested = obj.get("scenario") if isinstance(obj.get("scenario"), dict) else {}
+        sid = None
+        for raw_id in (
+            obj.get("scenarioId"),
+            obj.get("scenario_id"),
+            nested.get("id"),
+            obj.get("id"),
+        ):
+            if not isinstance(raw_id, bool) and isinstance(raw_id, int | str):
+                sid = as_opt_int(raw_id)
+                if sid is not None:
+                    break
+        if sid is None:
+            raise MalformedEntry("analytics entry: no scenario id")
+        executions = as_opt_count(obj.get("executions"))
+        errors = as_opt_count(obj.get("errors"))
+        return cls(
+            scenario_id=sid,
+            name=as_opt_str(obj.get("name") or obj.get("scenarioName") or nested.get("name")),
+            team_id=as_opt_int(obj.get("teamId"))
+            if not isinstance(obj.get("teamId"), bool)
+            else None,
+            team_name=as_opt_str(obj.get("teamName")),
+            status=as_opt_str(obj.get("status")),
+            operations=as_opt_count(obj.get("operations")),
+            executions=executions,
+            errors=errors,
+            error_rate=error_rate_fraction(obj.get("errorRate"), errors, executions),
+            operations_change=as_opt_float(obj.get("operationsChange")),
+            executions_change=as_opt_float(obj.get("executionsChange")),
+            errors_change=as_opt_float(obj.get("errorsChange")),
+            error_rate_change=as_opt_float(obj.get("errorRateChange")),
+            raw=obj,
+        )
+
+
+# "Encountered error in <name> scenario" (the docs' example, make-api.md §11.1), and variants
+# a reworded feed may use: "an error", "errors", "the scenario <name>", quotes, a full stop.
+_SUBJECT_RE = re.compile(
+    r"^\s*encountered\s+(?:an?\s+)?errors?\s+in\s+(?:the\s+)?(?:scenario\s*[:\-]?\s+)?"
+    r"(?P<name>.+?)(?:\s+scenario)?\s*[.!]?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_QUOTES = "\"'“”‘’«»„"
+
+
+def scenario_name_from_subject(subject: Any) -> str | None:
+    """The scenario name in a notification subject about an error, or None.
+
+    Make names the scenario only by its name (no id, and two scenarios may share a name), so
+    a match is a hint to look at every scenario of that name, never an identification.
+    """
+    if not isinstance(subject, str) or len(subject) > 2000:
+        return None
+    m = _SUBJECT_RE.match(subject)
+    if m is None:
+        return None
+    name = " ".join(m.group("name").split()).strip(_QUOTES).strip()
+    # "Encountered error in scenario": no name left once the word itself is read as one.
+    return name if name and name.lower() != "scenario" else None
+
+
+def notification_id_key(notification_id: str) -> tuple[int, int, str]:
+    """Order of notification ids: numerically (they are BigInt strings), others after them."""
+    s = notification_id.strip()
+    if s.isdigit() and len(s) < 4000:
+        return (0, int(s), "")
+    return (1, 0, s)
+
+
+_UNREAD = frozenset({"", "false", "0", "no", "null", "none", "unread"})
+
+
+def _read_state(value: Any) -> tuple[bool, datetime | None]:
+    """``read``: null while unread, the time it was read (docs); "false" on a docs-derived page."""
+    if value is None or value is False:
+        return False, None
+    if value is True:
+        return True, None
+    if isinstance(value, str) and value.strip().lower() in _UNREAD:
+        return False, None
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "read"):
+        return True, None
+    if isinstance(value, int | float) and value == 0:
+        return False, None
+    if isinstance(value, int | float | str):
+        return True, parse_time(value)
+    return True, None  # some other non-null value: read, when unknown
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notice of ``GET /notifications``, the token owner's in-app feed (make-api.md §11.1).
+
+    ``id`` is kept as text (Make sends a BigInt string; a number is accepted);
+    ``scenario_name`` is read from the subject (:func:`scenario_name_from_subject`), None when
+    the subject is about something else. ``type`` values are undocumented.
+    """
+
+    id: str
+    subject: str | None
+    scenario_name: str | None
+    created: datetime | None
+    read: bool
+    read_at: datetime | None
+    type: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, obj: Any) -> Notification:
+        if not isinstance(obj, dict):
+            raise MalformedEntry(f"notification: expected an object, got {type(obj).__name__}")
+        raw_id = obj.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).strip():
+            raise MalformedEntry("notification: no usable id")
+        subject = as_opt_str(obj.get("subject"))
+        read, read_at = _read_state(obj.get("read"))
+        kind = obj.get("type")
+        return cls(
+            id=str(raw_id).strip(),
+            subject=subject,
+            scenario_name=scenario_name_from_subject(subject),
+            created=parse_time(obj.get("created")),
+            read=read,
+            read_at=read_at,
+            type=None if isinstance(kind, bool) else as_opt_int(kind),
             raw=obj,
         )

@@ -4,13 +4,16 @@
 injected clock (check runs, successes, warnings, errors with their side effects). ``create_app``
 serves it with the live API's shapes, auth, per-organization rate limits and fault knobs;
 ``watcher.testing.standins`` serves the demo world (``World.generate``) with the other stand-ins
-(``makewatch simulate``).
+(``makewatch simulate``). ``world.signals`` (:mod:`watcher.simulator.signals`) holds the
+cheap signals beyond the logs (Enterprise analytics, the notification feed, the spread of
+operations per run) and the knobs of their imperfections.
 
     world = World.generate(seed=1, clock=ManualClock())
     app = create_app(world)            # GET /api/v2/..., admin under /_sim/...
 """
 
 from watcher.simulator.app import create_app
+from watcher.simulator.signals import Notice, SignalKnobs, Signals
 from watcher.simulator.world import (
     ALL_READ_SCOPES,
     Faults,
@@ -30,9 +33,12 @@ __all__ = [
     "Faults",
     "Hook",
     "LedgerEntry",
+    "Notice",
     "Organization",
     "RequestRecord",
     "Scenario",
+    "SignalKnobs",
+    "Signals",
     "Team",
     "World",
     "create_app",

@@ -6,7 +6,8 @@ Request pipeline for every ``/api/v2`` request (the order matters for what tests
 2. fault knobs: latency, Cloudflare HTML 403, 5xx, 429 storm (scoped by org and path);
 3. auth: missing/unknown token -> 401;
 4. unknown resource / bad parameters -> 404 / 400;
-5. scope or organization not granted to the token -> 403;
+5. scope or organization not granted to the token, or a feature the organization's plan
+   lacks (``Route.authorize``: Enterprise analytics) -> 403;
 6. rate limit per organization (or per user for user-level routes), fixed 60 s windows -> 429;
 7. the JSON body (possibly truncated by the ``malformed_json_count`` fault, or its first list
    entries without their ids by ``corrupt_entries``).
@@ -22,13 +23,32 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from watcher.clock import ManualClock
+from watcher.simulator.api import (
+    FORBIDDEN,
+    WORLD_KEY,
+    ApiError,
+    Resolved,
+    Route,
+    bad_request,
+    not_found,
+    path_int,
+    pg_json,
+    query_bool,
+    query_cols,
+    query_dict,
+    query_int,
+    query_page,
+    query_sort_dir,
+    token_of,
+)
+from watcher.simulator.signal_routes import SIGNAL_ROUTES, add_signal_admin_routes, license_extra
 from watcher.simulator.world import (
     DAY_S,
     STATUS_NAMES,
@@ -44,7 +64,6 @@ from watcher.simulator.world import (
     to_ms,
 )
 
-WORLD_KEY = web.AppKey("world", World)
 USER_BUCKET_LIMIT = 10_000  # observed x-ratelimit-limit of GET /organizations (make-api.md §6.1)
 IN_FLIGHT = 0  # RequestRecord.status of a request still being answered
 CLIENT_CLOSED = 499  # ... and of one whose handler was cancelled (nginx's "client closed request")
@@ -70,38 +89,7 @@ ORG_COLUMNS = (
 )  # fmt: skip
 
 
-class ApiError(Exception):
-    """A Make-style JSON error response."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        detail: str,
-        suberrors: list[dict[str, str]] | None = None,
-        org_id: int | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body: dict[str, Any] = {"detail": detail, "message": message, "code": code}
-        if suberrors:
-            self.body["suberrors"] = suberrors
-        self.org_id = org_id
-
-
-def bad_request(detail: str) -> ApiError:
-    # Make's 400s carry SC400 and suberrors (make-api.md §7.1); the exact texts for our
-    # own validation messages are guesses.
-    return ApiError(400, "SC400", "Bad Request", detail, [{"message": detail, "name": "Error"}])
-
-
-def not_found(what: str, org_id: int | None = None) -> ApiError:
-    return ApiError(404, "SC404", "Not Found", f"{what} not found.", org_id=org_id)
-
-
 UNAUTHORIZED = {"detail": "Invalid credentials.", "message": "Unauthorized", "code": "IM102"}
-FORBIDDEN = {"detail": "Access denied.", "message": "Permission denied", "code": "SC403"}
 SERVER_ERRORS = {
     500: {"detail": "Internal Server Error", "message": "Internal Server Error", "code": "SC500"},
     502: {"detail": "Bad Gateway", "message": "Bad Gateway", "code": "SC502"},
@@ -114,70 +102,6 @@ CLOUDFLARE_1010 = """<!DOCTYPE html>
 <p>The owner of this website has banned your access based on your browser's signature.</p>
 <p>Cloudflare Ray ID: 8f0c0ffee0c0ffee</p></div></body></html>
 """
-
-
-# ------------------------------------------------------------------ query helpers
-
-
-def _int(request: web.Request, key: str, default: int | None = None) -> int | None:
-    raw = request.query.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise bad_request(f"Invalid value of parameter '{key}'.") from None
-
-
-def _bool(request: web.Request, key: str) -> bool | None:
-    raw = request.query.get(key)
-    if raw is None:
-        return None
-    return raw.lower() in ("true", "1", "yes")
-
-
-def _sort_dir(request: web.Request, default: str) -> str:
-    value = request.query.get("pg[sortDir]", default)
-    if value not in ("asc", "desc"):
-        raise bad_request("Invalid value of parameter 'pg[sortDir]'.")
-    return value
-
-
-def _page(request: web.Request, default_limit: int, max_limit: int) -> tuple[int, int]:
-    offset = _int(request, "pg[offset]", 0) or 0
-    limit = _int(request, "pg[limit]", default_limit) or default_limit
-    if offset < 0 or limit < 1:
-        raise bad_request("Invalid paging parameters.")
-    # Guess: values over the maximum are clamped rather than rejected.
-    return offset, min(limit, max_limit)
-
-
-def _pg(sort_by: str, limit: int, sort_dir: str, offset: int) -> dict[str, Any]:
-    return {
-        "sortBy": sort_by,
-        "limit": limit,
-        "sortDir": sort_dir,
-        "offset": offset,
-        "returnTotalCount": False,
-    }
-
-
-def _cols(request: web.Request) -> list[str]:
-    return request.query.getall("cols[]", [])
-
-
-def _query_dict(request: web.Request) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in request.query:
-        if key in out:
-            continue
-        values = request.query.getall(key)
-        out[key] = values if len(values) > 1 or key.endswith("[]") else values[0]
-    return out
-
-
-def _path_id(request: web.Request, name: str = "id") -> int:
-    return int(request.match_info[name])
 
 
 # ------------------------------------------------------------------ JSON shapes
@@ -209,6 +133,7 @@ def org_json(world: World, org: Organization) -> dict[str, Any]:
             "executionTime": lic.execution_time_min,
             "restartPeriod": "1 month",
             "webhookLogRetentionDays": 3 if org.plan == "free" else 30,
+            **license_extra(world, org),
         },
         "serviceName": lic.service_name,
         "isPaused": org.is_paused,
@@ -368,36 +293,33 @@ def hook_json(world: World, hook: Hook) -> dict[str, Any]:
 # ------------------------------------------------------------------ resolvers
 
 
-Resolved = tuple[int | None, Any]
-
-
 def _no_target(world: World, request: web.Request) -> Resolved:
     return None, None
 
 
 def _org(world: World, request: web.Request) -> Resolved:
-    org = world.organizations.get(_path_id(request))
+    org = world.organizations.get(path_int(request))
     if org is None:
         raise not_found("Organization")
     return org.id, org
 
 
 def _team(world: World, request: web.Request) -> Resolved:
-    team = world.teams.get(_path_id(request))
+    team = world.teams.get(path_int(request))
     if team is None:
         raise not_found("Team")
     return team.org_id, team
 
 
 def _scenario(world: World, request: web.Request) -> Resolved:
-    sc = world.scenarios.get(_path_id(request))
+    sc = world.scenarios.get(path_int(request))
     if sc is None:
         raise not_found("Scenario")
     return sc.org_id, sc
 
 
 def _hook(world: World, request: web.Request) -> Resolved:
-    hook = world.hooks.get(_path_id(request))
+    hook = world.hooks.get(path_int(request))
     if hook is None:
         raise not_found("Hook")
     return hook.org_id, hook
@@ -412,8 +334,8 @@ def _dlq(world: World, request: web.Request) -> Resolved:
 
 def _team_or_org_query(world: World, request: web.Request) -> Resolved:
     """``?teamId=`` xor ``?organizationId=`` (GET /scenarios, /scenarios/consumptions)."""
-    team_id = _int(request, "teamId")
-    org_id = _int(request, "organizationId")
+    team_id = query_int(request, "teamId")
+    org_id = query_int(request, "organizationId")
     if team_id is not None and org_id is not None:
         raise bad_request("teamId and organizationId cannot be used together")
     if team_id is None and org_id is None:
@@ -430,7 +352,7 @@ def _team_or_org_query(world: World, request: web.Request) -> Resolved:
 
 
 def _teams_query(world: World, request: web.Request) -> Resolved:
-    org_id = _int(request, "organizationId")
+    org_id = query_int(request, "organizationId")
     if org_id is None:
         raise bad_request("Missing required parameter organizationId")
     org = world.organizations.get(org_id)
@@ -440,7 +362,7 @@ def _teams_query(world: World, request: web.Request) -> Resolved:
 
 
 def _dlqs_query(world: World, request: web.Request) -> Resolved:
-    sid = _int(request, "scenarioId")
+    sid = query_int(request, "scenarioId")
     if sid is None:
         raise bad_request("Missing required parameter scenarioId")
     sc = world.scenarios.get(sid)
@@ -450,7 +372,7 @@ def _dlqs_query(world: World, request: web.Request) -> Resolved:
 
 
 def _hooks_query(world: World, request: web.Request) -> Resolved:
-    team_id = _int(request, "teamId")
+    team_id = query_int(request, "teamId")
     if team_id is None:
         raise bad_request("Missing required parameter teamId")
     team = world.teams.get(team_id)
@@ -495,19 +417,24 @@ def _current_authorization(world: World, request: web.Request, target: Any, toke
 
 
 def _organizations(world: World, request: web.Request, target: Any, token: Token) -> Any:
-    offset, limit = _page(request, 10_000, 10_000)
-    sort_dir = _sort_dir(request, "asc")
+    offset, limit = query_page(request, 10_000, 10_000)
+    sort_dir = query_sort_dir(request, "asc")
     orgs = sorted(
         (world.organizations[o] for o in token.org_ids if o in world.organizations),
         key=lambda o: (o.name.lower(), o.id),
         reverse=sort_dir == "desc",
     )
-    cols = [c for c in _cols(request) if c in ORG_COLUMNS] or ["id", "name", "timezoneId", "zone"]
+    cols = [c for c in query_cols(request) if c in ORG_COLUMNS] or [
+        "id",
+        "name",
+        "timezoneId",
+        "zone",
+    ]
     items = []
     for org in orgs[offset : offset + limit]:
         full = org_json(world, org)
         items.append({c: full[c] for c in cols})
-    return {"organizations": items, "pg": _pg("name", limit, sort_dir, offset)}
+    return {"organizations": items, "pg": pg_json("name", limit, sort_dir, offset)}
 
 
 def _organization(world: World, request: web.Request, org: Organization, token: Token) -> Any:
@@ -520,22 +447,22 @@ def _org_usage(world: World, request: web.Request, org: Organization, token: Tok
 
 
 def _teams(world: World, request: web.Request, org: Organization, token: Token) -> Any:
-    offset, limit = _page(request, 10_000, 10_000)
-    sort_dir = _sort_dir(request, "asc")
+    offset, limit = query_page(request, 10_000, 10_000)
+    sort_dir = query_sort_dir(request, "asc")
     teams = sorted(
         (world.teams[t] for t in org.team_ids),
         key=lambda t: (t.name.lower(), t.id),
         reverse=sort_dir == "desc",
     )
-    cols = _cols(request)
+    cols = query_cols(request)
     return {
         "teams": [team_json(world, t, cols) for t in teams[offset : offset + limit]],
-        "pg": _pg("name", limit, sort_dir, offset),
+        "pg": pg_json("name", limit, sort_dir, offset),
     }
 
 
 def _team_detail(world: World, request: web.Request, team: Team, token: Token) -> Any:
-    return {"team": team_json(world, team, _cols(request))}
+    return {"team": team_json(world, team, query_cols(request))}
 
 
 def _team_usage(world: World, request: web.Request, team: Team, token: Token) -> Any:
@@ -543,11 +470,11 @@ def _team_usage(world: World, request: web.Request, team: Team, token: Token) ->
 
 
 def _scenarios(world: World, request: web.Request, scenarios: list[Scenario], token: Token) -> Any:
-    offset, limit = _page(request, 50, 10_000)
+    offset, limit = query_page(request, 50, 10_000)
     sort_by = request.query.get("pg[sortBy]", "proprietal")
     if sort_by not in SCENARIO_SORT_KEYS:
         raise bad_request("Invalid value of parameter 'pg[sortBy]'.")
-    sort_dir = _sort_dir(request, "desc")
+    sort_dir = query_sort_dir(request, "desc")
     ids = request.query.getall("id[]", [])
     if ids:
         try:
@@ -555,18 +482,18 @@ def _scenarios(world: World, request: web.Request, scenarios: list[Scenario], to
         except ValueError:
             raise bad_request("Invalid value of parameter 'id[]'.") from None
         scenarios = [s for s in scenarios if s.id in wanted]
-    is_active = _bool(request, "isActive")
+    is_active = query_bool(request, "isActive")
     if is_active is not None:
         scenarios = [s for s in scenarios if s.is_active == is_active]
     key = SCENARIO_SORT_KEYS[sort_by]
     # Stable order: ties broken by id in the same direction.
     ordered = sorted(scenarios, key=lambda s: (key(s), s.id), reverse=sort_dir == "desc")
-    cols = _cols(request)
+    cols = query_cols(request)
     items = []
     for sc in ordered[offset : offset + limit]:
         body = scenario_json(world, sc, listing=True)
         items.append({c: body[c] for c in cols if c in body} if cols else body)
-    return {"scenarios": items, "pg": _pg(sort_by, limit, sort_dir, offset)}
+    return {"scenarios": items, "pg": pg_json(sort_by, limit, sort_dir, offset)}
 
 
 def _consumptions(
@@ -574,9 +501,9 @@ def _consumptions(
 ) -> Any:
     org = world.organizations[scenarios[0].org_id] if scenarios else None
     if org is None:
-        org_id = _int(request, "organizationId")
+        org_id = query_int(request, "organizationId")
         if org_id is None:
-            org_id = world.teams[_int(request, "teamId") or 0].org_id
+            org_id = world.teams[query_int(request, "teamId") or 0].org_id
         org = world.organizations[org_id]
     return {
         # Only scenarios with at least one operation in the period are listed (make-api.md §2.4).
@@ -614,18 +541,20 @@ _RANGE_FILTERS = (
 
 def _scenario_logs(world: World, request: web.Request, sc: Scenario, token: Token) -> Any:
     """GET /scenarios/{id}/logs; see make-api.md §3.1 for the parameters."""
-    offset, limit = _page(request, 50, 100)
-    sort_dir = _sort_dir(request, "desc")
-    status = _int(request, "status")
+    offset, limit = query_page(request, 50, 100)
+    sort_dir = query_sort_dir(request, "desc")
+    status = query_int(request, "status")
     if status is not None and status not in (1, 2, 3):
         raise bad_request("Invalid value of parameter 'status'.")
-    from_ms = _int(request, "from")  # milliseconds, inclusive
-    to_ms_ = _int(request, "to")
+    from_ms = query_int(request, "from")  # milliseconds, inclusive
+    to_ms_ = query_int(request, "to")
     # showCheckRuns: practice (not the docs) says check runs are hidden unless it is true.
-    show_check = bool(_bool(request, "showCheckRuns"))
-    if world.faults.check_runs_listed and world.faults.applies("check_runs_listed", sc.org_id, request.path):
+    show_check = bool(query_bool(request, "showCheckRuns"))
+    if world.faults.check_runs_listed and world.faults.applies(
+        "check_runs_listed", sc.org_id, request.path
+    ):
         show_check = True  # the docs' reading of the parameter, to test clients against both
-    ranges = [(field, sign, _int(request, key)) for key, field, sign in _RANGE_FILTERS]
+    ranges = [(field, sign, query_int(request, key)) for key, field, sign in _RANGE_FILTERS]
     ranges = [(f, s, v) for f, s, v in ranges if v is not None]
     org = world.organizations[sc.org_id]
     cutoff = to_ms(world.clock.time()) - org.license.retention_days * DAY_S * 1000
@@ -650,7 +579,7 @@ def _scenario_logs(world: World, request: web.Request, sc: Scenario, token: Toke
     if sort_dir == "desc":
         rows.reverse()
     last = request.query.get("pg[last]")
-    show_last = bool(_bool(request, "pg[showLast]"))
+    show_last = bool(query_bool(request, "pg[showLast]"))
     if last:
         # Keyset paging: only rows strictly after ``last`` in the sort direction
         # (``showLast`` also keeps the ``last`` row itself).
@@ -658,7 +587,7 @@ def _scenario_logs(world: World, request: web.Request, sc: Scenario, token: Toke
             rows = [r for r in rows if r.imt_id < last or (show_last and r.imt_id == last)]
         else:
             rows = [r for r in rows if r.imt_id > last or (show_last and r.imt_id == last)]
-    pg = _pg("imtId", limit, sort_dir, offset)
+    pg = pg_json("imtId", limit, sort_dir, offset)
     if last:
         pg.update(last=last, showLast=show_last)
     return {"scenarioLogs": [dict(r.body) for r in rows[offset : offset + limit]], "pg": pg}
@@ -680,7 +609,7 @@ def _scenario_execution(world: World, request: web.Request, target: Any, token: 
 
 
 def _dlqs(world: World, request: web.Request, sc: Scenario, token: Token) -> Any:
-    offset, limit = _page(request, 50, 10_000)
+    offset, limit = query_page(request, 50, 10_000)
     items = [d for d in sc.dlqs if not d.deleted]
     return {
         "dlqs": [
@@ -696,7 +625,7 @@ def _dlqs(world: World, request: web.Request, sc: Scenario, token: Token) -> Any
             for d in items[offset : offset + limit]
         ],
         # As recorded live: empty sortBy, ascending (oldest first).
-        "pg": _pg("", limit, "asc", offset),
+        "pg": pg_json("", limit, "asc", offset),
     }
 
 
@@ -724,11 +653,11 @@ def _dlq_detail(world: World, request: web.Request, item: Any, token: Token) -> 
 
 def _hooks(world: World, request: web.Request, team: Team, token: Token) -> Any:
     # Default page size of /hooks is undocumented; 50 like /scenarios (guess).
-    offset, limit = _page(request, 50, 10_000)
+    offset, limit = query_page(request, 50, 10_000)
     hooks = sorted((h for h in world.hooks.values() if h.team_id == team.id), key=lambda h: h.id)
     return {
         "hooks": [hook_json(world, h) for h in hooks[offset : offset + limit]],
-        "pg": _pg("id", limit, "asc", offset),
+        "pg": pg_json("id", limit, "asc", offset),
     }
 
 
@@ -737,15 +666,6 @@ def _hook_detail(world: World, request: web.Request, hook: Hook, token: Token) -
 
 
 # ------------------------------------------------------------------ pipeline
-
-
-@dataclass(frozen=True)
-class Route:
-    path: str
-    scope: str | None
-    resolve: Callable[[World, web.Request], Resolved]
-    render: Callable[[World, web.Request, Any, Token], Any]
-    user_level: bool = False  # rate limited in the per-user bucket, not the org's
 
 
 ROUTES: tuple[Route, ...] = (
@@ -776,6 +696,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/dlqs/{dlq_id}", "dlqs:read", _dlq, _dlq_detail),
     Route("/hooks", "hooks:read", _hooks_query, _hooks),
     Route(r"/hooks/{id:\d+}", "hooks:read", _hook, _hook_detail),
+    *SIGNAL_ROUTES,  # /analytics/{organizationId}, /notifications
 )
 
 
@@ -804,18 +725,6 @@ class RateLimiter:
 
 
 LIMITER_KEY = web.AppKey("limiter", RateLimiter)
-
-
-def _token(world: World, request: web.Request) -> Token | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    tok = world.tokens.get(value.strip())
-    if tok is None:
-        return None
-    # API tokens use "Token"; OAuth access tokens use "Bearer" (make-api.md §1.2).
-    if (scheme == "Token" and not tok.oauth) or (scheme == "Bearer" and tok.oauth):
-        return tok
-    return None
 
 
 def _json(status: int, body: Any, headers: dict[str, str]) -> web.Response:
@@ -892,6 +801,11 @@ async def _respond(
         return _json(403, FORBIDDEN, rl_headers())
     if org_id is not None and org_id not in token.org_ids:
         return _json(403, FORBIDDEN, rl_headers())
+    if route.authorize is not None:
+        try:
+            route.authorize(world, resolved[1], token)
+        except ApiError as exc:
+            return _json(exc.status, exc.body, rl_headers())
     if not limiter.admit(bucket, limit, t):
         return too_many()
     try:
@@ -911,7 +825,11 @@ async def _respond(
 
 def _corrupt_entries(body: Any, n: int) -> None:
     """Drop the ids of the first ``n`` entries of the list in ``body`` (the corrupt_entries fault)."""
-    items = next((v for v in body.values() if isinstance(v, list)), []) if isinstance(body, dict) else []
+    items = (
+        next((v for v in body.values() if isinstance(v, list)), [])
+        if isinstance(body, dict)
+        else []
+    )
     for i, item in enumerate(items[:n]):
         if isinstance(item, dict):
             items[i] = {k: v for k, v in item.items() if k not in ("id", "imtId")}
@@ -923,7 +841,7 @@ def _api_handler(route: Route) -> Callable[[web.Request], Any]:
         world.advance()
         world.last_headers = CIMultiDict(request.headers)
         t = world.clock.time()
-        token = _token(world, request)
+        token = token_of(world, request)
         error: ApiError | None = None
         try:
             resolved = route.resolve(world, request)
@@ -935,7 +853,7 @@ def _api_handler(route: Route) -> Callable[[web.Request], Any]:
             t=t,
             method=request.method,
             path=request.path,
-            query=_query_dict(request),
+            query=query_dict(request),
             org_id=resolved[0],
             status=IN_FLIGHT,
             token_ok=token is not None,
@@ -962,10 +880,10 @@ async def _unknown_api_path(request: web.Request) -> web.Response:
             world.clock.time(),
             request.method,
             request.path,
-            _query_dict(request),
+            query_dict(request),
             None,
             404,
-            _token(world, request) is not None,
+            token_of(world, request) is not None,
         )
     )
     return _json(
@@ -1027,7 +945,7 @@ async def _admin_runs(request: web.Request) -> web.Response:
 
 async def _admin_active(request: web.Request) -> web.Response:
     world = request.app[WORLD_KEY]
-    sid = _path_id(request)
+    sid = path_int(request)
     if sid not in world.scenarios:
         return web.json_response({"error": "unknown scenario"}, status=404)
     data = await request.json()
@@ -1035,19 +953,23 @@ async def _admin_active(request: web.Request) -> web.Response:
     return web.json_response({"scenario": scenario_json(world, world.scenarios[sid], listing=True)})
 
 
+BEHAVIOURS = frozenset({"stalled", "traffic", "volume", "ops_spread", "late_failure_share"})
+
+
 async def _admin_behaviour(request: web.Request) -> web.Response:
     """Silent failures of one scenario (World.set_behaviour): ``{"stalled": true}``,
-    ``{"traffic": 0}``, ``{"volume": 0.1}``."""
+    ``{"traffic": 0}``, ``{"volume": 0.1}``; how its operations vary: ``{"ops_spread": 0.3,
+    "late_failure_share": 0.2}``."""
     world = request.app[WORLD_KEY]
-    sid = _path_id(request)
+    sid = path_int(request)
     if sid not in world.scenarios:
         return web.json_response({"error": "unknown scenario"}, status=404)
     data = await request.json()
-    unknown = set(data) - {"stalled", "traffic", "volume"}
+    unknown = set(data) - BEHAVIOURS
     if unknown:
         return web.json_response({"error": f"unknown behaviour {sorted(unknown)[0]!r}"}, status=400)
     try:
-        sc = world.set_behaviour(sid, stalled=data.get("stalled"), traffic=data.get("traffic"), volume=data.get("volume"))
+        sc = world.set_behaviour(sid, **{k: data.get(k) for k in BEHAVIOURS})
     except (ValueError, TypeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"scenario": scenario_json(world, sc, listing=True)})
@@ -1087,8 +1009,8 @@ def create_app(world: World) -> web.Application:
     app.router.add_post(r"/_sim/scenarios/{id:\d+}/behaviour", _admin_behaviour)
     app.router.add_post("/_sim/clock/advance", _admin_clock)
     app.router.add_get("/_sim/world", _admin_world)
+    add_signal_admin_routes(app)
     for route in ROUTES:
         app.router.add_get("/api/v2" + route.path, _api_handler(route), allow_head=False)
     app.router.add_route("*", "/api/v2/{tail:.*}", _unknown_api_path)
     return app
-

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.clock import Clock, SystemClock
+from watcher.simulator.signals import Signals
 
 DAY_S = 86_400
 # Make's "1 month" usage period; modelled as 30 days (guess: real resets follow calendar months).
@@ -35,6 +36,7 @@ ALL_READ_SCOPES: tuple[str, ...] = (
     "hooks:read",
     "notifications:read",
     "user:read",
+    "analytics:read",
 )
 
 
@@ -262,6 +264,10 @@ class Scenario:
     # A weekly rhythm (busy weekday office hours, quiet nights and weekends, in UTC): a
     # webhook's arrivals follow it (see rhythm_factor).
     rhythm: bool = False
+    # Spread of operations per run and share of failures at the last module (see
+    # watcher.simulator.signals); None: the world's knob (world.signals.knobs), 0 by default.
+    ops_spread: float | None = None
+    late_failure_share: float | None = None
     logs: list[LogRow] = field(default_factory=list, repr=False)
     executions: dict[str, LogRow] = field(default_factory=dict, repr=False)
     dlqs: list[DlqItem] = field(default_factory=list, repr=False)
@@ -455,6 +461,8 @@ class World:
         self.tokens_by_org: dict[int, str] = {}
         self.dlqs: dict[str, DlqItem] = {}
         self.faults = Faults()
+        # Analytics, notifications and the operation spread (watcher.simulator.signals).
+        self.signals = Signals(self)
         self.requests: list[RequestRecord] = []
         # Every error, deactivation, DLQ item and recovery the world produced, in the order
         # they were materialised (see LedgerEntry); never trimmed by log retention.
@@ -531,6 +539,8 @@ class World:
         first_run_at: float | None = None,
         schedule: str = "indefinitely",
         rhythm: bool = False,
+        ops_spread: float | None = None,
+        late_failure_share: float | None = None,
     ) -> Scenario:
         """Add a scenario.
 
@@ -540,7 +550,8 @@ class World:
         ``on-demand`` never runs by itself). Webhook scenarios run when data arrives: gaps
         are random with mean ``interval_s`` (with ``rhythm``, at a rate that follows
         :func:`rhythm_factor`); they have no check runs and are deactivated after one error
-        by default. ``max_errors <= 0`` means "never deactivate".
+        by default. ``max_errors <= 0`` means "never deactivate". ``ops_spread`` and
+        ``late_failure_share`` vary the operations of its runs (watcher.simulator.signals).
         """
         if schedule not in SCHEDULE_TYPES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_TYPES)}")
@@ -573,6 +584,8 @@ class World:
             is_active=active,
             schedule="immediately" if webhook else schedule,
             rhythm=rhythm,
+            ops_spread=ops_spread,
+            late_failure_share=late_failure_share,
         )
         self.scenarios[sid] = sc
         team.scenario_ids.append(sid)
@@ -694,13 +707,15 @@ class World:
         """The outcome of scheduled run ``n``, from its own random stream only."""
         rng = random.Random(f"{self.seed}:{sc.id}:{n}")
         u = rng.random()
-        full = max(1, round(sc.operations_per_run * sc.volume))
+        full = self.signals.full_operations(sc, n)
         out: dict[str, Any] = {"id": _hex32(rng), "rng": rng}
         if u < sc.error_rate:
             name, message = rng.choice(ERRORS)
             out.update(status=3, error={"name": name, "message": message})
-            # A run that fails at module k consumed fewer operations than a full run.
-            out["operations"] = rng.randint(1, max(1, full - 1))
+            # A run that fails at module k consumed fewer operations than a full run, unless
+            # k is the last module (late_failure_share). Drawn either way: same stream after.
+            early = rng.randint(1, max(1, full - 1))
+            out["operations"] = self.signals.failed_operations(sc, n, full, early)
         elif u < sc.error_rate + sc.warning_rate:
             name, message = rng.choice(WARNINGS)
             out.update(status=2, error={"name": name, "message": message}, operations=full)
@@ -757,6 +772,7 @@ class World:
         row = LogRow(body["imtId"], ms, body, status, check)
         self._store(sc, row)
         sc.executions[eid] = row
+        self.signals.on_run(sc, t, row, check)
 
         org = self.organizations[sc.org_id]
         team = self.teams[sc.team_id]
@@ -931,6 +947,8 @@ class World:
         stalled: bool | None = None,
         traffic: float | None = None,
         volume: float | None = None,
+        ops_spread: float | None = None,
+        late_failure_share: float | None = None,
     ) -> Scenario:
         """Silent failures of one scenario (POST /_sim/scenarios/ID/behaviour).
 
@@ -940,6 +958,8 @@ class World:
         queue. Unstalled, it runs at once and then on its schedule. ``traffic``: a webhook's
         arrival rate times this (0: its traffic stopped, as when a client's form broke).
         ``volume``: the operations of each run times this (0.1: a 90 % drop).
+        ``ops_spread``, ``late_failure_share``: how the operations of its runs vary (see
+        watcher.simulator.signals).
         """
         self.advance()
         sc = self.scenarios[scenario_id]
@@ -958,6 +978,14 @@ class World:
             if volume < 0:
                 raise ValueError("volume must be >= 0")
             sc.volume = float(volume)
+        if ops_spread is not None:
+            if not ops_spread >= 0:  # NaN too
+                raise ValueError("ops_spread must be >= 0")
+            sc.ops_spread = float(ops_spread)
+        if late_failure_share is not None:
+            if not 0 <= late_failure_share <= 1:
+                raise ValueError("late_failure_share must be between 0 and 1")
+            sc.late_failure_share = float(late_failure_share)
         return sc
 
     def set_faults(self, **changes: Any) -> Faults:
