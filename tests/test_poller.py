@@ -193,6 +193,46 @@ async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
     assert len(rig.events("execution_error")) == 10
 
 
+async def test_a_cycle_writes_only_the_scenarios_that_changed_and_its_memory_matches_the_file(rig_factory):
+    """Issue 16.3: every inventory rewrote all 10,000 rows, and every cycle reloaded them."""
+    from watcher import store as st
+
+    clock = ManualClock(START)
+    world = World(seed=5, clock=clock)
+    org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**7)
+    team = world.add_team(org.id, name="All")
+    token = world.add_token(org_ids=[org.id])
+    scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(300)]
+    rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 1.0")
+    await rig.cycle()
+    ran = scenarios[::30]
+    for sc in ran:
+        world.inject_run(sc.id, status=1)
+    clock.advance(60)
+    await rig.cycle()
+    stored = rig.store.read_sync(lambda db: st.get_scenarios(db, org.id))
+    touched = {sid for sid, r in stored.items() if r["updated_at"] > START}
+    assert touched == {sc.id for sc in ran}  # the 290 others were not rewritten
+    poller = rig.watcher.pollers[0]
+    for _ in range(3):
+        world.inject_run(ran[0].id, status=3)
+        clock.advance(60)
+        await rig.cycle()
+    stored = rig.store.read_sync(lambda db: st.get_scenarios(db, org.id))
+    assert poller._rows is not None
+    for sid, r in stored.items():
+        mem = poller._rows[sid]
+        diff = {k: (mem.get(k), v) for k, v in r.items() if mem.get(k) != v}
+        assert not diff, (sid, diff)  # (a column the memory lacks is NULL in the file)
+    assert poller._rows.keys() == stored.keys()
+    cursors = rig.store.read_sync(lambda db: st.get_cursors(db, org.id))
+    assert poller._cursors.keys() == cursors.keys()
+    for key, cur in cursors.items():
+        assert {c: v for c, v in cur.items() if v is not None} == {
+            c: v for c, v in poller._cursors[key].items() if v is not None
+        }, key
+
+
 async def test_work_that_does_not_fit_carries_over_and_nothing_starves(rig_factory):
     clock = ManualClock(START)
     world = World(seed=6, clock=clock)

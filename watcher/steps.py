@@ -10,7 +10,8 @@ few hundred bytes).
 
 A step is *explained* when it is a usual value, or a sum of up to as many usual values as
 runs could have happened since the listing before (two runs between listings make one
-step). Anything else is a hint. A hint whose read finds no failure teaches that value (see
+step). A step smaller than the biggest usual value and not explained is a hint; a bigger
+one is a bigger run (more bundles to process), learnt as usual. A hint whose read finds no failure teaches that value (see
 :meth:`StepProfile.learn`), so a scenario with varied runs stops hinting within a few
 reads. bench/detect.py prints the hint's precision and recall.
 """
@@ -87,7 +88,12 @@ class StepProfile:
             if not interval_s or gap_s is None
             else math.ceil((gap_s + JITTER_S) / interval_s)
         )
-        hint = self.seen >= WARMUP_STEPS and not self.explains(step, runs)
+        # A failed run stops at some module: it used fewer operations than the scenario's
+        # biggest usual run. A bigger step is a bigger run (more bundles), not a failure,
+        # once a run bigger than a check run (1 operation) is known.
+        usual = self.usual()
+        bigger = bool(usual) and usual[-1] > 1 and step > usual[-1]
+        hint = self.seen >= WARMUP_STEPS and not bigger and not self.explains(step, runs)
         self.seen += 1
         if not hint:
             self.learn(step)
