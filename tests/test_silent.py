@@ -90,6 +90,8 @@ CASES = [
     ("it ran while overdue: resolved", snap(-3600, overdue=True), listed(500, ops=11), False, OverdueRule(), False, "ran"),
     ("still overdue: no second event", snap(-3600, overdue=True), listed(-3600), False, OverdueRule(), False, None),
     ("new billing period, no run: still late", snap(-1400), listed(-1400, ops=0), False, OverdueRule(), True, None),
+    ("new billing period, nextExec moved on: the reset erased the run, not late", snap(-1400), listed(500, ops=0), False, OverdueRule(), False, None),
+    ("new billing period while overdue: still open", snap(-3600, overdue=True), listed(500, ops=0), False, OverdueRule(), False, None),
     ("daily: 6 min late is past the 5 min grace", snap(-360), listed(-360, **DAILY), False, OverdueRule(), True, None),
     ("daily: 4 min late is not", snap(-240), listed(-240, **DAILY), False, OverdueRule(), False, None),
     ("monthly, next run in 20 days", snap(20 * 86400), listed(20 * 86400, **MONTHLY), False, OverdueRule(), False, None),
