@@ -19,6 +19,7 @@ from alerts.render import Renderer
 from watcher.business_hours import BusinessHours
 from watcher.clock import ManualClock
 from watcher.config import SilentSettings
+from watcher.events import volume_facts
 from watcher.make.models import Scenario, UsageDay
 from watcher.silent import (
     Activity,
@@ -508,6 +509,12 @@ def test_a_verdict_carries_its_figures():
     verdict = volume_verdict(series(USUAL, value=42), "2026-09-20", VolumeRule())
     assert verdict is not None
     assert (verdict.value, verdict.median, verdict.mad, verdict.baseline) == (42, 475, 12.5, (480, 455, 505, 470))
+
+
+def test_a_notices_last_14_days_end_at_the_day_judged_not_at_the_day_still_running():
+    days = series(USUAL, value=42) | {f"2026-09-{d:02d}": 470.0 for d in range(7, 20)} | {"2026-09-21": 9.0}
+    facts = volume_facts(volume_verdict(days, "2026-09-20", VolumeRule()), "2026-09-20", days)
+    assert len(facts["days"]) == 14 and facts["days"][-1] == ["2026-09-20", 42]
 
 
 def test_an_anomaly_opens_once_and_a_usual_day_ends_it():
