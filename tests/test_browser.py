@@ -3,6 +3,8 @@
 Each alert kind in each phase, and the digest of a seeded store, is rendered to a file and
 loaded at a phone's width (390 px, emulated: headless Chromium opens no window under 500 px)
 and a desktop mail pane's (800 px). Screenshots land in build/screenshots/ for a reviewer.
+"digest-silent" is a digest whose silent-failures section holds every kind (overdue, idle,
+a scenario's and an organization's volume), each with its 14-day sparkline.
 
 Without Chromium (a laptop) the module skips, saying why; with ``CI`` set it fails instead,
 so CI cannot go green without having looked.
@@ -13,6 +15,7 @@ failures the day a template is fixed, and the mark is then removed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,13 +25,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_digest_content import digest_of, seed
+from test_digest_content import END, START, Events, digest_of, org_row, scenario, seed
 
 from alerts.policy import ALERT_KINDS
 from alerts.render import Renderer, sample_notification
 from watcher.browser import Browser, unavailable_reason
 from watcher.cli import main
-from watcher.store import Store
+from watcher.store import Store, insert_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +45,7 @@ KINDS = ALERT_KINDS
 # "summary" has one phase of its own (sample_notification forces it).
 ALERT_CASES = [f"{kind}-{phase}" for kind in KINDS for phase in ("firing", "repeat", "resolved")]
 ALERT_CASES.append("summary")
-CASES = [*ALERT_CASES, "digest"]
+CASES = [*ALERT_CASES, "digest", "digest-silent"]
 
 # Fields of a payload that come from users (scenario, organization, hook names) or from a
 # vendor's error text; each gets markup that must come out as text.
@@ -102,13 +105,68 @@ def digest_html(tmp: Path, renderer: Renderer) -> str:
         store.close()
 
 
+# A long name with no space to break at: it must wrap, not widen the page.
+LONG_NAME = "Nightly export of every HubSpot contact to the warehouse_eu_west_1_contacts_full_refresh"
+DAY_S = 86400
+
+
+def seed_silent(db: Any) -> None:
+    """One organization with an overdue run (still open), an idle webhook (over in the
+    period), a scenario's 90 % drop and the organization's, each scenario with 14 days of
+    operations; payload keys as watcher.poller writes them."""
+    ui = "https://eu1.make.com"
+    usage = {"operations_used": 5000, "operations_limit": 100000, "used_pct": 5.0, "daily_rate": 900.0, "updated_at": END - 600}
+    days = [f"2026-10-{d:02d}" for d in range(11, 25)]  # the 14 days up to Sat 24 Oct, judged
+    usage["days"] = [{"date": d, "operations": 900 if d != "2026-10-24" else 95, "centicredits": 0} for d in days]
+    db["organizations"].insert(org_row(1, f"Acme {BOLD}", ui, usage))
+
+    def ops(low_last: bool, level: int) -> str:
+        return json.dumps({"ops": {d: (level // 10 if low_last and d == days[-1] else level + 7 * (i % 3)) for i, d in enumerate(days)}})
+
+    db["scenarios"].insert_all(
+        [
+            scenario(301, 1, f"Invoice sync {EVIL}", volume_json=ops(False, 480)),
+            scenario(302, 1, "Typeform leads", volume_json=ops(False, 200)),
+            scenario(303, 1, LONG_NAME, volume_json=ops(True, 480)),
+        ]
+    )
+    e = Events()
+    overdue = {"scheduling_type": "indefinitely", "interval_s": 900, "late_s": 4200, "allowance_s": 1350, "is_waiting": True, "standing": False}
+    e.add("scenario_overdue", 1, 301, START + 3600, organization="Acme", scenario_name=f"Invoice sync {EVIL}", due_at=START - 600, **overdue)
+    idle = {"silent_s": 6300, "expected_runs": 12.4, "basis": "learnt", "expect_every_s": None, "business_hours": None, "hook_id": 5}
+    e.add("scenario_idle", 1, 302, START + 7200, organization="Acme", scenario_name="Typeform leads", last_run_at=START + 900, **idle)
+    e.add("scenario_idle", 1, 302, START + 9000, organization="Acme", scenario_name="Typeform leads", recovered=True, resolution="ran", resolved_at=START + 9000)
+    day_ops = [[d, 480] for d in days[:-1]] + [[days[-1], 48]]
+    drop = {"day": days[-1], "direction": "drop", "operations": 48, "median": 480, "mad": 7, "baseline": [480, 487, 494, 480], "ratio": 0.1, "days": day_ops}
+    e.add("volume_anomaly", 1, 303, END - 3600, organization="Acme", scenario_name=LONG_NAME, scope="scenario", **drop)
+    org_drop = drop | {"operations": 95, "median": 900, "baseline": [900, 900, 900], "ratio": 0.106}
+    e.add("volume_anomaly", 1, None, END - 1800, organization="Acme", scope="organization", usage_url=f"{ui}/organization/1/dashboard", **org_drop)
+    insert_events(db, e.rows)
+    db["cycles"].insert_all([{"org_id": 1, "started_at": START + h * 3600, "requests": 4, "budget_per_minute": 30, "ok": 1} for h in range(25)])
+
+
+def silent_digest_html(tmp: Path, renderer: Renderer) -> str:
+    with Store.open(tmp / "digest-silent.db") as store:
+        store.write_sync(seed_silent)
+        digest = digest_of(store)
+    (org,) = digest.organizations
+    assert [f.kind for f in org.silent] == ["scenario_overdue", "volume_anomaly", "volume_anomaly", "scenario_idle"]
+    assert all(len(f.bars) == 14 for f in org.silent)
+    return renderer.render_digest(digest)[2]
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("pages")
     renderer = Renderer()
     out: dict[str, Path] = {}
     for case in CASES:
-        source = digest_html(tmp, renderer) if case == "digest" else alert_html(case, renderer)
+        if case == "digest":
+            source = digest_html(tmp, renderer)
+        elif case == "digest-silent":
+            source = silent_digest_html(tmp, renderer)
+        else:
+            source = alert_html(case, renderer)
         out[case] = tmp / f"{case}.html"
         out[case].write_text(source, encoding="utf-8")
     return out
@@ -203,6 +261,103 @@ def test_every_screenshot_was_written(measure: Any) -> None:
             measure(case, width)
             png = SCREENSHOTS / f"{case}-{width}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+# --- the digest's silent-failures section -----------------------------------------------
+
+SILENT = """
+const section = document.querySelector('[data-section="silent"]');
+const box = el => { const r = el.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, width: r.width, height: r.height}; };
+const sparklines = [...section.querySelectorAll('[data-sparkline]')].map(t => ({
+  box: box(t),
+  bars: [...t.querySelectorAll('div')].map(d => {
+    const cs = getComputedStyle(d);
+    return {...box(d), background: cs.backgroundColor, visibility: cs.visibility, opacity: cs.opacity};
+  }),
+}));
+const background = el => {
+  for (; el; el = el.parentElement) {
+    const bg = getComputedStyle(el).backgroundColor;
+    if (bg && bg !== 'rgba(0, 0, 0, 0)' && bg !== 'transparent') return bg;
+  }
+  return 'rgb(255, 255, 255)';
+};
+const texts = [];
+const walker = document.createTreeWalker(section, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  if (!node.textContent.trim()) continue;
+  const el = node.parentElement, cs = getComputedStyle(el);
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const rects = [...range.getClientRects()].map(r => ({left: r.left, right: r.right, height: r.height}));
+  texts.push({text: node.textContent.trim().slice(0, 60), fontSize: parseFloat(cs.fontSize), color: cs.color,
+              background: background(el), visibility: cs.visibility, rects});
+}
+return {innerWidth: window.innerWidth, section: box(section), sparklines, texts,
+        items: [...section.querySelectorAll(':scope > tbody > tr, :scope > tr')].map(tr => tr.innerText)};
+"""
+
+
+def _luminance(css: str) -> float:
+    r, g, b = (int(x) / 255 for x in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two computed ``rgb(...)`` colours."""
+    a, b = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+@pytest.fixture(scope="module")
+def silent_section(browser: Browser, pages: dict[str, Path]) -> Any:
+    measured: dict[int, dict[str, Any]] = {}
+
+    def get(width: int) -> dict[str, Any]:
+        if width not in measured:
+            browser.load(pages["digest-silent"], width)
+            measured[width] = browser.js(SILENT)
+        return measured[width]
+
+    return get
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_silent_sections_sparklines_show_14_bars_side_by_side_within_the_screen(silent_section: Any, width: int) -> None:
+    m = silent_section(width)
+    assert len(m["sparklines"]) == 4  # one per item
+    assert m["section"]["right"] <= width
+    for spark in m["sparklines"]:
+        bars = spark["bars"]
+        assert len(bars) == 14
+        assert all(b["width"] > 0 and b["height"] > 0 for b in bars), bars
+        assert all(b["visibility"] == "visible" and b["opacity"] == "1" for b in bars)
+        assert all(b["background"] not in ("rgba(0, 0, 0, 0)", "transparent") for b in bars)
+        assert [b["left"] for b in bars] == sorted({b["left"] for b in bars}), "bars wrapped or overlap"
+        assert spark["box"]["right"] <= width and bars[-1]["right"] <= width
+        assert max(b["height"] for b in bars) == 24  # the busiest day fills the chart
+
+
+def test_a_drop_shows_as_a_short_last_bar(silent_section: Any) -> None:
+    """The bars say what the figures say: the dropped day is a tenth of the others."""
+    m = silent_section(390)
+    (at,) = [i for i, text in enumerate(m["items"]) if "warehouse_eu_west_1" in text]
+    drop = m["sparklines"][at]["bars"]  # 480 a day, then 48
+    assert drop[-1]["height"] == 2 and min(b["height"] for b in drop[:-1]) >= 23
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_silent_sections_text_is_legible(silent_section: Any, width: int) -> None:
+    m = silent_section(width)
+    assert len(m["items"]) == 4 and "Invoice sync" in m["items"][0] and "Typeform leads" in m["items"][3]
+    assert m["texts"], "no text in the silent section"
+    for t in m["texts"]:
+        assert t["fontSize"] >= 11, t
+        assert t["visibility"] == "visible", t
+        assert contrast(t["color"], t["background"]) >= 4.5, t
+        for r in t["rects"]:
+            assert 0 <= r["left"] and r["right"] <= width + 0.5, f"text outside the screen: {t}"
 
 
 # --- makewatch render --html / --png ------------------------------------------------------

@@ -19,6 +19,7 @@ from alerts.render import Renderer
 from watcher.business_hours import BusinessHours
 from watcher.clock import ManualClock
 from watcher.config import SilentSettings
+from watcher.events import volume_facts
 from watcher.make.models import Scenario, UsageDay
 from watcher.silent import (
     Activity,
@@ -90,6 +91,8 @@ CASES = [
     ("it ran while overdue: resolved", snap(-3600, overdue=True), listed(500, ops=11), False, OverdueRule(), False, "ran"),
     ("still overdue: no second event", snap(-3600, overdue=True), listed(-3600), False, OverdueRule(), False, None),
     ("new billing period, no run: still late", snap(-1400), listed(-1400, ops=0), False, OverdueRule(), True, None),
+    ("new billing period, nextExec moved on: the reset erased the run, not late", snap(-1400), listed(500, ops=0), False, OverdueRule(), False, None),
+    ("new billing period while overdue: still open", snap(-3600, overdue=True), listed(500, ops=0), False, OverdueRule(), False, None),
     ("daily: 6 min late is past the 5 min grace", snap(-360), listed(-360, **DAILY), False, OverdueRule(), True, None),
     ("daily: 4 min late is not", snap(-240), listed(-240, **DAILY), False, OverdueRule(), False, None),
     ("monthly, next run in 20 days", snap(20 * 86400), listed(20 * 86400, **MONTHLY), False, OverdueRule(), False, None),
@@ -506,6 +509,12 @@ def test_a_verdict_carries_its_figures():
     verdict = volume_verdict(series(USUAL, value=42), "2026-09-20", VolumeRule())
     assert verdict is not None
     assert (verdict.value, verdict.median, verdict.mad, verdict.baseline) == (42, 475, 12.5, (480, 455, 505, 470))
+
+
+def test_a_notices_last_14_days_end_at_the_day_judged_not_at_the_day_still_running():
+    days = series(USUAL, value=42) | {f"2026-09-{d:02d}": 470.0 for d in range(7, 20)} | {"2026-09-21": 9.0}
+    facts = volume_facts(volume_verdict(days, "2026-09-20", VolumeRule()), "2026-09-20", days)
+    assert len(facts["days"]) == 14 and facts["days"][-1] == ["2026-09-20", 42]
 
 
 def test_an_anomaly_opens_once_and_a_usual_day_ends_it():

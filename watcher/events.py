@@ -324,9 +324,10 @@ def overdue_event(
 
 
 def volume_facts(verdict: VolumeVerdict, day: str, days: dict[str, float]) -> dict[str, Any]:
-    """The figures of a day judged by watcher.silent.volume_verdict, and the last 14 days
-    (the digest's bar chart)."""
-    last = sorted(days)[-14:]
+    """The figures of a day judged by watcher.silent.volume_verdict, and the 14 days up to
+    it (the digest's bar chart ends there too). Not the day still running: its few hours
+    would read as a second, deeper drop after the one the notice is about."""
+    last = sorted(d for d in days if d <= day)[-14:]
     return {
         "day": day,
         "direction": verdict.direction,

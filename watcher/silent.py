@@ -155,10 +155,15 @@ def overdue_step(
 
     due = prev.get("due_at") if prev else None
     edited = prev is not None and prev.get("last_edit") != last_edit_iso(sc)
-    if due is None or edited or (next_exec is not None and next_exec < due):
-        # First sight, a schedule edited (its old slot is not expected any more), or a slot
-        # earlier than the one remembered: the run expected is nextExec. A nextExec that
-        # moved *later* without a run keeps the missed slot.
+    # Counters back to zero: a new billing period, which erased the runs between the last
+    # listing and the reset; whether the remembered slot ran is unknown (a nightly run just
+    # before the reset would be "overdue" for a day). An open episode stays open until a
+    # run is seen.
+    reset = prev is not None and open_at is None and not (sc.operations or sc.centicredits) and prev.get("operations") != sc.operations
+    if due is None or edited or reset or (next_exec is not None and next_exec < due):
+        # First sight, a schedule edited (its old slot is not expected any more), counters
+        # reset, or a slot earlier than the one remembered: the run expected is nextExec. A
+        # nextExec that moved *later* without a run keeps the missed slot.
         due = next_exec
     if due is None:
         return OverdueStep(None, None, resolved=None if open_at is None else "not expected")
