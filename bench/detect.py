@@ -595,6 +595,7 @@ CHOICES: tuple[tuple[str, str], ...] = (
     ("signal:state", "  signal: a state moved (isinvalid, isActive)"),
     ("signal:dlq", "  signal: dlqCount rose"),
     ("signal:partial", "  signal: unusual operations step"),
+    ("signal:newstep", "  hint: first step bigger than a check run"),
 )
 
 

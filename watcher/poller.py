@@ -734,8 +734,9 @@ class OrgPoller:
             if step > 0:
                 # A step no usual run makes hints at a failed run (watcher.steps).
                 profile = StepProfile.from_json(prev.get("steps"))
-                if profile.observe(step, None if listed_before is None else now - listed_before, sc.interval_s):
-                    reasons.append("partial")
+                hint = profile.observe(step, None if listed_before is None else now - listed_before, sc.interval_s)
+                if hint:
+                    reasons.append(hint)
                     if not prev.get("hint_step"):
                         row["hint_step"] = step
                 row["steps"] = profile.to_json()

@@ -76,11 +76,15 @@ class StepProfile:
                 return True
         return step in reach
 
-    def observe(self, step: int, gap_s: float | None, interval_s: float | None) -> bool:
-        """Take one step (> 0) seen between two listings ``gap_s`` apart; True: it hints at
-        a failure. A hinted value is not learnt until its read finds no failure."""
+    def observe(self, step: int, gap_s: float | None, interval_s: float | None) -> str | None:
+        """Take one step (> 0) seen between two listings ``gap_s`` apart and say what it
+        hints at: ``"partial"``, a run that stopped early (smaller than a usual full run and
+        no sum of usual values); ``"newstep"``, a step bigger than any usual value while
+        only check runs (1 operation) are known, which is the first full run far more often
+        than a failed one; None, nothing. A hinted value is not learnt until its read finds
+        no failure."""
         if step <= 0:
-            return False
+            return None
         # Runs of a fixed schedule fit the gap (give or take a few seconds of Make's timing);
         # anything else (a webhook, a daily schedule) may have run several times.
         runs = (
@@ -92,10 +96,14 @@ class StepProfile:
         # biggest usual run. A bigger step is a bigger run (more bundles), not a failure,
         # once a run bigger than a check run (1 operation) is known.
         usual = self.usual()
-        bigger = bool(usual) and usual[-1] > 1 and step > usual[-1]
-        hint = self.seen >= WARMUP_STEPS and not bigger and not self.explains(step, runs)
+        hint: str | None = None
+        if self.seen >= WARMUP_STEPS and not self.explains(step, runs):
+            if not usual or step < usual[-1]:
+                hint = "partial"
+            elif usual[-1] <= 1:
+                hint = "newstep"
         self.seen += 1
-        if not hint:
+        if hint is None:
             self.learn(step)
         return hint
 
