@@ -8,14 +8,16 @@ rows to deliver. Nothing is decided twice, nothing is lost.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from alerts.engine import AlertState, Decision, FloodState, Planned, decide
+from alerts.engine import INHIBITIONS, AlertState, Decision, FloodState, Planned, decide
 from alerts.fingerprint import fingerprint
 from alerts.policy import Policy
 from alerts.silences import Silence
@@ -61,21 +63,53 @@ def outbox_payload(p: Planned) -> dict[str, Any]:
     }
 
 
-def _load(db: Database, events: list[dict[str, Any]], now: float, policy: Policy) -> tuple[
-    dict[str, AlertState], list[Silence], dict[str, FloodState]
-]:
+#: Loads the alerts a decision on ``events`` at ``now`` can touch (see :func:`load_alerts`).
+AlertLoader = Callable[[Database, Sequence[Mapping[str, Any]], float, Policy], dict[str, AlertState]]
+
+_INHIBITING_KINDS = json.dumps(sorted({source for source, _ in INHIBITIONS}))
+
+
+def load_alerts(
+    db: Database, events: Sequence[Mapping[str, Any]], now: float, policy: Policy
+) -> dict[str, AlertState]:
+    """The alerts a decision on ``events`` at ``now`` can touch (alerts.engine,
+    "Persistence"), by fingerprint; not every open alert, so that a tick costs what changes,
+    not what is open. Each part is an indexed lookup: the events' fingerprints (resolved
+    alerts too: they re-open), the open alerts of the events' scenarios (or, for an event
+    without one, the organization's alerts without one), the open alerts due, and the open
+    alerts of the inhibiting kinds (few: a deactivated scenario is an exception)."""
     fps = sorted({fingerprint(e, policy.alerts.group_by) for e in events})
-    rows = list(db["alerts"].rows_where("state != 'resolved'"))
+    scenarios = sorted({e["scenario_id"] for e in events if e.get("scenario_id") is not None})
+    orgs = sorted({e["org_id"] for e in events if e.get("scenario_id") is None and e.get("org_id") is not None})
+    parts: list[tuple[str, list[Any]]] = [
+        ("state != 'resolved' AND due_at <= ?", [now]),
+        ("state != 'resolved' AND kind IN (SELECT value FROM json_each(?))", [_INHIBITING_KINDS]),
+    ]
     if fps:
-        rows += list(
-            db["alerts"].rows_where(
-                "state = 'resolved' AND fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]
+        parts.append(("fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]))
+    if scenarios:
+        parts.append(
+            ("state != 'resolved' AND scenario_id IN (SELECT value FROM json_each(?))", [json.dumps(scenarios)])
+        )
+    if orgs:
+        parts.append(
+            (
+                "state != 'resolved' AND scenario_id IS NULL AND org_id IN (SELECT value FROM json_each(?))",
+                [json.dumps(orgs)],
             )
         )
-    alerts = {}
-    for row in rows:
-        decoded = st._decode("alerts", row)
-        alerts[decoded["fingerprint"]] = AlertState.from_row(decoded)
+    alerts: dict[str, AlertState] = {}
+    for where, args in parts:
+        for row in db["alerts"].rows_where(where, args):
+            if row["fingerprint"] not in alerts:
+                alerts[row["fingerprint"]] = AlertState.from_row(st._decode("alerts", row))
+    return alerts
+
+
+def _load(
+    db: Database, events: list[dict[str, Any]], now: float, policy: Policy, load: AlertLoader
+) -> tuple[dict[str, AlertState], list[Silence], dict[str, FloodState]]:
+    alerts = load(db, events, now, policy)
     silences = [
         Silence.from_row(st._decode("silences", r) | {"matchers": json.loads(r["matchers_json"] or "{}")})
         for r in db["silences"].rows_where(
@@ -147,27 +181,41 @@ def _newly_held(before: dict[str, FloodState], after: dict[str, FloodState]) -> 
     return out
 
 
+def process_batch(
+    db: Database, policy: Policy, now: float, *, load: AlertLoader = load_alerts
+) -> tuple[int, int, dict[str, str], dict[str, int]]:
+    """Decide on up to :data:`BATCH` unprocessed events, inside the caller's transaction.
+
+    Returns (events decided, outbox rows written, each event's reason, notices held back by
+    the flood cap per channel). ``load`` picks the alerts to decide (tests compare it with
+    loading every open alert)."""
+    events = [
+        st._decode("events", r)
+        for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
+    ]
+    alerts, silences, flood = _load(db, events, now, policy, load)
+    decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
+    written = _write(db, decision, events, now)
+    return len(events), written, decision.event_reasons, _newly_held(flood, decision.flood)
+
+
 async def process_events(
-    store: Store, policy: Policy, now: float, *, metrics: Metrics | None = None
+    store: Store,
+    policy: Policy,
+    now: float,
+    *,
+    metrics: Metrics | None = None,
+    load: AlertLoader = load_alerts,
 ) -> ProcessReport:
     """Decide on every unprocessed event (and on time passing: group waits, flood hours).
 
     ``metrics`` counts the notices the flood cap held back (outcome "held"), once committed.
     """
     report = ProcessReport()
-
-    def tx(db: Database) -> tuple[int, int, dict[str, str], dict[str, int]]:
-        events = [
-            st._decode("events", r)
-            for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
-        ]
-        alerts, silences, flood = _load(db, events, now, policy)
-        decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
-        written = _write(db, decision, events, now)
-        return len(events), written, decision.event_reasons, _newly_held(flood, decision.flood)
-
     while True:
-        n, written, reasons, held = await store.write(tx)
+        n, written, reasons, held = await store.write(
+            functools.partial(process_batch, policy=policy, now=now, load=load)
+        )
         if metrics is not None:
             for channel, count in held.items():
                 metrics.notification(channel, "held", count)

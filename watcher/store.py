@@ -385,6 +385,20 @@ def m011_daily_operations(db: Database) -> None:
     db["scenarios"].add_column("volume_json", str)
 
 
+def m012_alert_timers(db: Database) -> None:
+    """Schema v12: ``alerts.due_at``: when a decision without new events could next change
+    the alert (alerts.engine, "Timers"); NULL when only an event can. The alert tick loads
+    the alerts due, those of its events' scenarios and those of inhibiting kinds, not every
+    open alert, hence the indexes. Open alerts from before are due at once: the first tick
+    decides them and sets their timers."""
+    alerts = db["alerts"]
+    alerts.add_column("due_at", float)
+    alerts.create_index(["due_at"])
+    alerts.create_index(["scenario_id"])
+    alerts.create_index(["kind"])
+    db.execute("UPDATE alerts SET due_at = 0 WHERE state != 'resolved'")
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -399,6 +413,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m009_overdue_state,
     m010_activity_profile,
     m011_daily_operations,
+    m012_alert_timers,
 )
 
 
