@@ -111,7 +111,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from alerts.fingerprint import EXECUTION_KINDS, fingerprint, normalize_message, resolve_kinds
@@ -254,8 +254,10 @@ class AlertState:
 
     def to_row(self) -> dict[str, Any]:
         """The ``alerts`` row (JSON columns decoded, store convention: ``payload`` for
-        ``payload_json``, likewise ``samples`` and ``channels``)."""
-        row = asdict(self)
+        ``payload_json``, likewise ``samples`` and ``channels``). ``payload`` and ``samples``
+        are the state's own (not copies: this is written at every change, and a deep copy
+        cost more than the write); encode the row, do not modify it."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["channels"] = {ch: mark.to_dict() for ch, mark in sorted(self.channels.items())}
         return row
 
@@ -780,6 +782,10 @@ class _Run:
             result.blocked = min(blocked, key=_BLOCKED_PRIORITY.index)
         if result.sent:
             alert.reason = result.sent[0]
+            if result.blocked:
+                # Told on one channel, held on another: the next decision, with nothing to
+                # send, says why it is held. Due at once, as when every tick decided it.
+                self._due = self.now
         elif result.blocked:
             alert.reason = result.blocked
         all_told = all(
