@@ -124,14 +124,18 @@ def _load(
 
 
 def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: float) -> int:
-    for alert in decision.alerts:
-        row = alert.to_row()
-        existing = next(iter(db["alerts"].rows_where("fingerprint = ?", [alert.fingerprint], limit=1)), None)
-        encoded = st._encode("alerts", row)
-        if existing:
-            db["alerts"].update(existing["id"], encoded)
-        else:
-            db["alerts"].insert(encoded)
+    # One statement per table, not sqlite-utils' per-row update (a lookup, a table_info and
+    # a savepoint per row): a tick that re-opens thousands of alerts stays a fast transaction.
+    if decision.alerts:
+        rows = [st._encode("alerts", alert.to_row()) for alert in decision.alerts]
+        columns = list(rows[0])
+        names = ", ".join(f"[{c}]" for c in columns)
+        updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c != "fingerprint")
+        db.conn.executemany(
+            f"INSERT INTO alerts ({names}) VALUES ({', '.join('?' * len(columns))}) "  # noqa: S608 - column names from AlertState
+            f"ON CONFLICT(fingerprint) DO UPDATE SET {updates}",
+            [[row[c] for c in columns] for row in rows],
+        )
     ids = {
         r["fingerprint"]: r["id"]
         for r in db.query(
@@ -140,31 +144,37 @@ def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: 
         )
     }
     by_key = {e["key"]: e for e in events}
-    written = 0
+    outbox = []
     for p in decision.notifications:
         exclude = (p.payload or {}).get("exclude_channel")
         if exclude and exclude == p.channel:
             continue  # a failing channel is not told that it fails
-        db["outbox"].insert(
-            {
-                "alert_id": ids.get(p.fingerprint) if p.fingerprint else None,
-                "channel": p.channel,
-                "kind": p.phase,
-                "payload_json": json.dumps(outbox_payload(p), default=str),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "dedup_key": p.dedup_key,
-            },
-            ignore=True,  # the same decision replayed never queues a message twice
+        outbox.append(
+            [
+                ids.get(p.fingerprint) if p.fingerprint else None,
+                p.channel,
+                p.phase,
+                json.dumps(outbox_payload(p), default=str),
+                now,
+                now,
+                p.dedup_key,
+            ]
         )
-        written += 1
-    for key, reason in decision.event_reasons.items():
-        if key in by_key:
-            db["events"].update(by_key[key]["id"], {"processed_at": now, "reason": reason})
-    for key in by_key.keys() - decision.event_reasons.keys():
-        db["events"].update(by_key[key]["id"], {"processed_at": now})
+    db.conn.executemany(
+        # OR IGNORE: the same decision replayed never queues a message twice (dedup_key).
+        "INSERT OR IGNORE INTO outbox (alert_id, channel, kind, payload_json, status, attempts, "
+        "next_attempt_at, created_at, dedup_key) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+        outbox,
+    )
+    db.conn.executemany(
+        "UPDATE events SET processed_at = ?, reason = ? WHERE id = ?",
+        [[now, reason, by_key[key]["id"]] for key, reason in decision.event_reasons.items() if key in by_key],
+    )
+    db.conn.executemany(
+        "UPDATE events SET processed_at = ? WHERE id = ?",
+        [[now, by_key[key]["id"]] for key in sorted(by_key.keys() - decision.event_reasons.keys())],
+    )
+    written = len(outbox)
     if decision.flood:
         st.set_watch_state(db, {f"flood:{ch}": fs.to_dict() for ch, fs in decision.flood.items()}, now)
     return written
