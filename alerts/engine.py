@@ -127,6 +127,7 @@ __all__ = [
     "REASONS",
     "RESOLVED",
     "SAMPLES_MAX",
+    "SAMPLE_FIELDS",
     "AlertState",
     "ChannelMark",
     "Decision",
@@ -134,11 +135,28 @@ __all__ = [
     "Planned",
     "decide",
     "labels",
+    "sample_of",
     "tick",
 ]
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 SAMPLES_MAX = 5
+#: What a sample keeps of an occurrence's payload: what differs from one occurrence to the
+#: next, and what alerts.render's "recent occurrences" show (when, error, execution, DLQ
+#: item, reason). A whole payload per sample was most of an alert's bytes, and of each
+#: notice's, five times over (issue 16).
+SAMPLE_FIELDS = (
+    "timestamp",
+    "created",
+    "execution_id",
+    "error_name",
+    "error_message",
+    "dlq_id",
+    "reason",
+    "reasons",
+    "error",
+    "problem",
+)
 HOUR_S = 3600.0
 
 #: Every reason the engine gives, for an event (``Decision.event_reasons``), an alert
@@ -211,7 +229,8 @@ class AlertState:
     ``count``/``first_seen``/``last_seen`` cover the current episode (a re-opened alert starts
     again at 1); ``count_since_notice`` counts occurrences since the last notice on any
     channel (all of them before the first notice); ``samples`` holds the last
-    :data:`SAMPLES_MAX` event payloads, ``payload`` the newest. ``opened_at`` is when the
+    :data:`SAMPLES_MAX` occurrences (:func:`sample_of` their payloads), ``payload`` the
+    newest payload whole. ``opened_at`` is when the
     episode was detected (group_wait counts from it). ``suppressed_count`` is ``count`` when
     the alert was last silenced or inhibited: only later occurrences notify.
     """
@@ -936,11 +955,17 @@ class _Run:
         )
 
 
+def sample_of(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What one occurrence adds to its alert (:data:`SAMPLE_FIELDS` of its payload): the rest
+    (organization, scenario, links) is the alert's ``payload`` already."""
+    return {k: payload[k] for k in SAMPLE_FIELDS if k in payload}
+
+
 def _add_sample(samples: list[dict[str, Any]], payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The last :data:`SAMPLES_MAX` occurrences, keeping distinct errors the longest: when
     full, the oldest sample whose error (name and normalised message) another sample repeats
     goes first, so one alert grouping several wordings shows each of them."""
-    out = [*samples, payload]
+    out = [*samples, sample_of(payload)]
     while len(out) > SAMPLES_MAX:
         keys = [_sample_key(s) for s in out]
         repeated = next((i for i, k in enumerate(keys) if keys.count(k) > 1), 0)
