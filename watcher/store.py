@@ -660,6 +660,59 @@ def prune(db: Database, before: float) -> dict[str, int]:
     return deleted
 
 
+#: What old history keeps of an event's payload, by kind, once no digest period can cover it
+#: (``compact_history``): the digest asks older events only which scenarios and which error
+#: names were seen before (alerts.digest, "recurring", "new kinds"). A recovery (None) is
+#: never read again, so it goes (the poller never makes one again from a run its cursor
+#: passed). The kinds not listed keep their payload (the digest reads webhook backlogs and
+#: silent-failure episodes from their beginning).
+COMPACT_EVENT_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "execution_error": ("error_name", "scenario_name"),
+    "execution_warning": ("error_name", "scenario_name"),
+    "execution_recovered": None,
+}
+_COMPACTED_UNTIL = "compacted_until"
+
+
+def compact_history(db: Database, before: float, sent_before: float | None = None) -> dict[str, int]:
+    """Shrink old history to what is still read of it, until ``prune`` forgets it: events
+    processed before ``before`` keep :data:`COMPACT_EVENT_FIELDS` of their payload (or go);
+    notices queued before ``sent_before`` (default ``before``) and sent keep ``kind``,
+    ``phase`` and ``alert.org_id`` (the digest counts them by organization; nothing renders a
+    sent notice again); parked ones stay whole, to be looked at. Each row is shrunk once: a
+    watermark in ``watch_state`` says how far it went. Returns how many rows, by table."""
+    sent_before = before if sent_before is None else sent_before
+    mark = get_watch_state(db, _COMPACTED_UNTIL).get(_COMPACTED_UNTIL) or {}
+    since, last_outbox = float(mark.get("events", 0.0)), int(mark.get("outbox_id", 0))
+    done: dict[str, int] = {"events": 0, "outbox": 0}
+    for kind, keep in COMPACT_EVENT_FIELDS.items():
+        where = "WHERE processed_at > ? AND processed_at <= ? AND kind = ?"
+        if keep is None:
+            done["events"] += db.execute(f"DELETE FROM events {where}", [since, before, kind]).rowcount  # noqa: S608 - fixed text
+            continue
+        value = "json_object(" + ", ".join(f"'{k}', json_extract(payload_json, '$.{k}')" for k in keep) + ")"
+        done["events"] += db.execute(
+            f"UPDATE events SET payload_json = {value} {where}",  # noqa: S608 - fixed names
+            [since, before, kind],
+        ).rowcount
+    top = db.execute(
+        "SELECT MAX(id) FROM outbox WHERE id > ? AND created_at <= ?", [last_outbox, sent_before]
+    ).fetchone()[0]
+    if top is not None:
+        done["outbox"] = db.execute(
+            "UPDATE outbox SET payload_json = json_object('kind', json_extract(payload_json, '$.kind'), "
+            "'phase', json_extract(payload_json, '$.phase'), "
+            "'alert', json_object('org_id', json_extract(payload_json, '$.alert.org_id'))) "
+            "WHERE id > ? AND id <= ? AND status = 'sent' AND created_at <= ?",
+            [last_outbox, top, sent_before],
+        ).rowcount
+        last_outbox = top
+    set_watch_state(
+        db, {_COMPACTED_UNTIL: {"events": max(since, before), "outbox_id": last_outbox}}, before
+    )
+    return done
+
+
 def get_cursor(db: Database, scenario_id: int, stream: str) -> dict[str, Any] | None:
     """The cursor of ``scenario_id``'s ``stream``, or None if it was never read."""
     rows = _table(db, "cursors").rows_where(
