@@ -662,10 +662,12 @@ def prune(db: Database, before: float) -> dict[str, int]:
 
 #: What old history keeps of an event's payload, by kind, once no digest period can cover it
 #: (``compact_history``): the digest asks older events only which scenarios and which error
-#: names were seen before (alerts.digest, "recurring", "new kinds"). A recovery (None) is
-#: never read again, so it goes (the poller never makes one again from a run its cursor
-#: passed). The kinds not listed keep their payload (the digest reads webhook backlogs and
-#: silent-failure episodes from their beginning).
+#: names were seen before (alerts.digest, "recurring", "new kinds"), so of those kinds one
+#: event per organization, scenario and error name is kept, with these fields. A recovery
+#: (None) is never read again, so it goes. (The poller never makes an event again from a run
+#: its cursor passed, so a forgotten one does not come back.) The kinds not listed keep
+#: their payload: the digest reads webhook backlogs and silent-failure episodes from their
+#: beginning.
 COMPACT_EVENT_FIELDS: dict[str, tuple[str, ...] | None] = {
     "execution_error": ("error_name", "scenario_name"),
     "execution_warning": ("error_name", "scenario_name"),
@@ -677,9 +679,10 @@ _COMPACTED_UNTIL = "compacted_until"
 def compact_history(db: Database, before: float, sent_before: float | None = None) -> dict[str, int]:
     """Shrink old history to what is still read of it, until ``prune`` forgets it: events
     processed before ``before`` keep :data:`COMPACT_EVENT_FIELDS` of their payload (or go);
-    notices queued before ``sent_before`` (default ``before``) and sent keep ``kind``,
-    ``phase`` and ``alert.org_id`` (the digest counts them by organization; nothing renders a
-    sent notice again); parked ones stay whole, to be looked at. Each row is shrunk once: a
+    notices queued before ``sent_before`` (default ``before``) and sent keep no payload (a
+    summary: its ``kind``, ``phase`` and ``alert.org_id``): the digest counts them by
+    organization, nothing renders a sent notice again; parked ones stay whole, to be looked
+    at. Each row is shrunk once: a
     watermark in ``watch_state`` says how far it went. Returns how many rows, by table."""
     sent_before = before if sent_before is None else sent_before
     mark = get_watch_state(db, _COMPACTED_UNTIL).get(_COMPACTED_UNTIL) or {}
@@ -695,14 +698,23 @@ def compact_history(db: Database, before: float, sent_before: float | None = Non
             f"UPDATE events SET payload_json = {value} {where}",  # noqa: S608 - fixed names
             [since, before, kind],
         ).rowcount
+        done["events"] += db.execute(
+            "DELETE FROM events WHERE kind = ? AND processed_at <= ? AND id NOT IN "
+            "(SELECT MAX(id) FROM events WHERE kind = ? AND processed_at <= ? "
+            "GROUP BY org_id, scenario_id, json_extract(payload_json, '$.error_name'))",
+            [kind, before, kind, before],
+        ).rowcount
     top = db.execute(
         "SELECT MAX(id) FROM outbox WHERE id > ? AND created_at <= ?", [last_outbox, sent_before]
     ).fetchone()[0]
     if top is not None:
+        # A notice of an alert needs nothing: the digest takes the org from the alert row,
+        # which prune keeps while a notice refers to it. A summary keeps its org (none).
         done["outbox"] = db.execute(
-            "UPDATE outbox SET payload_json = json_object('kind', json_extract(payload_json, '$.kind'), "
+            "UPDATE outbox SET payload_json = CASE WHEN alert_id IS NOT NULL THEN NULL ELSE "
+            "json_object('kind', json_extract(payload_json, '$.kind'), "
             "'phase', json_extract(payload_json, '$.phase'), "
-            "'alert', json_object('org_id', json_extract(payload_json, '$.alert.org_id'))) "
+            "'alert', json_object('org_id', json_extract(payload_json, '$.alert.org_id'))) END "
             "WHERE id > ? AND id <= ? AND status = 'sent' AND created_at <= ?",
             [last_outbox, top, sent_before],
         ).rowcount
