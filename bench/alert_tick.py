@@ -258,6 +258,7 @@ class SizeResult:
     full: dict[str, int]  # bytes by table (with its indexes), as written
     compacted: dict[str, int]  # the same rows once compact_history went over them
     errors: int
+    kept: dict[str, int]  # rows left by compact_history
 
     def per_row(self, table: str, sizes: dict[str, int]) -> float:
         return sizes.get(table, 0) / max(1, self.rows.get(table, 0))
@@ -269,14 +270,22 @@ class SizeResult:
         per (scenario, error name) the mix produces in that time."""
         per_day = ORG_SCENARIOS / self.scenarios / self.days
         out = {}
-        for t in ("events", "outbox", "deliveries"):
+        for t in ("outbox", "deliveries"):
             rows = self.rows[t] * per_day
             full, small = self.per_row(t, self.full), self.per_row(t, self.compacted)
-            recent = COMPACT_SENT_AFTER_DAYS if t == "outbox" else COMPACT_AFTER_DAYS
+            recent = COMPACT_SENT_AFTER_DAYS if t == "outbox" else RETENTION_DAYS
             out[t] = (
                 rows * RETENTION_DAYS,
                 rows * (recent * full + (RETENTION_DAYS - recent) * small),
             )
+        # Events: the last COMPACT_AFTER_DAYS whole; of the older ones, one error per scenario
+        # and error name (as many as the alerts those days make), at its compacted size.
+        rows = self.rows["events"] * per_day * COMPACT_AFTER_DAYS
+        old = expected_alerts(ORG_SCENARIOS, RETENTION_DAYS - COMPACT_AFTER_DAYS, seed)
+        if self.kept["events"] == self.rows["events"]:  # nothing compacts (before issue 16)
+            old = self.rows["events"] * per_day * (RETENTION_DAYS - COMPACT_AFTER_DAYS)
+        kept = self.compacted.get("events", 0) / max(1, self.kept["events"])
+        out["events"] = (rows + old, rows * self.per_row("events", self.full) + old * kept)
         alerts = expected_alerts(ORG_SCENARIOS, RETENTION_DAYS, seed)
         out["alerts"] = (alerts, alerts * self.per_row("alerts", self.full))
         return out
@@ -360,20 +369,21 @@ async def size_bench(
     finally:
         await store.aclose()
     full = table_bytes(path)
-    compacted = full
+    compacted, kept = full, counts
     compact = getattr(st, "compact_history", None)  # (absent before issue 16: nothing shrinks)
     if compact is not None:
         with Store.open(path) as again:
             again.write_sync(lambda db: compact(db, end + 3600))
+            kept = again.read_sync(lambda db: {t: db[t].count for t in counts})
         compacted = table_bytes(path)
-    return SizeResult(scenarios, days, read_every_s, counts, full, compacted, errors)
+    return SizeResult(scenarios, days, read_every_s, counts, full, compacted, errors, kept)
 
 
 # --------------------------------------------------------------------------------------------
 # Report
 
 
-def print_ticks(results: Sequence[TickResult]) -> None:
+def print_ticks(results: Sequence[TickResult], flush: bool = False) -> None:
     print("Alert tick CPU (alerts.pipeline.process_events, time.process_time, all threads)")
     print(f"{'open alerts':>12} {'build s':>8} {'idle tick ms':>13} {'5-event tick ms':>16}")
     for r in results:
@@ -384,7 +394,8 @@ def print_ticks(results: Sequence[TickResult]) -> None:
     top = results[-1]
     print(
         f"idle tick at {top.open_alerts:,} vs {base.open_alerts:,} open alerts: "
-        f"{top.idle_cpu_ms / base.idle_cpu_ms:.2f}x (target: within 1.5x)"
+        f"{top.idle_cpu_ms / base.idle_cpu_ms:.2f}x (target: within 1.5x)",
+        flush=flush,
     )
 
 
@@ -399,9 +410,9 @@ def print_size(r: SizeResult, seed: int) -> None:
     print(f"{'table':>12} {'B/row':>7} {'compacted':>10} {'rows at 90 d':>14} {'MB at 90 d':>11}")
     proj = r.projection(seed)
     for t, (rows_90, bytes_90) in proj.items():
+        small = r.compacted.get(t, 0) / max(1, r.kept[t])
         print(
-            f"{t:>12} {r.per_row(t, r.full):>7.0f} {r.per_row(t, r.compacted):>10.0f} "
-            f"{rows_90:>14,.0f} {bytes_90 / 1e6:>11,.0f}"
+            f"{t:>12} {r.per_row(t, r.full):>7.0f} {small:>10.0f} {rows_90:>14,.0f} {bytes_90 / 1e6:>11,.0f}"
         )
     total = sum(b for _, b in proj.values())
     errors_90 = r.errors * ORG_SCENARIOS / r.scenarios * RETENTION_DAYS / r.days
@@ -412,12 +423,16 @@ def print_size(r: SizeResult, seed: int) -> None:
 
 
 async def main_async(
-    quick: bool, seed: int, read_every_s: float = 3600.0
-) -> tuple[list[TickResult], SizeResult]:
+    quick: bool, seed: int, read_every_s: float = 3600.0, only: str | None = None
+) -> tuple[list[TickResult], SizeResult | None]:
     sizes = (1000, 3000) if quick else (1000, 10_000, 30_000)
     with tempfile.TemporaryDirectory(prefix="makewatch-alert-tick-") as tmp:
-        ticks = [await tick_bench(n, Path(tmp), seed) for n in sizes]
-        print_ticks(ticks)
+        ticks = []
+        if only != "size":
+            ticks = [await tick_bench(n, Path(tmp), seed) for n in sizes]
+            print_ticks(ticks, flush=True)
+        if only == "tick":
+            return ticks, None
         size = await size_bench(
             200 if quick else 1000, 1.0 if quick else 3.0, Path(tmp), seed, read_every_s
         )
@@ -435,8 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=60.0,
         help="how often each scenario's logs are read (size run)",
     )
+    parser.add_argument("--only", choices=("tick", "size"), help="run one of the two parts")
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.quick, args.seed, args.read_every_min * 60))
+    asyncio.run(main_async(args.quick, args.seed, args.read_every_min * 60, args.only))
     return 0
 
 

@@ -42,7 +42,8 @@ def load_every_open_alert(
     rows = list(db["alerts"].rows_where("state != 'resolved'"))
     rows += list(
         db["alerts"].rows_where(
-            "state = 'resolved' AND fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]
+            "state = 'resolved' AND fingerprint IN (SELECT value FROM json_each(?))",
+            [json.dumps(fps)],
         )
     )
     return {r["fingerprint"]: AlertState.from_row(wst._decode("alerts", r)) for r in rows}
@@ -53,7 +54,10 @@ def load_every_open_alert(
 
 ORGS = {1: "Acme", 2: "Beta"}
 SCENARIOS = (10, 11, 12)
-ERRORS = (("DataError", "Validation failed for 2 parameter(s)."), ("ConnectionError", "Connection refused"))
+ERRORS = (
+    ("DataError", "Validation failed for 2 parameter(s)."),
+    ("ConnectionError", "Connection refused"),
+)
 
 POLICIES = {
     "plain": Policy(
@@ -63,9 +67,17 @@ POLICIES = {
     ),
     "capped, critical to on-call": Policy(
         alerts=AlertsSettings(
-            default_channels=("ops",), group_wait_s=30, group_interval_s=300, repeat_interval_s=1800, max_per_hour=2
+            default_channels=("ops",),
+            group_wait_s=30,
+            group_interval_s=300,
+            repeat_interval_s=1800,
+            max_per_hour=2,
         ),
-        routes=(RouteSettings(min_severity="critical", channels=("oncall",), group_wait_s=0, **{"continue": True}),),
+        routes=(
+            RouteSettings(
+                min_severity="critical", channels=("oncall",), group_wait_s=0, **{"continue": True}
+            ),
+        ),
     ),
     "per-org timings, Beta has no route": Policy(
         alerts=AlertsSettings(
@@ -99,7 +111,11 @@ def event_row(spec: tuple[Any, ...], key: str, now: float) -> dict[str, Any]:
     payload: dict[str, Any] = {"organization": ORGS[org_id], "scenario_name": f"S{scenario_id}"}
     if kind in ("execution_error", "execution_warning"):
         name, message = ERRORS[variant % len(ERRORS)]
-        payload |= {"error_name": name, "error_message": f"{message} ({variant})", "execution_id": key}
+        payload |= {
+            "error_name": name,
+            "error_message": f"{message} ({variant})",
+            "execution_id": key,
+        }
     elif kind == "incomplete_executions":
         payload |= {"dlq_id": key, "dlq_count": variant}  # 0 clears the backlog
     elif kind == "watcher_health":
@@ -147,7 +163,25 @@ events_st = st.tuples(
     st.booleans(),
 )
 dt_st = st.one_of(
-    st.sampled_from([0.0, 1.0, 9.0, 11.0, 29.0, 31.0, 61.0, 119.0, 121.0, 299.0, 301.0, 600.0, 901.0, 1801.0, 3600.0]),
+    st.sampled_from(
+        [
+            0.0,
+            1.0,
+            9.0,
+            11.0,
+            29.0,
+            31.0,
+            61.0,
+            119.0,
+            121.0,
+            299.0,
+            301.0,
+            600.0,
+            901.0,
+            1801.0,
+            3600.0,
+        ]
+    ),
     st.floats(0, 5 * 3600, allow_nan=False),
 )
 matchers_st = st.fixed_dictionaries(
@@ -155,7 +189,9 @@ matchers_st = st.fixed_dictionaries(
     optional={
         "scenario_id": st.sampled_from(SCENARIOS),
         "org": st.sampled_from(["Acme", "Beta", "2", "A*"]),
-        "kind": st.sampled_from(["execution_error", "scenario_deactivated", "incomplete_executions"]),
+        "kind": st.sampled_from(
+            ["execution_error", "scenario_deactivated", "incomplete_executions"]
+        ),
         "error_contains": st.sampled_from(["refused", "validation"]),
     },
 ).filter(bool)
@@ -199,7 +235,10 @@ def two_stores() -> Iterator[tuple[Store, Store]]:
 
 
 def tick(store: Store, policy: Policy, now: float, load: AlertLoader) -> None:
-    while store.write_sync(functools.partial(process_batch, policy=policy, now=now, load=load))[0] == BATCH:
+    while (
+        store.write_sync(functools.partial(process_batch, policy=policy, now=now, load=load))[0]
+        == BATCH
+    ):
         pass
 
 
@@ -211,10 +250,12 @@ def snapshot(store: Store) -> dict[str, Any]:
         fps = {r["id"]: r["fingerprint"] for r in db["alerts"].rows}
         return {
             "alerts": {
-                r["fingerprint"]: {k: v for k, v in r.items() if k not in ("id", "due_at")} for r in db["alerts"].rows
+                r["fingerprint"]: {k: v for k, v in r.items() if k not in ("id", "due_at")}
+                for r in db["alerts"].rows
             },
             "outbox": [
-                {k: v for k, v in r.items() if k not in ("id", "alert_id")} | {"alert": fps.get(r["alert_id"])}
+                {k: v for k, v in r.items() if k not in ("id", "alert_id")}
+                | {"alert": fps.get(r["alert_id"])}
                 for r in db["outbox"].rows_where(order_by="id")
             ],
             "events": {r["key"]: (r["processed_at"], r["reason"]) for r in db["events"].rows},
@@ -226,20 +267,31 @@ def snapshot(store: Store) -> dict[str, Any]:
 
 def open_fingerprints(store: Store) -> list[str]:
     return store.read_sync(
-        lambda db: [r["fingerprint"] for r in db["alerts"].rows_where("state != 'resolved'", order_by="fingerprint")]
+        lambda db: [
+            r["fingerprint"]
+            for r in db["alerts"].rows_where("state != 'resolved'", order_by="fingerprint")
+        ]
     )
 
 
 def alert_id(store: Store, fp: str) -> int:
-    return store.read_sync(lambda db: next(iter(db["alerts"].rows_where("fingerprint = ?", [fp])))["id"])
+    return store.read_sync(
+        lambda db: next(iter(db["alerts"].rows_where("fingerprint = ?", [fp])))["id"]
+    )
 
 
 def due_now(store: Store, now: float) -> int:
-    return store.read_sync(lambda db: db["alerts"].count_where("state != 'resolved' AND due_at <= ?", [now]))
+    return store.read_sync(
+        lambda db: db["alerts"].count_where("state != 'resolved' AND due_at <= ?", [now])
+    )
 
 
-@given(policy_name=st.sampled_from(sorted(POLICIES)), steps=st.lists(step_st, min_size=1, max_size=25))
-def test_deciding_only_alerts_with_news_changes_nothing(policy_name: str, steps: list[tuple[Any, ...]]) -> None:
+@given(
+    policy_name=st.sampled_from(sorted(POLICIES)), steps=st.lists(step_st, min_size=1, max_size=25)
+)
+def test_deciding_only_alerts_with_news_changes_nothing(
+    policy_name: str, steps: list[tuple[Any, ...]]
+) -> None:
     policy = POLICIES[policy_name]
     now, serial = START, 0
     with two_stores() as (due, oracle):
@@ -280,7 +332,10 @@ def test_deciding_only_alerts_with_news_changes_nothing(policy_name: str, steps:
                 fps = open_fingerprints(oracle)
                 if fps:
                     fp = fps[step[1] % len(fps)]
-                    done = {asyncio.run(acknowledge(store, alert_id(store, fp), "ana", now)) for store, _ in both}
+                    done = {
+                        asyncio.run(acknowledge(store, alert_id(store, fp), "ana", now))
+                        for store, _ in both
+                    }
                     assert len(done) == 1
             for store, load in both:
                 tick(store, policy, now, load)
@@ -305,9 +360,9 @@ def test_an_idle_tick_loads_no_alert_that_waits_for_nothing() -> None:
         tick(store, policy, START, load_alerts)
         assert store.read_sync(lambda db: load_alerts(db, [], START + 1, policy)) == {}
         # The group wait (30 s) is each one's timer; after the first notice, none is left.
-        assert sorted(store.read_sync(lambda db: load_alerts(db, [], START + 30, policy))) == sorted(
-            open_fingerprints(store)
-        )
+        assert sorted(
+            store.read_sync(lambda db: load_alerts(db, [], START + 30, policy))
+        ) == sorted(open_fingerprints(store))
         tick(store, policy, START + 30, load_alerts)
         assert store.read_sync(lambda db: load_alerts(db, [], START + 10**6, policy)) == {}
 
