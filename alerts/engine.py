@@ -77,7 +77,9 @@ compared ``now`` with: its group wait, a channel's group or repeat interval, the
 group interval that ends flapping, a matching silence starting or ending, the end of the
 clock hour in which the flood cap held it back (the summary then counts it as told). Each
 decision stores the earliest of them as ``AlertState.due_at`` (None when there is none:
-a resolved alert, or one that waits for its next occurrence). So the caller need not decide
+a resolved alert, or one that waits for its next occurrence); one decision is not a fixed
+point, told on one channel and held on another (its next decision says why it is held),
+so it is due at once. So the caller need not decide
 every open alert at every tick, only those due; whatever changes an alert from outside must
 make it due then: a new silence or an expired one (``watcher.silences``), an
 acknowledgement (``watcher.acks``). Inhibition needs no timer: it starts and ends with
