@@ -70,16 +70,34 @@ event whose ``processed_at`` is set (reason "already processed"), so re-feeding 
 back from the ``events`` table changes nothing. ``tick``/``decide`` on the states they
 returned, at the same ``now``, plan nothing new.
 
+Timers
+------
+Without a new event, an alert changes only when a moment passes that its last decision
+compared ``now`` with: its group wait, a channel's group or repeat interval, the quiet
+group interval that ends flapping, a matching silence starting or ending, the end of the
+clock hour in which the flood cap held it back (the summary then counts it as told). Each
+decision stores the earliest of them as ``AlertState.due_at`` (None when there is none:
+a resolved alert, or one that waits for its next occurrence); one decision is not a fixed
+point, told on one channel and held on another (its next decision says why it is held),
+so it is due at once. So the caller need not decide
+every open alert at every tick, only those due; whatever changes an alert from outside must
+make it due then: a new silence or an expired one (``watcher.silences``), an
+acknowledgement (``watcher.acks``). Inhibition needs no timer: it starts and ends with
+events of the same scenario, whose alerts are loaded with them.
+
 Persistence (what goes where)
 -----------------------------
 * ``Decision.alerts`` → upsert into ``alerts`` by ``fingerprint`` with
   :meth:`AlertState.to_row` (``payload``, ``samples``, ``channels`` are JSON columns:
   ``payload_json``, ``samples_json``, ``channels_json``; ``opened_at``, ``episode``,
   ``resolved_at``, ``suppressed_count`` are plain columns; the columns that are not in
-  schema v2 need a migration). Load with :meth:`AlertState.from_row`: every alert whose
-  state is not "resolved", plus the resolved ones whose fingerprint an incoming event has
-  (so that they re-open, and keep their anti-flap marks; a missing resolved alert is simply
-  treated as new).
+  schema v2 need a migration). Load with :meth:`AlertState.from_row` only what the decision
+  can touch (see "Timers"): every alert whose fingerprint an incoming event has (a resolved
+  one re-opens and keeps its anti-flap marks; a missing one is simply treated as new), the
+  open alerts of the incoming events' scenarios (``execution_recovered`` resolves them all,
+  a deactivation inhibits them), the open alerts that are due (``due_at <= now``), and the
+  open alerts of the inhibiting kinds (:data:`INHIBITIONS`). Passing more is harmless:
+  an alert that is not due comes out of the decision unchanged.
 * ``Decision.notifications`` → one ``outbox`` row each (``channel``, ``kind`` = ``phase``,
   ``payload`` = :meth:`Planned.to_payload`, ``alert_id`` from the alert upserted with the same
   fingerprint; NULL for a summary). ``dedup_key`` is stable: use it as the receiver-side
@@ -95,7 +113,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from alerts.fingerprint import EXECUTION_KINDS, fingerprint, normalize_message, resolve_kinds
@@ -111,6 +129,7 @@ __all__ = [
     "REASONS",
     "RESOLVED",
     "SAMPLES_MAX",
+    "SAMPLE_FIELDS",
     "AlertState",
     "ChannelMark",
     "Decision",
@@ -118,11 +137,28 @@ __all__ = [
     "Planned",
     "decide",
     "labels",
+    "sample_of",
     "tick",
 ]
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 SAMPLES_MAX = 5
+#: What a sample keeps of an occurrence's payload: what differs from one occurrence to the
+#: next, and what alerts.render's "recent occurrences" show (when, error, execution, DLQ
+#: item, reason). A whole payload per sample was most of an alert's bytes, and of each
+#: notice's, five times over (issue 16).
+SAMPLE_FIELDS = (
+    "timestamp",
+    "created",
+    "execution_id",
+    "error_name",
+    "error_message",
+    "dlq_id",
+    "reason",
+    "reasons",
+    "error",
+    "problem",
+)
 HOUR_S = 3600.0
 
 #: Every reason the engine gives, for an event (``Decision.event_reasons``), an alert
@@ -195,7 +231,8 @@ class AlertState:
     ``count``/``first_seen``/``last_seen`` cover the current episode (a re-opened alert starts
     again at 1); ``count_since_notice`` counts occurrences since the last notice on any
     channel (all of them before the first notice); ``samples`` holds the last
-    :data:`SAMPLES_MAX` event payloads, ``payload`` the newest. ``opened_at`` is when the
+    :data:`SAMPLES_MAX` occurrences (:func:`sample_of` their payloads), ``payload`` the
+    newest payload whole. ``opened_at`` is when the
     episode was detected (group_wait counts from it). ``suppressed_count`` is ``count`` when
     the alert was last silenced or inhibited: only later occurrences notify.
     """
@@ -228,6 +265,9 @@ class AlertState:
     # A person acknowledged this episode (see module doc): no notices but the resolution.
     acked_at: float | None = None
     acked_by: str | None = None
+    # When a decision without new events could next change this alert (see "Timers" in the
+    # module doc); None: only an event, or a silence or ack written from outside, can.
+    due_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -235,8 +275,10 @@ class AlertState:
 
     def to_row(self) -> dict[str, Any]:
         """The ``alerts`` row (JSON columns decoded, store convention: ``payload`` for
-        ``payload_json``, likewise ``samples`` and ``channels``)."""
-        row = asdict(self)
+        ``payload_json``, likewise ``samples`` and ``channels``). ``payload`` and ``samples``
+        are the state's own (not copies: this is written at every change, and a deep copy
+        cost more than the write); encode the row, do not modify it."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["channels"] = {ch: mark.to_dict() for ch, mark in sorted(self.channels.items())}
         return row
 
@@ -364,7 +406,9 @@ def decide(
     """Fold ``events`` into ``alerts`` and decide every notice due at ``now``.
 
     ``events``: rows of the ``events`` table (dicts), in any order: they are applied by
-    ``(occurred_at, key)``. ``alerts``: current states by fingerprint (not modified).
+    ``(occurred_at, key)``. ``alerts``: current states by fingerprint (not modified): at
+    least those the module doc's "Persistence" lists; every alert decided gets its
+    ``due_at`` (module doc, "Timers").
     ``sent_counts``: each capped channel's :class:`FloodState` (absent = nothing sent this
     hour). Ends with the same time-driven decisions as :func:`tick`.
     """
@@ -422,6 +466,7 @@ class _Run:
         # key -> (fingerprint, episode, opened) for occurrences; resolving events get a reason
         self.occurrences: dict[str, tuple[str, int, bool]] = {}
         self.results: dict[str, _Result] = {}
+        self._due: float | None = None  # the timer of the alert being decided (_before)
 
     # --- flood cap ---------------------------------------------------------------------
 
@@ -646,10 +691,47 @@ class _Run:
                 if alert.is_open and alert.kind == source:
                     for kind in inhibited:
                         inhibitors.add((kind, alert.org_id, alert.scenario_id))
+        held = self._held_firing()
         for fp in sorted(self.alerts):
             alert = self.alerts[fp]
-            if alert.is_open:
-                self.results[fp] = self._evaluate(alert, inhibitors)
+            if not alert.is_open:
+                alert.due_at = None  # only an event re-opens it
+                continue
+            self._due = held.get((fp, alert.episode))
+            self.results[fp] = self._evaluate(alert, inhibitors)
+            alert.due_at = self._due if alert.is_open else None
+
+    def _before(self, moment: float) -> bool:
+        """``now < moment``; a moment still to come is a timer of the alert being decided
+        (``AlertState.due_at`` is the earliest): once it passes, the same decision may come
+        out otherwise. A moment already past stays past, so it needs no timer."""
+        if self.now < moment:
+            if self._due is None or moment < self._due:
+                self._due = moment
+            return True
+        return False
+
+    def _held_firing(self) -> dict[tuple[str, int], float]:
+        """(fingerprint, episode) → the end of the hour in which the flood cap held back a
+        firing notice of it: the hour's summary will count it as told (a timer, even when the
+        alert itself would wait for nothing, e.g. acknowledged since)."""
+        out: dict[tuple[str, int], float] = {}
+        for fs in self.flood.values():
+            for item in fs.held:
+                if item["phase"] == "firing":
+                    key = (item["fingerprint"], int(item["episode"]))
+                    out[key] = min(out.get(key, math.inf), fs.hour_start + HOUR_S)
+        return out
+
+    def _silenced(self, lab: Mapping[str, Any]) -> bool:
+        """:func:`active_silence` for the alert being decided, with the timers it implies:
+        a matching silence that starts later, or ends later (an alert silenced with no
+        route, for one, says "no route" once the silence is over)."""
+        found = False
+        for silence in self.silences:
+            if silence.matches(lab) and not self._before(silence.starts_at):
+                found = self._before(silence.ends_at) or found
+        return found
 
     def _evaluate(self, alert: AlertState, inhibitors: set[tuple[str, Any, Any]]) -> _Result:
         alerts_cfg = self.policy.alerts
@@ -663,7 +745,7 @@ class _Run:
             return alerts_cfg.group_wait_s if r is None else r.group_wait_s
 
         group_wait = min((wait(r) for r in routes), default=wait(None))
-        if self.now < alert.opened_at + group_wait:
+        if self._before(alert.opened_at + group_wait):
             waiting = alert.recovered_at is not None
             alert.reason = "recovered before notice" if waiting else "waiting for group"
             return _Result(blocked="waiting for group")
@@ -671,7 +753,7 @@ class _Run:
 
         if (alert.kind, alert.org_id, alert.scenario_id) in inhibitors:
             return self._suppress(alert, "inhibited")
-        if active_silence(self.silences, lab, self.now) is not None:
+        if self._silenced(lab):
             return self._suppress(alert, "silenced")
         if not routes:
             alert.reason = "no route"
@@ -687,13 +769,13 @@ class _Run:
                 blocked.append("acknowledged")  # someone is on it: only the resolution is told
                 continue
             if mark is None or mark.episode != alert.episode:
-                if self.now < alert.opened_at + wait(r):
+                if self._before(alert.opened_at + wait(r)):
                     blocked.append("waiting for group")
                     continue
                 if (
                     mark is not None
                     and alert.kind not in EXECUTION_KINDS  # a new failure is news (flapping)
-                    and self.now < mark.last_notified + r.group_interval_s
+                    and self._before(mark.last_notified + r.group_interval_s)
                 ):
                     blocked.append("within group interval")
                     continue
@@ -701,13 +783,13 @@ class _Run:
             elif severity_rank(alert.severity) > severity_rank(mark.severity) or (
                 alert.kind != mark.kind
             ):
-                if self.now < mark.last_notified + r.group_interval_s:
+                if self._before(mark.last_notified + r.group_interval_s):
                     blocked.append("within group interval")
                     continue
                 phase, reason = "firing", "escalated"
             elif alert.count <= mark.count_at_notice:
                 continue  # nothing new since this channel was told
-            elif self.now < mark.last_notified + self._repeat_after(alert, r):
+            elif self._before(mark.last_notified + self._repeat_after(alert, r)):
                 blocked.append("within repeat interval")
                 continue
             else:
@@ -721,6 +803,10 @@ class _Run:
             result.blocked = min(blocked, key=_BLOCKED_PRIORITY.index)
         if result.sent:
             alert.reason = result.sent[0]
+            if result.blocked:
+                # Told on one channel, held on another: the next decision, with nothing to
+                # send, says why it is held. Due at once, as when every tick decided it.
+                self._due = self.now
         elif result.blocked:
             alert.reason = result.blocked
         all_told = all(
@@ -734,7 +820,7 @@ class _Run:
                     alert.channels[r.channel].phase = "resolved"
                 alert.state = RESOLVED
                 alert.resolved_at = self.now
-            elif self.now >= alert.recovered_at + min(r.group_interval_s for r in routes):
+            elif not self._before(alert.recovered_at + min(r.group_interval_s for r in routes)):
                 self._close(alert)  # quiet for a group interval: the flapping is over
                 return result
         _refresh(alert)
@@ -789,6 +875,7 @@ class _Run:
         if cap is not None:
             fs = self._flood_state(channel)
             if fs.sent >= cap:
+                self._before(fs.hour_start + HOUR_S)  # the cap lifts when the hour is over
                 self._hold(fs, alert, "resolved" if phase == "resolved" else "firing")
                 if final_when_held:
                     alert.channels[channel] = self._mark(alert, phase)
@@ -870,11 +957,17 @@ class _Run:
         )
 
 
+def sample_of(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What one occurrence adds to its alert (:data:`SAMPLE_FIELDS` of its payload): the rest
+    (organization, scenario, links) is the alert's ``payload`` already."""
+    return {k: payload[k] for k in SAMPLE_FIELDS if k in payload}
+
+
 def _add_sample(samples: list[dict[str, Any]], payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The last :data:`SAMPLES_MAX` occurrences, keeping distinct errors the longest: when
     full, the oldest sample whose error (name and normalised message) another sample repeats
     goes first, so one alert grouping several wordings shows each of them."""
-    out = [*samples, payload]
+    out = [*samples, sample_of(payload)]
     while len(out) > SAMPLES_MAX:
         keys = [_sample_key(s) for s in out]
         repeated = next((i for i, k in enumerate(keys) if keys.count(k) > 1), 0)

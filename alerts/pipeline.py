@@ -8,14 +8,16 @@ rows to deliver. Nothing is decided twice, nothing is lost.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from alerts.engine import AlertState, Decision, FloodState, Planned, decide
+from alerts.engine import INHIBITIONS, AlertState, Decision, FloodState, Planned, decide
 from alerts.fingerprint import fingerprint
 from alerts.policy import Policy
 from alerts.silences import Silence
@@ -61,21 +63,53 @@ def outbox_payload(p: Planned) -> dict[str, Any]:
     }
 
 
-def _load(db: Database, events: list[dict[str, Any]], now: float, policy: Policy) -> tuple[
-    dict[str, AlertState], list[Silence], dict[str, FloodState]
-]:
+#: Loads the alerts a decision on ``events`` at ``now`` can touch (see :func:`load_alerts`).
+AlertLoader = Callable[[Database, Sequence[Mapping[str, Any]], float, Policy], dict[str, AlertState]]
+
+_INHIBITING_KINDS = json.dumps(sorted({source for source, _ in INHIBITIONS}))
+
+
+def load_alerts(
+    db: Database, events: Sequence[Mapping[str, Any]], now: float, policy: Policy
+) -> dict[str, AlertState]:
+    """The alerts a decision on ``events`` at ``now`` can touch (alerts.engine,
+    "Persistence"), by fingerprint; not every open alert, so that a tick costs what changes,
+    not what is open. Each part is an indexed lookup: the events' fingerprints (resolved
+    alerts too: they re-open), the open alerts of the events' scenarios (or, for an event
+    without one, the organization's alerts without one), the open alerts due, and the open
+    alerts of the inhibiting kinds (few: a deactivated scenario is an exception)."""
     fps = sorted({fingerprint(e, policy.alerts.group_by) for e in events})
-    rows = list(db["alerts"].rows_where("state != 'resolved'"))
+    scenarios = sorted({e["scenario_id"] for e in events if e.get("scenario_id") is not None})
+    orgs = sorted({e["org_id"] for e in events if e.get("scenario_id") is None and e.get("org_id") is not None})
+    parts: list[tuple[str, list[Any]]] = [
+        ("state != 'resolved' AND due_at <= ?", [now]),
+        ("state != 'resolved' AND kind IN (SELECT value FROM json_each(?))", [_INHIBITING_KINDS]),
+    ]
     if fps:
-        rows += list(
-            db["alerts"].rows_where(
-                "state = 'resolved' AND fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]
+        parts.append(("fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]))
+    if scenarios:
+        parts.append(
+            ("state != 'resolved' AND scenario_id IN (SELECT value FROM json_each(?))", [json.dumps(scenarios)])
+        )
+    if orgs:
+        parts.append(
+            (
+                "state != 'resolved' AND scenario_id IS NULL AND org_id IN (SELECT value FROM json_each(?))",
+                [json.dumps(orgs)],
             )
         )
-    alerts = {}
-    for row in rows:
-        decoded = st._decode("alerts", row)
-        alerts[decoded["fingerprint"]] = AlertState.from_row(decoded)
+    alerts: dict[str, AlertState] = {}
+    for where, args in parts:
+        for row in db["alerts"].rows_where(where, args):
+            if row["fingerprint"] not in alerts:
+                alerts[row["fingerprint"]] = AlertState.from_row(st._decode("alerts", row))
+    return alerts
+
+
+def _load(
+    db: Database, events: list[dict[str, Any]], now: float, policy: Policy, load: AlertLoader
+) -> tuple[dict[str, AlertState], list[Silence], dict[str, FloodState]]:
+    alerts = load(db, events, now, policy)
     silences = [
         Silence.from_row(st._decode("silences", r) | {"matchers": json.loads(r["matchers_json"] or "{}")})
         for r in db["silences"].rows_where(
@@ -90,14 +124,18 @@ def _load(db: Database, events: list[dict[str, Any]], now: float, policy: Policy
 
 
 def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: float) -> int:
-    for alert in decision.alerts:
-        row = alert.to_row()
-        existing = next(iter(db["alerts"].rows_where("fingerprint = ?", [alert.fingerprint], limit=1)), None)
-        encoded = st._encode("alerts", row)
-        if existing:
-            db["alerts"].update(existing["id"], encoded)
-        else:
-            db["alerts"].insert(encoded)
+    # One statement per table, not sqlite-utils' per-row update (a lookup, a table_info and
+    # a savepoint per row): a tick that re-opens thousands of alerts stays a fast transaction.
+    if decision.alerts:
+        rows = [st._encode("alerts", alert.to_row()) for alert in decision.alerts]
+        columns = list(rows[0])
+        names = ", ".join(f"[{c}]" for c in columns)
+        updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c != "fingerprint")
+        db.conn.executemany(
+            f"INSERT INTO alerts ({names}) VALUES ({', '.join('?' * len(columns))}) "  # noqa: S608 - column names from AlertState
+            f"ON CONFLICT(fingerprint) DO UPDATE SET {updates}",
+            [[row[c] for c in columns] for row in rows],
+        )
     ids = {
         r["fingerprint"]: r["id"]
         for r in db.query(
@@ -106,31 +144,37 @@ def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: 
         )
     }
     by_key = {e["key"]: e for e in events}
-    written = 0
+    outbox = []
     for p in decision.notifications:
         exclude = (p.payload or {}).get("exclude_channel")
         if exclude and exclude == p.channel:
             continue  # a failing channel is not told that it fails
-        db["outbox"].insert(
-            {
-                "alert_id": ids.get(p.fingerprint) if p.fingerprint else None,
-                "channel": p.channel,
-                "kind": p.phase,
-                "payload_json": json.dumps(outbox_payload(p), default=str),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "dedup_key": p.dedup_key,
-            },
-            ignore=True,  # the same decision replayed never queues a message twice
+        outbox.append(
+            [
+                ids.get(p.fingerprint) if p.fingerprint else None,
+                p.channel,
+                p.phase,
+                json.dumps(outbox_payload(p), default=str),
+                now,
+                now,
+                p.dedup_key,
+            ]
         )
-        written += 1
-    for key, reason in decision.event_reasons.items():
-        if key in by_key:
-            db["events"].update(by_key[key]["id"], {"processed_at": now, "reason": reason})
-    for key in by_key.keys() - decision.event_reasons.keys():
-        db["events"].update(by_key[key]["id"], {"processed_at": now})
+    db.conn.executemany(
+        # OR IGNORE: the same decision replayed never queues a message twice (dedup_key).
+        "INSERT OR IGNORE INTO outbox (alert_id, channel, kind, payload_json, status, attempts, "
+        "next_attempt_at, created_at, dedup_key) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+        outbox,
+    )
+    db.conn.executemany(
+        "UPDATE events SET processed_at = ?, reason = ? WHERE id = ?",
+        [[now, reason, by_key[key]["id"]] for key, reason in decision.event_reasons.items() if key in by_key],
+    )
+    db.conn.executemany(
+        "UPDATE events SET processed_at = ? WHERE id = ?",
+        [[now, by_key[key]["id"]] for key in sorted(by_key.keys() - decision.event_reasons.keys())],
+    )
+    written = len(outbox)
     if decision.flood:
         st.set_watch_state(db, {f"flood:{ch}": fs.to_dict() for ch, fs in decision.flood.items()}, now)
     return written
@@ -147,27 +191,41 @@ def _newly_held(before: dict[str, FloodState], after: dict[str, FloodState]) -> 
     return out
 
 
+def process_batch(
+    db: Database, policy: Policy, now: float, *, load: AlertLoader = load_alerts
+) -> tuple[int, int, dict[str, str], dict[str, int]]:
+    """Decide on up to :data:`BATCH` unprocessed events, inside the caller's transaction.
+
+    Returns (events decided, outbox rows written, each event's reason, notices held back by
+    the flood cap per channel). ``load`` picks the alerts to decide (tests compare it with
+    loading every open alert)."""
+    events = [
+        st._decode("events", r)
+        for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
+    ]
+    alerts, silences, flood = _load(db, events, now, policy, load)
+    decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
+    written = _write(db, decision, events, now)
+    return len(events), written, decision.event_reasons, _newly_held(flood, decision.flood)
+
+
 async def process_events(
-    store: Store, policy: Policy, now: float, *, metrics: Metrics | None = None
+    store: Store,
+    policy: Policy,
+    now: float,
+    *,
+    metrics: Metrics | None = None,
+    load: AlertLoader = load_alerts,
 ) -> ProcessReport:
     """Decide on every unprocessed event (and on time passing: group waits, flood hours).
 
     ``metrics`` counts the notices the flood cap held back (outcome "held"), once committed.
     """
     report = ProcessReport()
-
-    def tx(db: Database) -> tuple[int, int, dict[str, str], dict[str, int]]:
-        events = [
-            st._decode("events", r)
-            for r in db["events"].rows_where("processed_at IS NULL", order_by="id", limit=BATCH)
-        ]
-        alerts, silences, flood = _load(db, events, now, policy)
-        decision = decide(events, alerts, silences, policy, now, sent_counts=flood)
-        written = _write(db, decision, events, now)
-        return len(events), written, decision.event_reasons, _newly_held(flood, decision.flood)
-
     while True:
-        n, written, reasons, held = await store.write(tx)
+        n, written, reasons, held = await store.write(
+            functools.partial(process_batch, policy=policy, now=now, load=load)
+        )
         if metrics is not None:
             for channel, count in held.items():
                 metrics.notification(channel, "held", count)

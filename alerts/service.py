@@ -18,11 +18,18 @@ from watcher.config import Settings
 from watcher.store import Store
 
 if TYPE_CHECKING:
+    from sqlite_utils import Database
+
     from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+# Older history keeps only what is still read of it (watcher.store.compact_history): two
+# weeks of events cover any digest period (at most a week) and a digest sent days late; a
+# sent notice is never rendered again, a day of them is kept whole to look at.
+COMPACT_AFTER_S = 14 * 86400.0
+COMPACT_SENT_AFTER_S = 86400.0
 
 
 @dataclass
@@ -92,12 +99,19 @@ class Alerter:
         return AlertsReport(processed, delivered, digests)
 
     async def prune(self, now: float) -> dict[str, int]:
-        """Forget history older than ``state.retention_days`` (hourly, from ``tick``)."""
-        from watcher.store import prune
+        """Forget history older than ``state.retention_days``, and shrink what is older than
+        :data:`COMPACT_AFTER_S` to what is still read of it (hourly, from ``tick``)."""
+        from watcher.store import compact_history, prune
 
         self._pruned_at = now
         before = now - self.settings.state.retention_days * 86400.0
-        deleted = await self.store.write(lambda db: prune(db, before))
+
+        def tx(db: Database) -> dict[str, int]:
+            deleted = prune(db, before)
+            compact_history(db, now - COMPACT_AFTER_S, now - COMPACT_SENT_AFTER_S)
+            return deleted
+
+        deleted = await self.store.write(tx)
         if any(deleted.values()):
             log.info("forgot history older than %d days: %s", self.settings.state.retention_days, deleted)
         return deleted

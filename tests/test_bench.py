@@ -83,3 +83,18 @@ async def test_quick_benchmark_measures_both_pollers_inside_the_same_budget() ->
         assert f"regime ({res.regime.key})" in text
         assert detect.fmt_ratio(res.ratio("p50")) in text
         assert detect.fmt_ratio(res.ratio("requests")) in text
+
+
+@pytest.mark.timeout(120)
+async def test_quick_alert_tick_benchmark_measures_what_it_built(tmp_path) -> None:  # noqa: ANN001
+    """bench/alert_tick.py: the open alerts it times are there, the size run's rows and
+    bytes add up (structure only, never speed)."""
+    bench = load_bench("alert_tick")
+    tick = await bench.tick_bench(200, tmp_path, seed=1, idle_ticks=3, busy_ticks=2)
+    assert tick.open_alerts == 200 and tick.idle_cpu_ms >= 0 and tick.busy_cpu_ms > 0
+    size = await bench.size_bench(20, 0.25, tmp_path, seed=1, read_every_s=3600)
+    assert size.rows["events"] >= size.errors > 0 and size.rows["outbox"] == size.rows["deliveries"] > 0
+    # Compaction only shrinks; the projection scales the measured rows.
+    assert all(size.compacted.get(t, 0) <= size.full[t] for t in ("events", "outbox"))
+    rows_90, _ = size.projection(seed=1)["outbox"]
+    assert rows_90 == pytest.approx(size.rows["outbox"] * 10_000 / 20 * 90 / 0.25)

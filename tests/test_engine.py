@@ -19,6 +19,7 @@ from alerts.engine import (
     FloodState,
     Planned,
     decide,
+    sample_of,
     tick,
 )
 from alerts.fingerprint import fingerprint, normalize_message
@@ -257,7 +258,25 @@ def test_it_keeps_only_the_last_five_samples() -> None:
     caller.feed(errors(8), now=T0 + 10)
     alert = caller.only()
     assert len(alert.samples) == 5
-    assert alert.samples[-1] == alert.payload
+    assert alert.samples[-1] == sample_of(alert.payload)
+
+
+def test_a_sample_keeps_what_differs_per_occurrence_not_the_whole_payload() -> None:
+    caller = Caller()
+    caller.feed(
+        [event("a", execution_id="x1", timestamp="2026-09-21T14:13:20Z", run_url="https://eu1.make.com/r/x1")],
+        now=T0,
+    )
+    alert = caller.only()
+    assert alert.samples == [
+        {
+            "timestamp": "2026-09-21T14:13:20Z",
+            "execution_id": "x1",
+            "error_name": "DataError",
+            "error_message": VALIDATION_2,
+        }
+    ]
+    assert alert.payload["scenario_name"] == "Sync CRM"  # the rest is the alert's, once
 
 
 def test_a_burst_read_at_once_sends_one_notice_with_its_count_after_group_wait() -> None:

@@ -24,9 +24,10 @@ async def acknowledge(store: Store, alert_id: int, by: str, now: float) -> bool:
     def tx(db: Any) -> bool:
         return bool(
             db.execute(
-                "UPDATE alerts SET acked_at = ?, acked_by = ? "
+                # Due now: the alert tick decides only alerts with news (alerts.engine, "Timers").
+                "UPDATE alerts SET acked_at = ?, acked_by = ?, due_at = MIN(COALESCE(due_at, ?), ?) "
                 "WHERE id = ? AND state != 'resolved' AND acked_at IS NULL",
-                [now, who, alert_id],
+                [now, who, now, now, alert_id],
             ).rowcount
         )
 

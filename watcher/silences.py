@@ -1,11 +1,17 @@
 """Silences in the store: add, list, expire (behind ``makewatch silence ...`` and the status
-page's forms, which both check a new silence with :func:`silence_problem`)."""
+page's forms, which both check a new silence with :func:`silence_problem`).
+
+Adding or expiring a silence makes the open alerts it matches due (``alerts.due_at``) in the
+same transaction: the alert tick decides only alerts with new events or a timer due
+(alerts.engine, "Timers"), and a silence is news to the alerts it matches.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
+from alerts.engine import AlertState, labels
 from alerts.silences import MAX_DURATION_S, Silence, org_matches
 from watcher.store import Store
 
@@ -59,7 +65,7 @@ def add_silence(
         matchers["kind"] = kind
     if error_contains:
         matchers["error_contains"] = error_contains
-    Silence(id="new", matchers=matchers, starts_at=now, ends_at=now + duration_s, reason=reason)  # validates
+    silence = Silence(id="new", matchers=matchers, starts_at=now, ends_at=now + duration_s, reason=reason)  # validates
     row = {
         "matchers_json": json.dumps(matchers),
         "starts_at": now,
@@ -68,7 +74,47 @@ def add_silence(
         "created_by": created_by,
         "created_at": now,
     }
-    return store.write_sync(lambda db: db["silences"].insert(row).last_pk)
+    def tx(db: Any) -> int:
+        silence_id = db["silences"].insert(row).last_pk
+        mark_matching_due(db, silence, now)
+        return silence_id
+
+    return store.write_sync(tx)
+
+
+def mark_matching_due(db: Any, silence: Silence, at: float) -> int:
+    """Make every open alert ``silence`` matches due at ``at`` (or keep an earlier due time);
+    returns how many. Inside the caller's transaction."""
+    where, args = "state != 'resolved'", []
+    wanted = silence.matchers.get("scenario_id")
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        where, args = where + " AND scenario_id = ?", [wanted]
+    kinds = silence.matchers.get("kind")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        where, args = where + " AND kind IN (SELECT value FROM json_each(?))", [*args, json.dumps(kinds)]
+    ids = []
+    for r in db.query(
+        f"SELECT id, kind, severity, org_id, team_id, scenario_id, payload_json FROM alerts WHERE {where}",  # noqa: S608 - fixed text, values bound
+        args,
+    ):
+        alert = AlertState(
+            fingerprint="",
+            kind=r["kind"],
+            severity=r["severity"],
+            org_id=r["org_id"],
+            team_id=r["team_id"],
+            scenario_id=r["scenario_id"],
+            payload=json.loads(r["payload_json"] or "{}"),
+        )
+        if silence.matches(labels(alert)):
+            ids.append(r["id"])
+    if ids:
+        db.execute(
+            "UPDATE alerts SET due_at = MIN(COALESCE(due_at, ?), ?) WHERE id IN (SELECT value FROM json_each(?))",
+            [at, at, json.dumps(ids)],
+        )
+    return len(ids)
 
 
 def list_silences(store: Store, now: float, *, include_ended: bool = False) -> list[dict[str, Any]]:
@@ -84,10 +130,14 @@ def expire_silence(store: Store, silence_id: int, now: float) -> bool:
     """End a silence now; False if there is no such silence in force."""
 
     def tx(db: Any) -> bool:
-        found = db.execute(
-            "UPDATE silences SET expired_at = ?, ends_at = MIN(ends_at, ?) WHERE id = ? AND expired_at IS NULL",
+        row = next(iter(db["silences"].rows_where("id = ? AND expired_at IS NULL", [silence_id])), None)
+        if row is None:
+            return False
+        db.execute(
+            "UPDATE silences SET expired_at = ?, ends_at = MIN(ends_at, ?) WHERE id = ?",
             [now, now, silence_id],
-        ).rowcount
-        return bool(found)
+        )
+        mark_matching_due(db, Silence.from_row(row), now)  # as it was: it may end before it began
+        return True
 
     return store.write_sync(tx)

@@ -385,6 +385,20 @@ def m011_daily_operations(db: Database) -> None:
     db["scenarios"].add_column("volume_json", str)
 
 
+def m012_alert_timers(db: Database) -> None:
+    """Schema v12: ``alerts.due_at``: when a decision without new events could next change
+    the alert (alerts.engine, "Timers"); NULL when only an event can. The alert tick loads
+    the alerts due, those of its events' scenarios and those of inhibiting kinds, not every
+    open alert, hence the indexes. Open alerts from before are due at once: the first tick
+    decides them and sets their timers."""
+    alerts = db["alerts"]
+    alerts.add_column("due_at", float)
+    alerts.create_index(["due_at"])
+    alerts.create_index(["scenario_id"])
+    alerts.create_index(["kind"])
+    db.execute("UPDATE alerts SET due_at = 0 WHERE state != 'resolved'")
+
+
 def m013_step_profile(db: Database) -> None:
     """Schema v13: ``scenarios.steps_json``: the operations steps usual for a scenario
     (watcher.steps.StepProfile), and ``hint_step``, the step a pending read was hinted by."""
@@ -406,6 +420,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m009_overdue_state,
     m010_activity_profile,
     m011_daily_operations,
+    m012_alert_timers,
     m013_step_profile,
 )
 
@@ -651,6 +666,71 @@ def prune(db: Database, before: float) -> dict[str, int]:
     run("cycles", "DELETE FROM cycles WHERE started_at < ?", [before])
     run("digests", "DELETE FROM digests WHERE period_end < ? AND sent_at IS NOT NULL", [before])
     return deleted
+
+
+#: What old history keeps of an event's payload, by kind, once no digest period can cover it
+#: (``compact_history``): the digest asks older events only which scenarios and which error
+#: names were seen before (alerts.digest, "recurring", "new kinds"), so of those kinds one
+#: event per organization, scenario and error name is kept, with these fields. A recovery
+#: (None) is never read again, so it goes. (The poller never makes an event again from a run
+#: its cursor passed, so a forgotten one does not come back.) The kinds not listed keep
+#: their payload: the digest reads webhook backlogs and silent-failure episodes from their
+#: beginning.
+COMPACT_EVENT_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "execution_error": ("error_name", "scenario_name"),
+    "execution_warning": ("error_name", "scenario_name"),
+    "execution_recovered": None,
+}
+_COMPACTED_UNTIL = "compacted_until"
+
+
+def compact_history(db: Database, before: float, sent_before: float | None = None) -> dict[str, int]:
+    """Shrink old history to what is still read of it, until ``prune`` forgets it: events
+    processed before ``before`` keep :data:`COMPACT_EVENT_FIELDS` of their payload (or go);
+    notices queued before ``sent_before`` (default ``before``) and sent keep no payload (a
+    summary: its ``kind``, ``phase`` and ``alert.org_id``): the digest counts them by
+    organization, nothing renders a sent notice again; parked ones stay whole, to be looked
+    at. Each row is shrunk once: a
+    watermark in ``watch_state`` says how far it went. Returns how many rows, by table."""
+    sent_before = before if sent_before is None else sent_before
+    mark = get_watch_state(db, _COMPACTED_UNTIL).get(_COMPACTED_UNTIL) or {}
+    since, last_outbox = float(mark.get("events", 0.0)), int(mark.get("outbox_id", 0))
+    done: dict[str, int] = {"events": 0, "outbox": 0}
+    for kind, keep in COMPACT_EVENT_FIELDS.items():
+        where = "WHERE processed_at > ? AND processed_at <= ? AND kind = ?"
+        if keep is None:
+            done["events"] += db.execute(f"DELETE FROM events {where}", [since, before, kind]).rowcount  # noqa: S608 - fixed text
+            continue
+        value = "json_object(" + ", ".join(f"'{k}', json_extract(payload_json, '$.{k}')" for k in keep) + ")"
+        done["events"] += db.execute(
+            f"UPDATE events SET payload_json = {value} {where}",  # noqa: S608 - fixed names
+            [since, before, kind],
+        ).rowcount
+        done["events"] += db.execute(
+            "DELETE FROM events WHERE kind = ? AND processed_at <= ? AND id NOT IN "
+            "(SELECT MAX(id) FROM events WHERE kind = ? AND processed_at <= ? "
+            "GROUP BY org_id, scenario_id, json_extract(payload_json, '$.error_name'))",
+            [kind, before, kind, before],
+        ).rowcount
+    top = db.execute(
+        "SELECT MAX(id) FROM outbox WHERE id > ? AND created_at <= ?", [last_outbox, sent_before]
+    ).fetchone()[0]
+    if top is not None:
+        # A notice of an alert needs nothing: the digest takes the org from the alert row,
+        # which prune keeps while a notice refers to it. A summary keeps its org (none).
+        done["outbox"] = db.execute(
+            "UPDATE outbox SET payload_json = CASE WHEN alert_id IS NOT NULL THEN NULL ELSE "
+            "json_object('kind', json_extract(payload_json, '$.kind'), "
+            "'phase', json_extract(payload_json, '$.phase'), "
+            "'alert', json_object('org_id', json_extract(payload_json, '$.alert.org_id'))) END "
+            "WHERE id > ? AND id <= ? AND status = 'sent' AND created_at <= ?",
+            [last_outbox, top, sent_before],
+        ).rowcount
+        last_outbox = top
+    set_watch_state(
+        db, {_COMPACTED_UNTIL: {"events": max(since, before), "outbox_id": last_outbox}}, before
+    )
+    return done
 
 
 def get_cursor(db: Database, scenario_id: int, stream: str) -> dict[str, Any] | None:
