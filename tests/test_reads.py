@@ -74,6 +74,11 @@ def test_signals_of_a_row():
     assert signals_of(row(1)) == []
 
 
+def test_a_newstep_is_the_last_signal():
+    newstep = priority(row(1, reason="counters,newstep"), NOW)
+    assert 1.0 < newstep < priority(row(2, reason="counters,partial"), NOW)
+
+
 def test_priority_ranks_signals_above_any_likelihood():
     base = row(1, last=NOW - 10**7, runs_seen=10, errors_seen=10)
     assert priority(base, NOW) <= 1.0
@@ -149,36 +154,44 @@ def learnt(*steps: int) -> StepProfile:
 def test_a_step_no_usual_run_makes_hints_at_a_failure():
     p = learnt(1, 6, 1, 1, 6, 1)  # check runs (1 operation) and full runs (6)
     assert p.usual() == [1, 6]
-    assert p.observe(3, 60.0, 900.0) is True  # stopped at module 3
-    assert p.observe(6, 60.0, 900.0) is False
-    assert p.observe(1, 60.0, 900.0) is False  # a check run, or a failure at the trigger: unseen
+    assert p.observe(3, 60.0, 900.0) == "partial"  # stopped at module 3
+    assert p.observe(6, 60.0, 900.0) is None
+    assert p.observe(1, 60.0, 900.0) is None  # a check run, or a failure at the trigger: unseen
 
 
 def test_a_bigger_step_is_a_bigger_run_not_a_failure():
     p = learnt(1, 6, 1, 6)
-    assert p.observe(9, 60.0, 900.0) is False
+    assert p.observe(9, 60.0, 900.0) is None
     assert 9 in p.usual()
+
+
+def test_the_first_step_bigger_than_a_check_run_is_a_weak_hint():
+    p = learnt(1, 1, 1, 1)  # only check runs so far
+    assert p.observe(6, 60.0, 900.0) == "newstep"  # a first full run, or a failed one
+    assert 6 not in p.usual()  # not learnt until its read finds no failure
+    p.learn(6)
+    assert p.observe(3, 60.0, 900.0) == "partial"
 
 
 def test_several_runs_between_listings_make_one_step():
     p = learnt(1, 5, 1, 5, 1)
     # 12 minutes between listings of a 5-minute schedule: up to 3 runs (5 + 5 + 1 = 11)
-    assert p.observe(11, 720.0, 300.0) is False
+    assert p.observe(11, 720.0, 300.0) is None
     # 1 minute: one run at most, so 2 (= 1 + 1) is no usual single run
-    assert p.observe(2, 60.0, 300.0) is True
+    assert p.observe(2, 60.0, 300.0) == "partial"
 
 
 def test_no_hint_before_a_few_steps_are_known():
     p = StepProfile()
-    assert [p.observe(s, 60.0, 900.0) for s in [5] * WARMUP_STEPS] == [False] * WARMUP_STEPS
-    assert p.observe(2, 60.0, 900.0) is True
+    assert [p.observe(s, 60.0, 900.0) for s in [5] * WARMUP_STEPS] == [None] * WARMUP_STEPS
+    assert p.observe(2, 60.0, 900.0) == "partial"
 
 
 def test_a_false_hint_teaches_its_value():
     p = learnt(1, 8, 1, 8, 1)
-    assert p.observe(4, 60.0, 900.0) is True
+    assert p.observe(4, 60.0, 900.0) == "partial"
     p.learn(4)  # the read found no failure
-    assert p.observe(4, 60.0, 900.0) is False
+    assert p.observe(4, 60.0, 900.0) is None
 
 
 def test_the_profile_survives_json_and_stays_small():
