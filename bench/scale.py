@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import sqlite3
@@ -52,6 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,7 +278,9 @@ class Activity:
             return
 
 
-def write_config(workdir: Path, sim: sim_process.SimProcess, run: Run) -> tuple[Settings, dict[str, str]]:
+def write_config(
+    workdir: Path, sim: sim_process.SimProcess, run: Run
+) -> tuple[Settings, dict[str, str]]:
     """A user's configuration of every simulated organization, validated by the loader."""
     env: dict[str, str] = {"MAKEWATCH_SCALE_WEBHOOK": f"{sim.slack_url}/webhook/makewatch-scale"}
     parts = []
@@ -298,7 +302,9 @@ def write_config(workdir: Path, sim: sim_process.SimProcess, run: Run) -> tuple[
     return load_config(path, env=env), env
 
 
-async def measure(run: Run, seed: int, *, max_wall_s: float = 0.0, progress: bool = False) -> Result:
+async def measure(
+    run: Run, seed: int, *, max_wall_s: float = 0.0, progress: bool = False
+) -> Result:
     """One configuration, start to end; see the module docstring."""
     t_wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="makewatch-scale-") as tmp:
@@ -347,7 +353,9 @@ async def _watch(
             data, wal = await asyncio.to_thread(db_bytes, db)
             n = await store.read(lambda d: d["cycles"].count)
             done = sum(h.cycles for h in hours)
-            hours.append(Hour(len(hours) + 1, now_cpu - cpu_mark, n - done, rss_mb(), data, wal, fraction))
+            hours.append(
+                Hour(len(hours) + 1, now_cpu - cpu_mark, n - done, rss_mb(), data, wal, fraction)
+            )
             if progress:
                 h = hours[-1]
                 print(
@@ -386,11 +394,17 @@ async def _watch(
         stop.set()
         await asyncio.wait_for(task, 60)
         cycles = await store.read(
-            lambda d: [dict(r) for r in d.query("SELECT started_at, finished_at, requests, ok FROM cycles ORDER BY id")]
+            lambda d: [
+                dict(r)
+                for r in d.query(
+                    "SELECT started_at, finished_at, requests, ok FROM cycles ORDER BY id"
+                )
+            ]
         )
         detected = await store.read(
             lambda d: {
-                r["key"].rsplit(":", 1)[1] for r in d.query("SELECT key FROM events WHERE kind = 'execution_error'")
+                r["key"].rsplit(":", 1)[1]
+                for r in d.query("SELECT key FROM events WHERE kind = 'execution_error'")
             }
         )
         notices = await store.read(
@@ -443,8 +457,14 @@ def render(results: Sequence[Result], command: str) -> str:
         budget = sum(r.budget_per_minute.values())
         minutes = r.simulated_s / 60
         reqs = sum(o["requests"] for o in r.sim["organizations"])
-        worst = max(r.sim["organizations"], key=lambda o: o["max_per_60s"] / max(1, r.budget_per_minute[o["name"]]))
-        produced, recorded = len(r.failures), sum(1 for f in r.failures if f["execution_id"] in r.detected)
+        worst = max(
+            r.sim["organizations"],
+            key=lambda o: o["max_per_60s"] / max(1, r.budget_per_minute[o["name"]]),
+        )
+        produced, recorded = (
+            len(r.failures),
+            sum(1 for f in r.failures if f["execution_id"] in r.detected),
+        )
         old_n, old_rec = r.detected_before(START + r.simulated_s - HOUR_S)
         covered = (
             f"all {run.hours:g} simulated hours"
@@ -549,11 +569,15 @@ def to_json(results: Sequence[Result]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--orgs", type=int, help="organizations (with --scenarios: one run of that size)")
+    ap.add_argument(
+        "--orgs", type=int, help="organizations (with --scenarios: one run of that size)"
+    )
     ap.add_argument("--scenarios", type=int, help="scenarios per organization")
     ap.add_argument("--hours", type=float, help="simulated hours (default 12; --quick 2)")
     ap.add_argument("--plan", default="core", help="the organizations' plan (default core)")
-    ap.add_argument("--quick", action="store_true", help="smaller standard runs (1 x 2,000 and 4 x 250, 2 h)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smaller standard runs (1 x 2,000 and 4 x 250, 2 h)"
+    )
     ap.add_argument(
         "--max-wall", type=float, metavar="S",
         help="stop each run after S s of wall time and report the hours it covered "
@@ -568,7 +592,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def runs_of(args: argparse.Namespace) -> list[Run]:
     if args.orgs is not None or args.scenarios is not None:
         hours = args.hours if args.hours is not None else (2.0 if args.quick else 12.0)
-        return [Run(args.orgs or 1, args.scenarios if args.scenarios is not None else 1000, hours, args.plan)]
+        return [
+            Run(
+                args.orgs or 1,
+                args.scenarios if args.scenarios is not None else 1000,
+                hours,
+                args.plan,
+            )
+        ]
     base = QUICK if args.quick else STANDARD
     return [Run(r.orgs, r.scenarios, args.hours or r.hours, args.plan) for r in base]
 
@@ -599,14 +630,30 @@ def max_wall_of(args: argparse.Namespace) -> float:
     return QUICK_WALL_S if args.quick else STANDARD_WALL_S
 
 
-async def run_all(runs: Sequence[Run], seed: int, max_wall_s: float = 0.0, progress: bool = False) -> list[Result]:
-    return [await measure(r, seed, max_wall_s=max_wall_s, progress=progress) for r in runs]
+def measure_in_process(run: Run, seed: int, max_wall_s: float, progress: bool) -> Result:
+    """:func:`measure` in this process (the child's side of :func:`run_all`)."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(measure(run, seed, max_wall_s=max_wall_s, progress=progress))
+
+
+def run_all(
+    runs: Sequence[Run], seed: int, max_wall_s: float = 0.0, progress: bool = False
+) -> list[Result]:
+    """Each run in a fresh process: what one run allocated (and Python keeps) must not count
+    in the next one's RSS."""
+    results = []
+    for r in runs:
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            results.append(pool.submit(measure_in_process, r, seed, max_wall_s, progress).result())
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    results = asyncio.run(run_all(runs_of(args), args.seed, max_wall_of(args), args.progress))
+    results = run_all(runs_of(args), args.seed, max_wall_of(args), args.progress)
     print(render(results, command_line(args)))
     if args.json:
         args.json.write_text(json.dumps(to_json(results), indent=2) + "\n")

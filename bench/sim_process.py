@@ -208,7 +208,9 @@ async def start(clock_file: Path, orgs: int, scenarios: int, seed: int, plan: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Serve the scale world on a shared clock (bench/scale.py).")
+    ap = argparse.ArgumentParser(
+        description="Serve the scale world on a shared clock (bench/scale.py)."
+    )
     ap.add_argument("clock_file", type=Path)
     ap.add_argument("--orgs", type=int, required=True)
     ap.add_argument("--scenarios", type=int, required=True)
