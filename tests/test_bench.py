@@ -114,7 +114,8 @@ def test_scale_quick_measures_the_watcher_against_a_small_world(tmp_path: Path) 
     (run,) = figures["runs"]
     assert (run["orgs"], run["scenarios"]) == (2, 60)
     assert 0 < run["simulated_hours"] <= 1
-    assert len(run["cpu_s_per_hour"]) == len(run["rss_mb_per_hour"]) == math.ceil(run["simulated_hours"] - 1e-9)
+    hours = math.ceil(run["simulated_hours"] - 1e-9)
+    assert len(run["cpu_s_per_hour"]) == len(run["rss_mb_per_hour"]) == hours
     assert run["cpu_s"] > 0 and run["cycles"] > 0
     assert 30 < run["peak_rss_mb"] < 4000 and run["peak_rss_mb"] >= run["rss_before_mb"] * 0.9
     assert run["db_bytes_per_hour"][-1] > 0
@@ -129,7 +130,8 @@ def test_scale_quick_measures_the_watcher_against_a_small_world(tmp_path: Path) 
 
 @pytest.mark.timeout(90)
 def test_soak_quick_tells_every_error_once_across_sigkills(tmp_path: Path) -> None:
-    figures, text = run_script("soak", "--quick", "--kills", "3", "--drain", "40", "--quiet", tmp_path=tmp_path, timeout_s=80)
+    args = ("--quick", "--kills", "3", "--drain", "40", "--quiet")
+    figures, text = run_script("soak", *args, tmp_path=tmp_path, timeout_s=80)
     assert figures["kills"] == figures["sigkill_exits"] == figures["restarts"] == 3
     assert figures["injected"] > 3
     assert figures["missed"] == 0, text
