@@ -41,8 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import re
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -73,6 +75,7 @@ LIFE_S = (0.5, 5.0)  # how long each process lives before its SIGKILL
 GAP_S = (0.05, 0.6)  # between two injected errors
 SUCCESS_AFTER = 0.15  # share of errors followed by a success of the same scenario
 SETTLE_S = 8.0  # after the last error was told: time for a duplicate to show up
+GATE_WAIT_S = 10.0  # at most this long for the last accepted message's "sent" to commit
 EXECUTION_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
@@ -94,6 +97,12 @@ class Soak:
     wall_s: float
     log_tail: str = ""
     kill_ages: list[float] = field(default_factory=list)
+    anywhere: bool = False
+    injected_at: list[float] = field(default_factory=list)  # wall clock, per injected error
+    mail_at: list[float] = field(default_factory=list)  # when each of ``mails`` arrived
+    # Kills that found a message accepted by a channel and not yet recorded as sent (only
+    # with ``anywhere``, or when a commit took longer than GATE_WAIT_S).
+    kills_inside_send: int = 0
 
 
 def build_world(seed: int, clock: ScaledClock) -> tuple[World, int, str, list[int]]:
@@ -216,6 +225,20 @@ def mail_firing(mails: Sequence[tuple[list[str], EmailMessage]]) -> Counter[str]
     return out
 
 
+def told_at(soak: Soak) -> dict[str, float]:
+    """When each injected error had been told on both channels (its later first notice)."""
+    first: list[dict[str, float]] = [{}, {}]
+    for n in notices_from_requests(soak.slack.requests):
+        if n.top_level and n.phase != "resolved":
+            for e in set(EXECUTION_ID.findall(n.content)):
+                first[0].setdefault(e, n.t)
+    for (_, message), at in zip(soak.mails, soak.mail_at, strict=False):
+        if str(message.get("X-Makewatch-Phase", "")) != "resolved":
+            for e in set(EXECUTION_ID.findall(mail_text_of(message))):
+                first[1].setdefault(e, at)
+    return {e: max(first[0][e], first[1][e]) for e in soak.injected if e in first[0] and e in first[1]}
+
+
 @dataclass
 class Tally:
     injected: int
@@ -227,10 +250,12 @@ class Tally:
     stored_once: int
     stored_missing: int
     stored_twice: int
+    latencies_s: list[float] = field(default_factory=list)  # injection to told on both, sorted
 
 
 def tally(soak: Soak) -> Tally:
     channels = {"slack webhook": slack_firing(soak.slack), "e-mail": mail_firing(soak.mails)}
+    told = told_at(soak)
     missed, dup_ids, extra = [], [], 0
     per: dict[str, dict[str, int]] = {}
     for name, seen in channels.items():
@@ -255,7 +280,72 @@ def tally(soak: Soak) -> Tally:
         stored_once=sum(1 for e in soak.injected if soak.stored[e] == 1),
         stored_missing=sum(1 for e in soak.injected if soak.stored[e] == 0),
         stored_twice=sum(1 for e in soak.injected if soak.stored[e] > 1),
+        latencies_s=sorted(
+            t - at for e, at in zip(soak.injected, soak.injected_at, strict=False)
+            if (t := told.get(e)) is not None
+        ),  # fmt: skip
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Killing between sends
+
+
+class GatedMailSink(MailSink):
+    """The mail sink, which answers 451 ("try again later") to every message while
+    ``refusing``: a message it refuses was not delivered, and is sent again later."""
+
+    refusing = False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+        if self.refusing:
+            return "451 4.3.0 soak: not now, try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def accepted(slack: SlackState, sink: MailSink) -> int:
+    """Messages the channels accepted so far (duplicates included)."""
+    hooks = sum(1 for r in slack.requests if r.method == "webhook" and r.status == 200)
+    return hooks + len(sink.messages)
+
+
+def recorded_sent(db: Path) -> int:
+    """Successful attempts recorded in the state file (one per message recorded as sent)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM deliveries WHERE ok = 1").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+async def kill_between_sends(
+    mw: Makewatch, db: Path, slack: SlackState, sink: GatedMailSink, unrecorded: int
+) -> bool:
+    """SIGKILL makewatch at a moment that is not inside a send; True if that worked out.
+
+    A message a channel accepted and makewatch has not yet recorded as sent is sent again
+    after a restart, whatever makewatch does: neither Slack nor SMTP can tell it "you have
+    that one already". That window (from the channel's acceptance to the commit) is narrow
+    but, in a process busy delivering, often hit by a random kill. So both channels refuse
+    new messages (a transient failure: makewatch retries them later), the kill waits until
+    every message they accepted is recorded as sent (``unrecorded`` of them never were:
+    earlier kills inside a send), then lands, and the channels accept again. False if the
+    commit did not come within GATE_WAIT_S: the kill then landed inside a send.
+    """
+    slack.down, sink.refusing = True, True
+    try:
+        deadline = time.monotonic() + GATE_WAIT_S
+        while accepted(slack, sink) - recorded_sent(db) > unrecorded:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+    finally:
+        await mw.kill()  # (here: the channels still refuse until it is dead)
+        slack.down, sink.refusing = False, False
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,20 +363,26 @@ def error_name(n: int) -> str:
 
 
 async def run_soak(
-    seed: int, kills: int, speed: float, drain_s: float, *, quiet: bool = False
+    seed: int, kills: int, speed: float, drain_s: float, *, quiet: bool = False,
+    keep: Path | None = None, anywhere: bool = False,
 ) -> Soak:
     t_wall = time.perf_counter()
     rng = random.Random(f"soak:{seed}")
     clock = ScaledClock(speed)
     world, org_id, token, targets = build_world(seed, clock)
     slack = SlackState(webhooks={WEBHOOK_PATH: "C0WEBHOOK"})
-    sink = MailSink()
+    sink = GatedMailSink()
     smtp = start_mail_sink(sink)
     sim_runner, sim_port = await serve_local(create_app(world))
     slack_runner, slack_port = await serve_local(create_slack_app(slack))
     injected: list[str] = []
+    injected_at: list[float] = []  # wall clock, as the stand-ins record arrivals
+    mail_at: list[float] = []
+    sink.listeners.append(lambda _rcpt, _msg: mail_at.append(time.time()))
     successes = 0
     kill_ages: list[float] = []
+    inside_send = 0
+    unrecorded = 0  # messages accepted that no process recorded as sent (kills inside a send)
 
     def say(msg: str) -> None:
         if not quiet:
@@ -327,6 +423,7 @@ async def run_soak(
                         sid, status=3, error_name=error_name(n), error_message=f"soak error {n}"
                     )
                     injected.append(row["id"])
+                    injected_at.append(time.time())
                     if rng.random() < SUCCESS_AFTER:  # inside the 1 s group wait, or after it
                         task = asyncio.create_task(success(sid, rng.uniform(0.1, 2.0)))
                         later.add(task)
@@ -340,7 +437,14 @@ async def run_soak(
                     await asyncio.sleep(life)
                     if injector.done():
                         injector.result()
-                    await mw.kill()
+                    if anywhere:
+                        await mw.kill()
+                    else:
+                        await kill_between_sends(mw, db, slack, sink, unrecorded)
+                    # The process is dead: what it left accepted but unrecorded is sent again.
+                    left = accepted(slack, sink) - recorded_sent(db)
+                    inside_send += left > unrecorded
+                    unrecorded = left
                     kill_ages.append(life)
                     say(f"kill {i + 1}/{kills} after {life:.1f} s; {len(injected)} errors injected")
                     await mw.start(time.time())
@@ -362,6 +466,11 @@ async def run_soak(
             await mw.stop()
             stored = stored_errors(db)
             log = (workdir / "makewatch.log").read_text(errors="replace")
+            if keep is not None:
+                keep_artifacts(
+                    keep, workdir, dict(zip(injected, injected_at, strict=True)), slack,
+                    sink.messages, mail_at, mw.starts,
+                )  # fmt: skip
     finally:
         await sim_runner.cleanup()
         await slack_runner.cleanup()
@@ -370,7 +479,33 @@ async def run_soak(
         seed=seed, kills=kills, speed=speed, injected=injected, successes=successes, slack=slack,
         mails=list(sink.messages), starts=mw.starts, exits=mw.exits, stored=stored,
         drained_s=drained_s, wall_s=time.perf_counter() - t_wall, log_tail=log[-3000:], kill_ages=kill_ages,
+        anywhere=anywhere, kills_inside_send=inside_send, injected_at=injected_at, mail_at=mail_at,
     )  # fmt: skip
+
+
+def keep_artifacts(
+    where: Path, workdir: Path, injected: dict[str, float], slack: SlackState,
+    mails: Sequence[tuple[list[str], EmailMessage]], mail_at: Sequence[float], starts: Sequence[float],
+) -> None:
+    """The state file, makewatch's log, every e-mail (``mail/NNNN.eml``, ``mail.json`` when
+    each arrived), the Slack requests, the injected execution ids with when they were injected
+    and when each process started, for a closer look at a miss or a duplicate."""
+    where.mkdir(parents=True, exist_ok=True)
+    shutil.copy(workdir / "state.db", where / "state.db")
+    shutil.copy(workdir / "makewatch.log", where / "makewatch.log")
+    (where / "mail").mkdir(exist_ok=True)
+    for i, (_, message) in enumerate(mails):
+        (where / "mail" / f"{i:04d}.eml").write_bytes(bytes(message))
+    requests = [{**vars(r), "body": r.body} for r in slack.requests]
+    (where / "slack.json").write_text(json.dumps(requests, indent=1, default=str, ensure_ascii=False))
+    index = [
+        {"file": f"{i:04d}.eml", "at": at, "message_id": str(m["Message-ID"]),
+         "phase": str(m["X-Makewatch-Phase"])}
+        for i, ((_, m), at) in enumerate(zip(mails, mail_at, strict=True))
+    ]  # fmt: skip
+    (where / "mail.json").write_text(json.dumps(index, indent=0))
+    (where / "injected.json").write_text(json.dumps(injected, indent=0))
+    (where / "starts.json").write_text(json.dumps(list(starts)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +520,9 @@ def render(soak: Soak, t: Tally, command: str) -> str:
         f"seed {soak.seed}; simulator x{soak.speed:g}; wall time {soak.wall_s:.0f} s "
         f"(drain {soak.drained_s:.0f} s)",
         f"  kills {soak.kills} (SIGKILL exits {killed}), restarts {len(soak.starts) - 1}, "
-        f"final exit {soak.exits[-1] if soak.exits else None}",
+        f"final exit {soak.exits[-1] if soak.exits else None}; "
+        + ("at random moments" if soak.anywhere else "between sends")
+        + f", {soak.kills_inside_send} inside a send (a message accepted, not yet recorded as sent)",
         f"  errors injected {t.injected} (each its own alert; {soak.successes} followed by a success)",
         f"  notified on both channels {t.notified}, missed {len(t.missed)}, duplicated {t.duplicated} "
         f"(errors told more than once: {len(t.duplicated_ids)})",
@@ -393,6 +530,12 @@ def render(soak: Soak, t: Tally, command: str) -> str:
     for name, c in t.per_channel.items():
         lines.append(
             f"    {name:<14} notified {c['notified']}, missed {c['missed']}, duplicated {c['duplicated']}"
+        )
+    if t.latencies_s:
+        lat = t.latencies_s
+        lines.append(
+            f"  injection to told on both channels: median {lat[len(lat) // 2]:.1f} s, "
+            f"p95 {lat[max(0, math.ceil(0.95 * len(lat)) - 1)]:.1f} s, max {lat[-1]:.1f} s"
         )
     lines.append(
         f"  state file: execution_error events once {t.stored_once}, missing {t.stored_missing}, "
@@ -412,6 +555,8 @@ def to_json(soak: Soak, t: Tally) -> dict[str, Any]:
         "kills": soak.kills,
         "sigkill_exits": sum(1 for x in soak.exits if x == -9),
         "restarts": len(soak.starts) - 1,
+        "anywhere": soak.anywhere,
+        "kills_inside_send": soak.kills_inside_send,
         "injected": t.injected,
         "notified": t.notified,
         "missed": len(t.missed),
@@ -420,6 +565,10 @@ def to_json(soak: Soak, t: Tally) -> dict[str, Any]:
         "stored_once": t.stored_once,
         "stored_missing": t.stored_missing,
         "stored_twice": t.stored_twice,
+        "latency_s": {
+            "median": t.latencies_s[len(t.latencies_s) // 2] if t.latencies_s else None,
+            "max": t.latencies_s[-1] if t.latencies_s else None,
+        },
         "wall_s": soak.wall_s,
         "drain_s": soak.drained_s,
     }
@@ -443,6 +592,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--json", type=Path, help="also write the tally to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--anywhere", action="store_true",
+        help="kill at random moments, inside a send too (default: between sends; see bench/README.md)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="keep the state file, the log, the e-mails and the Slack requests here",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if args.kills is None:
         args.kills = 10 if args.quick else 50
@@ -453,11 +610,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    soak = asyncio.run(run_soak(args.seed, args.kills, args.speed, args.drain, quiet=args.quiet))
+    soak = asyncio.run(
+        run_soak(args.seed, args.kills, args.speed, args.drain, quiet=args.quiet, keep=args.keep, anywhere=args.anywhere)
+    )
     t = tally(soak)
     command = f"python bench/soak.py --kills {args.kills} --seed {args.seed}" + (
         " --quick" if args.quick else ""
-    )
+    ) + (" --anywhere" if args.anywhere else "")
     print(render(soak, t, command))
     if args.json:
         args.json.write_text(json.dumps(to_json(soak, t), indent=2) + "\n")
