@@ -310,15 +310,14 @@ def accepted(slack: SlackState, sink: MailSink) -> int:
 
 
 def recorded_sent(db: Path) -> int:
-    """Successful attempts recorded in the state file (one per message recorded as sent)."""
+    """Successful attempts recorded in the state file (one per message recorded as sent).
+
+    Errors propagate: a wrong count here would let a later kill land inside a send."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM deliveries WHERE ok = 1").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
+        return con.execute("SELECT count(*) FROM deliveries WHERE ok = 1").fetchone()[0]
+    finally:
+        con.close()
 
 
 async def kill_between_sends(
