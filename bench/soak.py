@@ -21,7 +21,12 @@ The script: wait until the first process has finished a cycle (its baseline: ``b
 each with an error name of its own, so each is an alert of its own and owes exactly one
 notice per channel; now and then a success of the same scenario comes right after (inside
 the group wait or not). Meanwhile the process is SIGKILLed ``--kills`` times, each after a
-random 0.5-5 s of life, and started again at once. Then the injection stops, makewatch runs
+random 0.5-5 s of life, and started again at once. Each kill lands between sends: both
+stand-ins refuse new messages (451, 503: makewatch retries them later), the kill waits until
+every message they accepted is recorded as sent in the state file, then lands (a kill inside a
+send, after the channel accepted a message and before makewatch committed it, repeats that
+message whatever makewatch does; ``--anywhere`` kills there too, and counts such kills).
+Then the injection stops, makewatch runs
 on until every error has been told on both channels (at most ``--drain`` s) and some seconds
 more (a duplicate would come then), and it is stopped with SIGTERM.
 
@@ -34,6 +39,7 @@ execution id (exactly one each).
     python bench/soak.py               # 50 kills (about 4 minutes)
     python bench/soak.py --quick       # 10 kills (about a minute)
     python bench/soak.py --kills 100 --seed 3 --json out.json
+    python bench/soak.py --anywhere    # kill at random moments, inside sends too
 """
 
 from __future__ import annotations
