@@ -1,4 +1,4 @@
-"""bench/detect.py --quick still measures what it claims.
+"""bench/detect.py --quick still measures what it claims; scale.py and soak.py run.
 
 Structure only, never speed: the benchmark's figures are checked against data it cannot make
 up (the simulator's own request log, a rebuilt copy of the world, the raw latencies), so a
@@ -8,7 +8,11 @@ broken benchmark fails here, whichever poller is faster.
 from __future__ import annotations
 
 import bisect
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import load_bench
@@ -98,3 +102,59 @@ async def test_quick_alert_tick_benchmark_measures_what_it_built(tmp_path) -> No
     assert all(size.compacted.get(t, 0) <= size.full[t] for t in ("events", "outbox"))
     rows_90, _ = size.projection(seed=1)["outbox"]
     assert rows_90 == pytest.approx(size.rows["outbox"] * 10_000 / 20 * 90 / 0.25)
+
+
+# --- bench/scale.py and bench/soak.py: smoke runs at their smallest, as subprocesses --------
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_script(name: str, *args: str, tmp_path: Path, timeout_s: float) -> tuple[dict, str]:
+    """``python bench/<name>.py ARGS --json FILE``: (the JSON it wrote, what it printed)."""
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *args, "--json", str(out)],
+        capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip
+    assert out.exists(), proc.stdout + proc.stderr
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_scale_quick_measures_the_watcher_against_a_small_world(tmp_path: Path) -> None:
+    figures, text = run_script(
+        "scale", "--quick", "--orgs", "2", "--scenarios", "60", "--hours", "1", "--max-wall", "15",
+        tmp_path=tmp_path, timeout_s=80,
+    )  # fmt: skip
+    (run,) = figures["runs"]
+    assert (run["orgs"], run["scenarios"]) == (2, 60)
+    assert 0 < run["simulated_hours"] <= 1
+    hours = math.ceil(run["simulated_hours"] - 1e-9)
+    assert len(run["cpu_s_per_hour"]) == len(run["rss_mb_per_hour"]) == hours
+    assert run["cpu_s"] > 0 and run["cycles"] > 0
+    assert 30 < run["peak_rss_mb"] < 4000 and run["peak_rss_mb"] >= run["rss_before_mb"] * 0.9
+    assert run["db_bytes_per_hour"][-1] > 0
+    # The budget, from the simulator's request log: Core 60/min x budget_share 0.5, per org.
+    assert run["budget_per_minute"] == {o["name"]: 30 for o in run["organizations"]}
+    assert all(0 < o["max_per_60s"] <= 30 for o in run["organizations"])
+    assert run["status_429"] == 0
+    # Failures come from the world, detections from makewatch's store.
+    assert 0 <= run["failures_recorded"] <= run["failures_produced"]
+    assert "peak RSS" in text and "429s 0" in text
+
+
+@pytest.mark.timeout(90)
+def test_soak_quick_tells_every_error_once_across_sigkills(tmp_path: Path) -> None:
+    args = ("--quick", "--kills", "3", "--drain", "40", "--quiet")
+    figures, text = run_script("soak", *args, tmp_path=tmp_path, timeout_s=80)
+    assert figures["kills"] == figures["sigkill_exits"] == figures["restarts"] == 3
+    # Each kill lands between sends (bench/README.md: a kill inside one may repeat that
+    # message on any channel, and no channel lets makewatch prevent it), so any duplicate
+    # below is makewatch's.
+    assert not figures["anywhere"] and figures["kills_inside_send"] == 0, text
+    assert figures["injected"] > 3
+    assert figures["missed"] == 0, text
+    assert figures["duplicated"] == 0, text
+    assert figures["notified"] == figures["injected"]
+    assert figures["stored_once"] == figures["injected"]
+    assert set(figures["per_channel"]) == {"slack webhook", "e-mail"}

@@ -25,6 +25,7 @@ from alerts.delivery import (
     channel_states,
     deliver_due,
 )
+from alerts.pipeline import process_events
 from alerts.service import Alerter
 from watcher import store as st
 from watcher.config import load_config
@@ -464,3 +465,52 @@ async def test_an_alert_on_a_slack_bot_and_email_keeps_its_slack_thread(make_sta
     assert all(m["In-Reply-To"] == root for m in mails[1:])
     refs = s.store.read_sync(lambda db: json.loads(next(iter(db["alerts"].rows))["thread_ref_json"]))
     assert refs == {"bot": {"channel": "C0ALERTS", "ts": original.ts}, "mail": {"message_id": root}}
+
+
+# --- a crash between a send and its commit ----------------------------------------------------
+
+
+class ProcessDied(Exception):
+    """Stands for a SIGKILL: nothing after it runs, nothing uncommitted is kept."""
+
+
+class DiesBeforeNthSentCommit:
+    """The store, except that the ``nth`` "sent" commit never happens: the process dies right
+    after the channel accepted that message and before its status was written."""
+
+    def __init__(self, store: Store, nth: int) -> None:
+        self._store, self._nth, self._marks = store, nth, 0
+
+    async def write(self, fn: Callable[[Any], Any]) -> Any:
+        if "_mark_sent" in fn.__qualname__:
+            self._marks += 1
+            if self._marks == self._nth:
+                raise ProcessDied
+        return await self._store.write(fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_crash_between_a_send_and_its_commit_repeats_that_one_message_and_no_other(make_stack):
+    s = await make_stack(["mail"])
+    for name in ("DataError", "ConnectionError", "RateLimitError"):
+        s.error(1, error_name=name)  # three alerts, one e-mail each
+    dying = DiesBeforeNthSentCommit(s.store, nth=2)
+    await process_events(s.store, s.alerter.policy, s.now)
+    with pytest.raises(ProcessDied):
+        await deliver_due(dying, s.alerter.notifiers, s.now, rng=random.Random(7))
+    # Each row's status commits right after its own send: the first is recorded as sent, the
+    # second was accepted but not recorded, the third was never tried.
+    assert [r["status"] for r in s.outbox()] == ["sent", "pending", "pending"]
+    first, second = (str(m["Message-ID"]) for _, m in s.sink.messages)
+
+    restarted = await make_stack(["mail"], store=s.store)  # a new process on the same state
+    restarted.now = s.now + 1
+    await restarted.tick()
+    assert [r["status"] for r in restarted.outbox()] == ["sent", "sent", "sent"]
+    ids = [str(m["Message-ID"]) for _, m in s.sink.messages + restarted.sink.messages]
+    # Only the message inside the window is repeated, under the same Message-ID, so a mail
+    # system (or a reader) recognises the copy; the message sent before it is not repeated.
+    assert ids[:2] == [first, second] and ids[2] == second
+    assert len(ids) == 4 and len(set(ids)) == 3

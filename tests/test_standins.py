@@ -6,12 +6,15 @@ run against it with the config it printed, and with makewatch.example.toml's sim
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -182,3 +185,42 @@ def test_every_fault_knob_is_documented_in_the_readme() -> None:
     # ...and nothing else is: every name in the table is one Faults.update accepts.
     for name in re.findall(r"^\| `(\w+)` \|", section, re.M):
         Faults().update({name: True if name == "reset" else getattr(Faults(), name, None)})
+
+
+def test_simulate_with_orgs_and_scenarios_serves_that_many_over_a_real_socket() -> None:
+    proc = subprocess.Popen(
+        makewatch(
+            "simulate", "--orgs", "2", "--scenarios", "5",
+            "--port", "0", "--slack-port", "0", "--smtp-port", "0",
+        ),  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    out = Output(proc)
+    try:
+        text = out.until(lambda line: line.startswith(BLOCK_END))
+        api = re.search(r"simulator: (http://127\.0\.0\.1:\d+/api/v2)", text)
+        assert api, text
+        assert "scale world: 2 organizations, 10 scenarios" in text
+        config = printed_config(text)
+        orgs = re.findall(r'^organization_id = (\d+)\ntoken_env = "(\w+)"$', config.toml, re.M)
+        assert len(orgs) == 2 and len(config.env) == 2
+        seen: set[int] = set()
+        for org_id, var in orgs:
+            # Each organization's token lists that organization's scenarios, and only them.
+            query = urllib.parse.urlencode({"organizationId": org_id, "pg[limit]": 100})
+            request = urllib.request.Request(
+                f"{api.group(1)}/scenarios?{query}",
+                headers={"Authorization": f"Token {config.env[var]}"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                scenarios = json.load(resp)["scenarios"]
+            assert len(scenarios) == 5
+            assert all(s["scheduling"]["interval"] == 900 for s in scenarios)
+            seen |= {s["id"] for s in scenarios}
+        assert len(seen) == 10  # the two organizations list different scenarios
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        out.close()

@@ -43,17 +43,42 @@ def main(verbose: bool) -> None:
     type=float,
     help="How many simulated seconds pass per real second.",
 )
-def simulate(host: str, port: int, slack_port: int, smtp_port: int, seed: int, speed: float) -> None:
+@click.option(
+    "--orgs",
+    type=click.IntRange(min=1),
+    help="Serve this many organizations of generated scenarios, not the demo world (default 1).",
+)
+@click.option(
+    "--scenarios",
+    type=click.IntRange(min=0),
+    help="Scenarios per organization of that world (default 100): every 15 min, ~2 % errors.",
+)
+@click.option(
+    "--plan",
+    type=click.Choice(["free", "core", "pro", "teams", "enterprise"]),
+    default="core",
+    show_default=True,
+    help="With --orgs/--scenarios: the organizations' Make plan (their API limit).",
+)
+def simulate(
+    host: str, port: int, slack_port: int, smtp_port: int, seed: int, speed: float,
+    orgs: int | None, scenarios: int | None, plan: str,
+) -> None:  # fmt: skip
     """Serve the Make API v2 simulator, a Slack stand-in and a mail sink; print the config to use.
 
     The Make API is at http://HOST:PORT/api/v2. Prints each organization's id and token, the
     makewatch.toml lines that watch them, then each Slack message and e-mail received.
+    With --orgs/--scenarios the world is ORGS x SCENARIOS generated scheduled scenarios
+    (the scale benchmark's, bench/scale.py) instead of the demo's three organizations.
     """
     from watcher.testing.standins import serve_standins
 
     try:
         asyncio.run(
-            serve_standins(host=host, port=port, slack_port=slack_port, smtp_port=smtp_port, seed=seed, speed=speed)
+            serve_standins(
+                host=host, port=port, slack_port=slack_port, smtp_port=smtp_port,
+                seed=seed, speed=speed, orgs=orgs, scenarios=scenarios, plan=plan,
+            )  # fmt: skip
         )
     except KeyboardInterrupt:
         pass

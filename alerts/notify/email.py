@@ -4,8 +4,17 @@ Threading: the first notice of an alert gets ``Message-ID: <makewatch.<hash>.<ou
 (the hash is of the alert's fingerprint); later notices (repeat, resolved) carry
 ``In-Reply-To`` and ``References`` pointing at it (from the thread_ref the first send
 returned) and the first notice's subject behind "Re: ". Every message's own Message-ID is
-derived from its outbox id, so a message delivered twice (a retry after a lost answer) has the
-same Message-ID and mail systems can drop the duplicate.
+derived from its outbox row (the alert's fingerprint and the row's id: stable across retries
+and restarts), so a message delivered twice has the same Message-ID and a reader or a mail
+system can tell the copy (Gmail, for one, keeps one of two messages with the same ID).
+
+A message can be delivered twice, and this is a limit of SMTP, not a bug to fix later: the
+server takes responsibility for a message with its 250 after DATA, and no SMTP command lets a
+client ask "do you have this one already?". If makewatch dies after that 250 and before the
+delivery loop commits the row as sent (alerts.delivery commits each row right after its own
+send, so the window is one message wide: the QUIT and that commit), or the 250 is lost on the
+way (a timeout), the row is still pending and is sent again after the restart, with the same
+Message-ID. bench/soak.py measures how often a random SIGKILL lands there (bench/README.md).
 
 SMTP answers map to :class:`DeliveryError`: 5xx (authentication refused, every recipient
 refused, message refused) and missing server features are permanent; 4xx, refused

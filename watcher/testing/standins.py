@@ -1,11 +1,12 @@
 """The stand-ins served together: ``makewatch simulate`` and the config that points at them.
 
 ``makewatch simulate`` serves, on ports of their own, the Make API simulator (the demo world
-of :meth:`World.generate`), the Slack stand-in (Web API and incoming webhooks) and the mail
-sink, prints the exact configuration that watches them (:func:`simulator_config`: one
-``[[organizations]]`` table per simulated organization with its real id and a token
-variable, a Slack bot channel and an e-mail channel) and then prints every Slack message
-and e-mail they receive, as a person would read it.
+of :meth:`World.generate`, or with ``--orgs``/``--scenarios`` the scale world of
+:func:`~watcher.simulator.scale.build_scale_world`), the Slack stand-in (Web API and incoming
+webhooks) and the mail sink, prints the exact configuration that watches them
+(:func:`simulator_config`: one ``[[organizations]]`` table per simulated organization with its
+real id and a token variable, a Slack bot channel and an e-mail channel) and then prints every
+Slack message and e-mail they receive, as a person would read it.
 
 The same :func:`simulator_config` builds the demo's configuration and is what
 ``makewatch.example.toml``'s simulator block holds (a test keeps them equal), so the
@@ -27,6 +28,7 @@ from aiohttp import web
 
 from watcher.clock import Clock, ScaledClock
 from watcher.simulator import World, create_app
+from watcher.simulator.scale import build_scale_world
 from watcher.testing.mail_sink import MailSink, start_mail_sink, subject_of
 from watcher.testing.slack_standin import DEFAULT_TOKEN, SlackState, create_slack_app
 from watcher.testing.slack_text import message_text
@@ -159,15 +161,27 @@ async def serve_standins(
     speed: float = 1.0,
     clock: Clock | None = None,
     out: TextIO | None = None,
+    orgs: int | None = None,
+    scenarios: int | None = None,
+    plan: str = "core",
 ) -> None:
     """Serve the simulator (and the Slack stand-in and mail sink unless their port is 0)
-    until cancelled; print where they are, the config to paste, then what they receive."""
+    until cancelled; print where they are, the config to paste, then what they receive.
+
+    With ``orgs`` or ``scenarios``, the world is ``orgs`` (default 1) organizations on
+    ``plan`` with ``scenarios`` (default 100) scheduled scenarios each, instead of the demo's.
+    """
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
-    world = World.generate(seed=seed, clock=clock or ScaledClock(speed))
+    clock = clock or ScaledClock(speed)
+    if orgs is None and scenarios is None:
+        world = World.generate(seed=seed, clock=clock)
+    else:
+        per_org = 100 if scenarios is None else scenarios
+        world = build_scale_world(seed, orgs or 1, per_org, clock, plan)
     runners = []
     smtp = None
     try:
@@ -175,6 +189,9 @@ async def serve_standins(
         runners.append(sim_runner)
         root = f"http://{host}:{bound}"
         say(f"Make API v2 simulator: {root}/api/v2 (seed {seed}, speed x{speed:g})")
+        if orgs is not None or scenarios is not None:
+            n_orgs, n_scenarios = len(world.organizations), len(world.scenarios)
+            say(f"  scale world: {n_orgs} organizations, {n_scenarios} scenarios")
         for org in world.organizations.values():
             say(
                 f"  organization {org.id} {org.name!r} plan={org.plan} apiLimit={org.api_limit} "
