@@ -830,3 +830,70 @@ async def test_malformed_scenarios_in_a_listing_are_skipped_and_counted_and_the_
     sample = rig.watcher.metrics.registry.get_sample_value
     assert sample("makewatch_api_entries_skipped_total", {"org": "Acme", "endpoint": "/scenarios"}) == 4
     assert sample("makewatch_api_entries_skipped_total", {"org": "Globex", "endpoint": "/scenarios"}) is None
+
+
+def _analytics_world(clock, scopes=None):
+    world = World(seed=21, clock=clock)
+    world.signals.knobs.update({"analytics_lag_s": 0})
+    org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**8)
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id], scopes=scopes)
+    far = START + 10**8
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(200)]
+    return world, org, token, scs
+
+
+def analytics_reads(world, org_id: int) -> int:
+    return sum(1 for r in world.requests if r.path == f"/api/v2/analytics/{org_id}")
+
+
+async def test_an_error_counted_by_enterprise_analytics_is_read_first(rig_factory):
+    """Issue 16.2: a failed run whose operations look like a good one's is found at once
+    where Make's analytics count it, though 199 other scenarios wait for a tight budget."""
+    clock = ManualClock(START)
+    world, org, token, scs = _analytics_world(clock)
+    rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 0.01")  # 10 a minute
+    await rig.cycle()  # baseline, the analytics' too
+    assert analytics_reads(world, org.id) == 1
+    clock.advance(61)
+    for sc in scs[:-1]:
+        world.inject_run(sc.id, status=1, operations=5)
+    failed = world.inject_run(scs[-1].id, status=3, operations=5)  # failed at the last module
+    clock.advance(61)
+    (r,) = await rig.cycle()
+    assert analytics_reads(world, org.id) == 2
+    assert r.analytics_rose == 1 and r.reads["signal:analytics"] == 1 and r.found["signal:analytics"] == 1
+    assert r.carried_over > 150  # the others wait...
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]  # ...not this one
+
+
+async def test_analytics_are_read_only_where_the_license_has_them(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=22, clock=clock)
+    org = world.add_organization(name="Core org", plan="core")
+    team = world.add_team(org.id, name="T")
+    world.add_scenario(team.id, name="s")
+    rig = await rig_factory(world, [("Core org", org.id, world.add_token(org_ids=[org.id]))])
+    for _ in range(3):
+        (r,) = await rig.cycle()
+        assert r.ok
+        clock.advance(61)
+    assert analytics_reads(world, org.id) == 0
+
+
+async def test_a_token_without_the_analytics_scope_turns_the_signal_off_for_an_hour(rig_factory, caplog):
+    from watcher.simulator import ALL_READ_SCOPES
+
+    clock = ManualClock(START)
+    world, org, token, scs = _analytics_world(clock, scopes=[s for s in ALL_READ_SCOPES if s != "analytics:read"])
+    rig = await rig_factory(world, [("Big", org.id, token)])
+    with caplog.at_level(logging.WARNING, logger="watcher.poller"):
+        for _ in range(5):
+            (r,) = await rig.cycle()
+            assert r.ok
+            clock.advance(61)
+    assert analytics_reads(world, org.id) == 1  # one 403, then nothing for an hour
+    assert sum("analytics not readable" in m for m in caplog.messages) == 1
+    clock.advance(3600)
+    await rig.cycle()
+    assert analytics_reads(world, org.id) == 2

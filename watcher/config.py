@@ -418,6 +418,8 @@ class PollingSettings(Section):
     hook_backlog_ratio: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.8
     unreachable_after_cycles: Annotated[int, Strict(), Field(ge=1)] = 3
     concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
+    # Enterprise analytics as a signal of failed runs, where the license has analyticsAccess.
+    analytics: bool = True
     silent: SilentSettings = Field(default_factory=SilentSettings)
 
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from watcher import analytics as an
 from watcher import events as ev
 from watcher import silent
 from watcher import store as st
@@ -99,6 +100,7 @@ class CycleReport:
     reads: Counter[str] = field(default_factory=Counter)
     hits: Counter[str] = field(default_factory=Counter)  # reads that found a new failure
     found: Counter[str] = field(default_factory=Counter)  # new failures found
+    analytics_rose: int = 0  # scenarios marked pending by Enterprise analytics
     error: str | None = None
     # Whether trying again soon may help (an outage), or not (a rejected token).
     retryable: bool = True
@@ -274,6 +276,10 @@ class OrgPoller:
         # when a write fails, so the database stays the truth.
         self._rows: dict[int, dict[str, Any]] | None = None
         self._cursors: dict[tuple[int, str], dict[str, Any]] = {}
+        # Today's error counts from Enterprise analytics (watcher.analytics), in memory only:
+        # a new process starts with a baseline read.
+        self._analytics = an.ErrorCounts()
+        self._analytics_off_until = 0.0
         self._rule_cache: dict[int, tuple[Any, tuple[dict[str, Any], silent.OverdueRule, silent.IdleRule]]] = {}
 
     # --- the cycle --------------------------------------------------------------------
@@ -396,6 +402,7 @@ class OrgPoller:
         await self._write_rows(commit, rows, cursors)
         report.events.update(e.kind for e in new_events)
 
+        await self._analytics_signal(report, now)
         await self._read_pending(report, now)
 
     def _inventory_due(self, ws: dict[str, Any], ws_updates: dict[str, Any], first_start: bool) -> bool:
@@ -446,6 +453,54 @@ class OrgPoller:
                 key = (cur["scenario_id"], cur["stream"])
                 self._cursors[key] = {**self._cursors.get(key, {}), **cur}
         return result
+
+    # --- Enterprise analytics ----------------------------------------------------------
+
+    async def _analytics_signal(self, report: CycleReport, now: float) -> None:
+        """Mark pending, with the signal "analytics", the scenarios whose error count of
+        today rose since the last read (watcher.analytics); Enterprise organizations only,
+        at most every minute and a tenth of the budget. A 401/403 turns it off for an hour
+        (logged once); any other failure waits for the next read: it is only a hint."""
+        lic = self.info.license if self.info else None
+        if not self.polling.analytics or lic is None or not an.has_analytics(lic.raw) or now < self._analytics_off_until:
+            return
+        state = self._analytics
+        rows = await self._scenario_rows()
+        pages = len(rows) // an.PAGE_SIZE + 1
+        budget = budget_per_minute(self.org, lic.api_limit)
+        if now - state.read_at < max(an.ANALYTICS_INTERVAL_S, pages * 60.0 / (an.ANALYTICS_SHARE * budget)):
+            return
+        today = an.utc_day(now)
+        rose: set[int] = set()
+        try:
+            if state.day is not None and state.day != today:
+                # The day turned: its last minutes' errors are in yesterday's count only.
+                before = await self.client.organization_analytics(self.org_id, date_from=state.day, date_to=state.day, page_size=an.PAGE_SIZE)
+                rose |= state.rose(before)[0]
+                state = an.ErrorCounts(today, {}, state.read_at)
+            entries = await self.client.organization_analytics(self.org_id, date_from=today, date_to=today, page_size=an.PAGE_SIZE)
+        except MakeApiError as exc:
+            if exc.is_auth_error or exc.status in (401, 403):
+                self._analytics_off_until = now + 3600.0
+                self.log.warning("organization %s: analytics not readable (%s); not used for an hour", self.org.name, exc)
+            else:
+                self.log.info("organization %s: analytics not read: %s", self.org.name, exc)
+            return
+        up, counts = state.rose(entries)
+        if state.day is not None:  # (a first read is the baseline)
+            rose |= up
+        self._analytics = an.ErrorCounts(today, counts, now)
+        marks = []
+        for sid in sorted(rose):
+            row = rows.get(sid)
+            if row is None:
+                continue  # not listed yet: the next inventory sees it
+            old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
+            reason = ",".join(sorted({r for r in [*old, "analytics"] if r}))
+            marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
+        report.analytics_rose = len(marks)
+        if marks:
+            await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
