@@ -56,9 +56,9 @@ import re
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +107,8 @@ FULL: tuple[Regime, ...] = (
     Regime("a", "100 scenarios, Core, all every 15 min (the budget reads all that ran)", 100, 8 * 3600, 3600),
     Regime("b", "1,000 scenarios, Core, all every 15 min (it cannot)", 1000, 4 * 3600, 3600),
 )
+# Not in "all" (several minutes): the budget reads a scenario every 5.5 hours at best.
+LARGE = Regime("c", "10,000 scenarios, Core, all every 15 min (over budget tenfold)", 10_000, 3600, 3600)
 QUICK: tuple[Regime, ...] = (
     Regime("a", "100 scenarios, Core, all every 15 min (quick)", 100, 5400, 1200),
     Regime("b", "400 scenarios, Core, all every 15 min (quick; over budget)", 400, 3600, 1800),
@@ -282,6 +284,10 @@ class MakewatchPoller:
         self.clock = clock
         self.detected: dict[str, float] = {}
         self._last_event_id = 0
+        # Why each logs read was chosen, and what it found (CycleReport.reads/hits/found).
+        self.reads: Counter[str] = Counter()
+        self.hits: Counter[str] = Counter()
+        self.found: Counter[str] = Counter()
 
     async def poll_once(self) -> float | None:
         """One cycle; returns when the service would poll again (its adaptive interval)."""
@@ -289,6 +295,9 @@ class MakewatchPoller:
         if not report.ok:
             raise RuntimeError(f"makewatch cycle failed: {report.error}")
         next_s = self.watcher.pollers[0].next_interval_s(report)
+        self.reads.update(report.reads)
+        self.hits.update(report.hits)
+        self.found.update(report.found)
         last = self._last_event_id
 
         def query(db: Any) -> list[dict[str, Any]]:
@@ -319,6 +328,11 @@ class PollerResult:
     detected: dict[str, float]
     latencies: list[float]  # one per counted failure, in the regime's order; inf = missed
     requests: list[RequestRecord]  # the simulator's log of this poller's world
+    # makewatch only: logs reads by why they were chosen, those that found a new failure,
+    # and the failures they found (see CycleReport.reads)
+    reads: Counter[str] = field(default_factory=Counter)
+    hits: Counter[str] = field(default_factory=Counter)
+    found: Counter[str] = field(default_factory=Counter)
 
     @property
     def detected_count(self) -> int:
@@ -401,6 +415,8 @@ class RegimeResult:
             return r.max_latency
         if what == "requests":
             return float(len(r.requests))
+        if what == "requests_per_detected":
+            return len(r.requests) / r.detected_count if r.detected_count else math.inf
         raise ValueError(what)
 
 
@@ -472,6 +488,8 @@ async def run_poller(
                 latencies=latencies,
                 requests=list(world.requests),
             )
+            if isinstance(poller, MakewatchPoller):
+                result.reads, result.hits, result.found = poller.reads, poller.hits, poller.found
             return result, truth
         finally:
             if name == "makewatch" and isinstance(poller, MakewatchPoller):
@@ -544,17 +562,53 @@ def render(results: Sequence[RegimeResult], command: str) -> str:
             ("cycles", str(mw.cycles), str(nv.cycles), ""),
             ("mean requests per cycle", f"{mw.requests_per_cycle:.1f}", f"{nv.requests_per_cycle:.1f}", ""),
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            lines.append(
-                f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
-            )
+        rows.append(
+            ("requests per detected failure", f"{len(mw.requests) / max(1, mw.detected_count):.1f}", f"{len(nv.requests) / max(1, nv.detected_count):.1f}", fmt_ratio(res.ratio("requests_per_detected")))
+        )
+        lines += _table(rows)
+        lines.append("  how makewatch chose its logs reads (precision = share of its reads that found a new failure;")
+        lines.append("  recall = share of the failures makewatch recorded that such a read found):")
+        lines += _table(choice_rows(mw))
         lines.append("")
     lines.append(
         "latency = simulated seconds from a failed run's timestamp to its recording; percentiles "
         "are nearest-rank over every counted failure, a missed one counting as infinite."
     )
     return "\n".join(lines)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    n = len(rows[0])
+    widths = [max(len(r[i]) for r in rows) for i in range(n)]
+    out = []
+    for r in rows:
+        cells = [f"{r[0]:<{widths[0]}}", *(f"{c:>{w}}" for c, w in zip(r[1:], widths[1:], strict=True))]
+        out.append(("  " + "  ".join(cells)).rstrip())
+    return out
+
+
+CHOICES: tuple[tuple[str, str], ...] = (
+    ("band:signals", "signals band (state, DLQ, unusual step)"),
+    ("band:floor", "round-robin floor band"),
+    ("band:likelihood", "likelihood band"),
+    ("band:sweep", "hourly sweep (nothing moved)"),
+    ("signal:state", "  signal: a state moved (isinvalid, isActive)"),
+    ("signal:dlq", "  signal: dlqCount rose"),
+    ("signal:partial", "  signal: unusual operations step"),
+    ("signal:newstep", "  hint: first step bigger than a check run"),
+)
+
+
+def choice_rows(p: PollerResult) -> list[tuple[str, str, str, str, str]]:
+    """Reads, precision, failures found and recall per band and signal."""
+    total = sum(p.found[k] for k, _ in CHOICES if k.startswith("band:"))
+    rows = [("", "reads", "precision", "failures found", "recall")]
+    for key, title in CHOICES:
+        reads = p.reads[key]
+        precision = f"{100 * p.hits[key] / reads:.0f} %" if reads else "-"
+        recall = f"{100 * p.found[key] / total:.0f} %" if total else "-"
+        rows.append((title, str(reads), precision, str(p.found[key]), recall))
+    return rows
 
 
 def to_json(results: Sequence[RegimeResult]) -> dict[str, Any]:
@@ -582,8 +636,13 @@ def to_json(results: Sequence[RegimeResult]) -> dict[str, Any]:
                 "budget_per_minute": p.budget_per_minute,
                 "status_429": p.status_429,
                 "cycles": p.cycles,
+                "reads": dict(p.reads),
+                "hits": dict(p.hits),
+                "found": dict(p.found),
             }
-        entry["ratios_naive_over_makewatch"] = {k: finite(res.ratio(k)) for k in ("p50", "p95", "max", "requests")}
+        entry["ratios_naive_over_makewatch"] = {
+            k: finite(res.ratio(k)) for k in ("p50", "p95", "max", "requests", "requests_per_detected")
+        }
         out["regimes"].append(entry)
     return out
 
@@ -592,7 +651,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="a smaller run (seconds, for tests)")
     ap.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
-    ap.add_argument("--regime", choices=("a", "b", "all"), default="all")
+    ap.add_argument(
+        "--seeds", type=seed_list, metavar="A-B",
+        help="several seeds (e.g. 1-5 or 1,3): each regime once per seed, then a summary per seed",
+    )
+    ap.add_argument("--regime", choices=("a", "b", "c", "all"), default="all", help="c (10,000 scenarios) only when named")
     ap.add_argument(
         "--poll-interval", type=float, default=60.0, metavar="S",
         help="polling.poll_interval_s of both pollers (default 60, makewatch's default)",
@@ -601,11 +664,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def seed_list(text: str) -> list[int]:
+    """ "1-5" or "1,3,4" -> the seeds."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    if not out:
+        raise argparse.ArgumentTypeError("no seed")
+    return out
+
+
+def summary(results: Sequence[RegimeResult]) -> str:
+    """One line per regime and seed: the ratios, and whether makewatch was ever worse."""
+    rows = [("regime", "seed", "failures", "detected mw/naive", "p50 x", "p95 x", "max x", "never worse")]
+    for res in results:
+        worse = [k for k in ("p95", "max") if res.ratio(k) < 1.0] + (
+            ["detected"] if res.makewatch.detected_count < res.naive.detected_count else []
+        )
+        rows.append((
+            res.regime.key, str(res.seed), str(len(res.truth)),
+            f"{res.makewatch.detected_count}/{res.naive.detected_count}",
+            fmt_ratio(res.ratio("p50")), fmt_ratio(res.ratio("p95")), fmt_ratio(res.ratio("max")),
+            "yes" if not worse else "NO: " + ", ".join(worse),
+        ))
+    return "\n".join(["summary (ratios naive / makewatch: above 1 is makewatch better)", *_table(rows)])
+
+
 def command_line(args: argparse.Namespace) -> str:
     parts = ["python bench/detect.py"]
     if args.quick:
         parts.append("--quick")
-    parts.append(f"--seed {args.seed}")
+    if args.seeds:
+        parts.append("--seeds " + ",".join(map(str, args.seeds)))
+    else:
+        parts.append(f"--seed {args.seed}")
     if args.regime != "all":
         parts.append(f"--regime {args.regime}")
     if args.poll_interval != 60.0:
@@ -617,8 +710,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     regimes = [r for r in (QUICK if args.quick else FULL) if args.regime in ("all", r.key)]
-    results = asyncio.run(run_benchmark(regimes, args.seed, args.poll_interval))
+    if args.regime == "c":
+        regimes = [LARGE]
+    results: list[RegimeResult] = []
+    for seed in args.seeds or [args.seed]:
+        results += asyncio.run(run_benchmark(regimes, seed, args.poll_interval))
     print(render(results, command_line(args)))
+    if len(results) > 1:
+        print()
+        print(summary(results))
     if args.json:
         args.json.write_text(json.dumps(to_json(results), indent=2) + "\n")
     return 0

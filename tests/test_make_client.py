@@ -87,11 +87,11 @@ async def test_scenarios_across_pages_have_no_gap_and_no_duplicate(start_sim, fa
     made |= {world.add_scenario(ids["other"].id, name=f"m{i}").id for i in range(101)}
     sim = await start_sim(world)
     client = sim.client(ids["token"])
-    listed = await client.list_scenarios(organization_id=ids["org"].id)
+    listed = await client.list_scenarios(organization_id=ids["org"].id, page_size=100)
     assert len(listed) == 231 and {s.id for s in listed} == made
     pages = sim.requests(path_prefix="/api/v2/scenarios")
     assert len(pages) == 3  # 100 + 100 + 31
-    by_team = await client.list_scenarios(team_id=ids["other"].id)
+    by_team = await client.list_scenarios(team_id=ids["other"].id, page_size=100)
     assert len(by_team) == 101 and all(s.team_id == ids["other"].id for s in by_team)
     one = await client.get_scenario(listed[0].id)
     assert one.id == listed[0].id and one.name == listed[0].name

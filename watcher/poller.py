@@ -24,9 +24,10 @@ import asyncio
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -37,32 +38,24 @@ from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
 from watcher.logs import ContextLog
 from watcher.make import MakeApiError, MakeClient, Organization, Scenario
+from watcher.make.client import SCENARIO_PAGE_SIZE
 from watcher.make.models import Hook, UsageDay, imt_sort_key
 from watcher.orgs import calibrate
+from watcher.reads import DEACTIVATED, choose_reads, priority, read_cost, round_robin_s, signals_of
+from watcher.steps import StepProfile
 from watcher.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Our clock and Make's may disagree a little: a baseline starts this much earlier, so that a
 # run Make stamps just before our "now" is not lost (at worst an error from the last minute
 # before the first start is reported).
 BASELINE_SKEW_S = 60.0
-# Priority of pending scenarios (see OrgPoller._priority): a prior error rate of 2 %, worth
-# 25 runs, and the run interval assumed for scenarios without a schedule (webhooks).
-PRIOR_ERRORS, PRIOR_RUNS = 0.5, 25.0
-DEFAULT_RUN_INTERVAL_S = 900.0
 # At most this share of a cycle's budget goes to listing scenarios (see _inventory_due).
 INVENTORY_SHARE = 0.25
 # Poll again after the time the last cycle's requests take of the budget, times this.
 ADAPTIVE_HEADROOM = 1.25
-# A counter step under this share of the usual run's operations hints at a failed run;
-# the usual run is an exponential moving average with this weight.
-PARTIAL_RUN_RATIO, OPS_EMA = 0.8, 0.2
-# Every FLOOR_EVERY-th read of a cycle goes to the longest-unread pending scenario.
-FLOOR_EVERY = 2
-# A pending reason "deactivated@<seq>": Make switched the scenario off; its event is made
-# with the errors that caused it when its logs are read (at once, whatever the allowance).
-DEACTIVATED = "deactivated@"
 # How many of those errors a deactivation notice shows.
 DEACTIVATION_ERRORS = 3
 # How far before its cursor a scenario's logs are read again (see _read_scenario).
@@ -75,7 +68,7 @@ FAILURE_BACKOFF_S, FAILURE_BACKOFF_MAX_S = 5.0, 30.0
 # read as often as this share of the budget allows, but not more often than every
 # USAGE_MIN_INTERVAL_S, nor less often than polling.usage_interval_s. Near a quota threshold
 # or with a webhook queue half way to its alert, a larger share, down to NEAR_INTERVAL_S.
-USAGE_SHARE, USAGE_MIN_INTERVAL_S = 0.1, 120.0
+USAGE_SHARE, USAGE_MIN_INTERVAL_S = 0.05, 300.0
 NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
 # "Near": within this many percentage points below the next quota threshold, or a queue at
 # this share of hook_backlog_ratio.
@@ -100,6 +93,12 @@ class CycleReport:
     dlqs_read: int = 0
     carried_over: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    # Logs reads by why they were chosen ("band:signals|floor|likelihood|sweep", and
+    # "signal:partial|dlq|state" for the signals they carried), and the failures each found:
+    # bench/detect.py prints each signal's precision and recall from them.
+    reads: Counter[str] = field(default_factory=Counter)
+    hits: Counter[str] = field(default_factory=Counter)  # reads that found a new failure
+    found: Counter[str] = field(default_factory=Counter)  # new failures found
     error: str | None = None
     # Whether trying again soon may help (an outage), or not (a rejected token).
     retryable: bool = True
@@ -191,23 +190,6 @@ def usage_summary(info: Organization, usage: list[UsageDay], now: float) -> dict
     }
 
 
-def _partial_run_hint(prev: dict[str, Any], sc: Scenario) -> tuple[bool, float | None]:
-    """Did the operations counter move by less than a usual run? Then a run likely stopped
-    early, i.e. failed (a run that fails at module k consumed only k operations).
-
-    Returns (hint, the updated usual operations per run). A step of 1 is a check run (a
-    polling trigger that found nothing) and says nothing; the usual run is a moving average
-    of the other steps. Several runs between two listings make a bigger step, never a hint.
-    """
-    step = sc.operations - int(prev.get("operations") or 0)
-    usual = prev.get("ops_per_run")
-    if step <= 1:
-        return False, usual
-    if usual and step < PARTIAL_RUN_RATIO * usual:
-        return True, usual
-    return False, float(step) if not usual else usual + OPS_EMA * (step - usual)
-
-
 def quota_event(
     org_settings: OrganizationSettings,
     info: Organization,
@@ -285,6 +267,14 @@ class OrgPoller:
         # The planned time to the next cycle (see next_interval_s); a cycle's budget is its share.
         self.interval_s = polling.poll_interval_s
         self._failures = 0  # consecutive failed cycles (their backoff)
+        self.scenario_page_size = SCENARIO_PAGE_SIZE
+        # The organization's scenario snapshots and cursors as stored, kept between cycles so
+        # that a cycle reads none of them back (a 10,000-scenario organization reloaded them
+        # all twice a cycle). Loaded at the first cycle; updated after each commit; dropped
+        # when a write fails, so the database stays the truth.
+        self._rows: dict[int, dict[str, Any]] | None = None
+        self._cursors: dict[tuple[int, str], dict[str, Any]] = {}
+        self._rule_cache: dict[int, tuple[Any, tuple[dict[str, Any], silent.OverdueRule, silent.IdleRule]]] = {}
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -369,12 +359,12 @@ class OrgPoller:
         cursors: list[dict[str, Any]] = []
         if self._inventory_due(ws, ws_updates, first_start):
             before = self.client.requests_sent
-            scenarios = await self.client.list_scenarios(organization_id=self.org_id)
+            scenarios = await self.client.list_scenarios(organization_id=self.org_id, page_size=self.scenario_page_size)
             if self.org.teams:
                 scenarios = [s for s in scenarios if s.team_id in self.org.teams]
             report.scenarios = len(scenarios)
             ws_updates[prefix + "inventory"] = {"at": now, "pages": self.client.requests_sent - before, "skipped": 0}
-            stored = await self.store.get_scenarios(self.org_id)
+            stored = await self._scenario_rows()
             last_cycle = org_row["updated_at"] if org_row else None
             rows, cursors, diff_events = self._diff(
                 scenarios, stored, now, first_start, last_cycle, ws, ws_updates, info
@@ -403,7 +393,7 @@ class OrgPoller:
             st.set_watch_state(db, ws_updates, now)
             return n
 
-        await self.store.write(commit)
+        await self._write_rows(commit, rows, cursors)
         report.events.update(e.kind for e in new_events)
 
         await self._read_pending(report, now)
@@ -428,6 +418,34 @@ class OrgPoller:
             return True
         ws_updates[key] = {**last, "skipped": skipped + 1}
         return False
+
+    # --- the snapshots kept in memory -------------------------------------------------
+
+    async def _scenario_rows(self) -> dict[int, dict[str, Any]]:
+        """The stored snapshot of every scenario of the organization, by id (see _rows)."""
+        if self._rows is None:
+            self._rows, self._cursors = await self.store.read(
+                lambda db: (st.get_scenarios(db, self.org_id), st.get_cursors(db, self.org_id))
+            )
+        return self._rows
+
+    async def _write_rows(
+        self, commit: Callable[[Database], T], rows: list[dict[str, Any]], cursors: list[dict[str, Any]]
+    ) -> T:
+        """Run ``commit`` (which writes ``rows`` and ``cursors``), then apply them to the
+        snapshots in memory; a failed write drops those, to be read again."""
+        try:
+            result = await self.store.write(commit)
+        except BaseException:
+            self._rows = None
+            raise
+        if self._rows is not None:
+            for row in rows:
+                self._rows.setdefault(row["id"], {}).update(row)
+            for cur in cursors:
+                key = (cur["scenario_id"], cur["stream"])
+                self._cursors[key] = {**self._cursors.get(key, {}), **cur}
+        return result
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
@@ -511,7 +529,7 @@ class OrgPoller:
 
         teams = self.org.teams or self.info.team_ids
         # The counters of the scenarios behind the hooks, as last listed (no call to Make).
-        ops = await self.store.read(lambda db: {sid: r.get("operations") for sid, r in st.get_scenarios(db, self.org_id).items()})
+        ops = {sid: r.get("operations") for sid, r in (await self._scenario_rows()).items()}
         for team_id in teams:
             try:
                 hooks = await self.client.list_hooks(team_id)
@@ -646,6 +664,8 @@ class OrgPoller:
         out: list[ev.Event] = []
         org_name = self.org.name
         backfill_s = self.polling.backfill_s if first_start else 0.0
+        # The listing before this one (every stored snapshot was taken by it or earlier).
+        listed_before = (ws.get(f"org:{self.org_id}:inventory") or {}).get("at")
         for sc in scenarios:
             prev = stored.get(sc.id)
             row = _snapshot_row(sc, self.org_id, now)
@@ -653,7 +673,7 @@ class OrgPoller:
                 # First sight. On first start the past is the baseline (or `backfill` of it);
                 # a scenario created since the last cycle has only new runs.
                 since = (now - BASELINE_SKEW_S - backfill_s) if first_start else (last_cycle or now) - BASELINE_SKEW_S
-                row |= {"first_seen_at": now, "last_checked_at": now, "state_seq": 0}
+                row |= {"first_seen_at": now, "last_checked_at": now, "state_seq": 0, "runs_seen": 0, "errors_seen": 0, "error_score": 0.0}
                 if not first_start or backfill_s > 0:
                     row |= {"pending_since": now, "pending_reason": "new"}
                 # The baseline is also a floor: no later re-read turns what came before into events.
@@ -670,7 +690,7 @@ class OrgPoller:
                 if sc.dlq_count > 0 and first_start:
                     out.append(ev.dlq_backlog_event(self.org_id, org_name, self.ui, sc, now, []))
                 row["state_seq"] = seq
-                self._silent(None, sc, row, now, info, out)
+                self._silent(None, sc, row, now, info, out, listed_before)
                 rows.append(row)
                 continue
 
@@ -710,12 +730,17 @@ class OrgPoller:
                 )
             row["state_seq"] = seq
             reasons = _moved(prev, sc)
-            hint, ops_per_run = _partial_run_hint(prev, sc)
-            if hint:
-                reasons.append("partial")
+            step = sc.operations - int(prev.get("operations") or 0)
+            if step > 0:
+                # A step no usual run makes hints at a failed run (watcher.steps).
+                profile = StepProfile.from_json(prev.get("steps"))
+                hint = profile.observe(step, None if listed_before is None else now - listed_before, sc.interval_s)
+                if hint:
+                    reasons.append(hint)
+                    if not prev.get("hint_step"):
+                        row["hint_step"] = step
+                row["steps"] = profile.to_json()
             reasons += deactivated
-            if ops_per_run is not None:
-                row["ops_per_run"] = ops_per_run
             if reasons:
                 old = (prev.get("pending_reason") or "").split(",") if prev.get("pending_since") else []
                 if "dlq" in reasons and sc.dlq_count < (prev.get("dlq_count") or 0):
@@ -723,13 +748,30 @@ class OrgPoller:
                     reasons.append("logs")
                 merged = sorted({r for r in old + reasons if r})
                 row |= {"pending_since": prev.get("pending_since") or now, "pending_reason": ",".join(merged)}
-            self._silent(prev, sc, row, now, info, out)
-            rows.append(row)
+            self._silent(prev, sc, row, now, info, out, listed_before)
+            # Only what changed is written: most of a big inventory did not move.
+            changed = {k: v for k, v in row.items() if k != "updated_at" and prev.get(k) != v}
+            if changed:
+                rows.append({"id": sc.id, **changed, "updated_at": now})
         return rows, cursors, out
 
     def _labels(self, sc: Scenario) -> dict[str, Any]:
         """What ``[[polling.silent.rules]]`` match a scenario on."""
         return {"org_id": self.org_id, "org": self.org.name, "team_id": sc.team_id, "scenario_id": sc.id, "scenario": sc.name}
+
+    def _silent_rules(self, sc: Scenario) -> tuple[dict[str, Any], silent.OverdueRule, silent.IdleRule]:
+        """The silent checks' settings of ``sc`` (``[polling.silent]`` and its rules), kept
+        per scenario while its labels stay the same: matching every rule and parsing
+        business hours for each of 10,000 scenarios at every listing was a third of a
+        cycle's CPU."""
+        labels = self._labels(sc)
+        key = tuple(sorted(labels.items()))
+        hit = self._rule_cache.get(sc.id)
+        if hit is None or hit[0] != key:
+            values = self.polling.silent.effective(labels)
+            hit = (key, (values, silent.OverdueRule.from_settings(values), silent.IdleRule.from_settings(values)))
+            self._rule_cache[sc.id] = hit
+        return hit[1]
 
     def _silent(
         self,
@@ -739,11 +781,14 @@ class OrgPoller:
         now: float,
         info: Organization,
         out: list[ev.Event],
+        listed_before: float | None = None,
     ) -> None:
         """The silent-failure checks of one listed scenario (watcher.silent): their state
-        goes into the snapshot ``row``, their events into ``out``; no call to Make."""
-        values = self.polling.silent.effective(self._labels(sc))
-        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=silent.OverdueRule.from_settings(values))
+        goes into the snapshot ``row``, their events into ``out``; no call to Make.
+        ``listed_before``: when the organization was listed before (a snapshot's
+        ``updated_at`` is when it last changed)."""
+        values, overdue_rule, rule = self._silent_rules(sc)
+        step = silent.overdue_step(prev, sc, now, org_paused=info.is_paused, rule=overdue_rule)
         row |= {"due_at": step.due_at, "overdue_at": step.overdue_at}
         if step.fire:
             assert step.overdue_at is not None
@@ -751,8 +796,7 @@ class OrgPoller:
         elif step.resolved and prev is not None:
             out.append(ev.overdue_event(self.org_id, self.org.name, self.ui, sc, step, float(prev["overdue_at"]), now, standing=False))
 
-        rule = silent.IdleRule.from_settings(values)
-        idle = silent.idle_step(prev, sc, now, org_paused=info.is_paused, rule=rule)
+        idle = silent.idle_step(prev, sc, now, org_paused=info.is_paused, rule=rule, listed_before=listed_before)
         if idle.activity is not None:
             row["activity"] = idle.activity.to_json()
         if idle.fire:
@@ -770,7 +814,7 @@ class OrgPoller:
             out.append(ev.silent_event("scenario_idle", self.org_id, self.org.name, self.ui, sc, idle.episode_at, now, {"hook_id": sc.hook_id}, resolved=idle.resolved))
 
         daily = silent.DailyOps.from_json((prev or {}).get("volume"))
-        gap = now - float(prev.get("updated_at") or now) if prev else 0.0
+        gap = now - float(listed_before or now) if prev else 0.0
         if daily.observe(now, sc.operations, gap):
             # Switched off, paused, or in a paused organization: its volume says nothing new
             # (the state's own alert does), and an open anomaly ends.
@@ -786,38 +830,10 @@ class OrgPoller:
 
     # --- pending reads ------------------------------------------------------------------
 
-    def _priority(self, row: dict[str, Any], now: float) -> float:
-        """How likely the scenario's unread runs hold a failure (0..1); state changes first.
-
-        The error rate is estimated from what makewatch has read of that scenario, shrunk
-        towards a prior of 2 %; the number of unread runs grows with the time since its last
-        read (its schedule interval, else 15 min). Expected latency over all scenarios is
-        lowest when reads go where a failure is most likely (DESIGN.md, "Scheduling under a
-        tight budget"); since the chance climbs towards 1 with waiting, nothing starves.
-        """
-        reason = row.get("pending_reason") or ""
-        if "state" in reason or (row.get("is_invalid") and not row.get("is_active")):
-            return 2.0  # Make switched it off, or a state moved: read its last errors now
-        if "partial" in reason:
-            return 1.5  # a run used fewer operations than usual: it probably failed
-        p = ((row.get("errors_seen") or 0) + PRIOR_ERRORS) / ((row.get("runs_seen") or 0) + PRIOR_RUNS)
-        interval = (row.get("scheduling") or {}).get("interval") or DEFAULT_RUN_INTERVAL_S
-        last_read = row.get("last_checked_at")
-        if last_read is None:
-            last_read = row.get("pending_since")
-        since = now - (now if last_read is None else last_read)
-        unread_runs = max(1.0, since / float(interval))
-        return 1.0 - (1.0 - min(p, 1.0)) ** unread_runs
-
     async def _read_pending(self, report: CycleReport, now: float) -> None:
-        pending, all_rows, cursors = await self.store.read(
-            lambda db: (
-                st.pending_scenarios(db, self.org_id),
-                st.get_scenarios(db, self.org_id),
-                st.get_cursors(db, self.org_id),
-            )
-        )
-        pending.sort(key=lambda r: (-self._priority(r, now), r.get("pending_since") or now, r["id"]))
+        all_rows = await self._scenario_rows()
+        cursors = self._cursors
+        pending = [r for r in all_rows.values() if r.get("pending_since") is not None]
         pending_ids = {r["id"] for r in pending}
         sweep = sorted(
             (
@@ -835,33 +851,16 @@ class OrgPoller:
         # hold the previous cycle's requests: those slots free up within a second, so the reads
         # wait briefly there rather than being given up (which would halve the real budget).
         allowance = cycle_budget - (self.client.requests_sent - self._cycle_start_requests)
-        # Most reads go by priority; every FLOOR_EVERY-th goes to the pending scenario read
-        # longest ago (a round-robin floor), so the rarely failing ones are never read less
-        # often than round-robin would: the tail of the latency stays bounded.
-        by_age = sorted(pending, key=lambda r: (r.get("last_checked_at") or 0, r["id"]))
-        chosen: list[dict[str, Any]] = []
-        taken: set[int] = set()
-        cost = 0
-        queues = [iter(pending), iter(by_age)]
-        n = 0
-        while True:
-            source = queues[1] if FLOOR_EVERY and n % FLOOR_EVERY == FLOOR_EVERY - 1 else queues[0]
-            row = next((r for r in source if r["id"] not in taken), None)
-            if row is None:
-                row = next((r for r in queues[0] if r["id"] not in taken), None)
-            if row is None:
-                break
-            need = 2 if "dlq" in (row.get("pending_reason") or "") else 1
-            if cost + need > allowance and DEACTIVATED not in (row.get("pending_reason") or ""):
-                break  # (a deactivation is read anyway: rare, and it must say why at once)
-            chosen.append(row)
-            taken.add(row["id"])
-            cost += need
-            n += 1
+        active = sum(1 for r in all_rows.values() if r.get("is_active"))
+        bands = choose_reads(pending, now, allowance, priority, round_robin_s(active, budget), self.interval_s)
+        chosen = [row for _, row in bands]
+        band_of = {row["id"]: band for band, row in bands}
+        cost = sum(read_cost(r) for r in chosen)
         for row in sweep:
             if cost + 1 > allowance:
                 break
             chosen.append(row)
+            band_of[row["id"]] = "sweep"
             cost += 1
         report.carried_over = len(pending) - sum(1 for r in chosen if r["id"] in pending_ids)
 
@@ -869,7 +868,12 @@ class OrgPoller:
 
         async def one(row: dict[str, Any]) -> None:
             async with sem:
-                await self._read_scenario(row, cursors, report, now)
+                labels = [f"band:{band_of[row['id']]}", *(f"signal:{t}" for t in signals_of(row))]
+                found = await self._read_scenario(row, cursors, report, now)
+                report.reads.update(labels)
+                if found:
+                    report.hits.update(labels)
+                    report.found.update({label: found for label in labels})
 
         results = await asyncio.gather(*(one(r) for r in chosen), return_exceptions=True)
         for r in results:
@@ -884,7 +888,8 @@ class OrgPoller:
         cursors: dict[tuple[int, str], dict[str, Any]],
         report: CycleReport,
         now: float,
-    ) -> None:
+    ) -> int:
+        """Read one pending scenario's logs (and DLQs); returns how many new failures."""
         sid = row["id"]
         sc = _scenario_from_row(row)
         reason = row.get("pending_reason") or ""
@@ -916,10 +921,9 @@ class OrgPoller:
             if exc.status == 404:
                 # The scenario was deleted between the inventory and this read.
                 self.log.info("organization %s: scenario %s is gone (404); dropping its pending read", self.org.name, sid, extra={"scenario": sid})
-                await self.store.write(
-                    lambda db: st.upsert_scenarios(db, [{"id": sid, "pending_since": None, "pending_reason": None}])
-                )
-                return
+                gone = {"id": sid, "pending_since": None, "pending_reason": None}
+                await self._write_rows(lambda db: st.upsert_scenarios(db, [gone]), [gone], [])
+                return 0
             self.log.warning("organization %s: scenario %s not read: %s", self.org.name, sid, exc, extra={"scenario": sid})
             raise
 
@@ -978,6 +982,13 @@ class OrgPoller:
             "last_error_at": last_error_at,
             "error_score": score,
         }
+        if row.get("hint_step"):
+            update["hint_step"] = None
+            if errors == 0:
+                # A false hint: that step is one of this scenario's usual runs after all.
+                profile = StepProfile.from_json(row.get("steps"))
+                profile.learn(int(row["hint_step"]))
+                update["steps"] = profile.to_json()
         self._name_teams(events)
 
         def commit(db: Database) -> list[ev.Event]:
@@ -986,7 +997,9 @@ class OrgPoller:
             st.record_progress(db, [e.row(now) for e in fresh], new_cursors, [update])
             return fresh
 
-        report.events.update(e.kind for e in await self.store.write(commit))
+        written = await self._write_rows(commit, [update], new_cursors)
+        report.events.update(e.kind for e in written)
+        return sum(1 for e in written if e.kind == "execution_error")
 
     def _deactivation(
         self, sc: Scenario, row: dict[str, Any], entries: list[Any], seq: int, now: float

@@ -341,7 +341,13 @@ class IdleStep:
 
 
 def idle_step(
-    prev: Mapping[str, Any] | None, sc: Scenario, now: float, *, org_paused: bool, rule: IdleRule
+    prev: Mapping[str, Any] | None,
+    sc: Scenario,
+    now: float,
+    *,
+    org_paused: bool,
+    rule: IdleRule,
+    listed_before: float | None = None,
 ) -> IdleStep:
     """Learn from one listing of ``sc`` and say whether it went idle.
 
@@ -363,7 +369,8 @@ def idle_step(
     if ran:
         # Silent time is folded in only with the run that ends it: an outage must not teach
         # the profile that those hours are quiet while it is being measured against them.
-        listed_before = prev.get("updated_at") if prev else None
+        if listed_before is None and prev:
+            listed_before = prev.get("updated_at")  # (the listing before, when not given)
         step = sc.operations - int(prev.get("operations") or 0) if prev else 1
         runs = act.count_runs(int(prev.get("runs_seen") or 0) if prev else 0, step if step > 0 else sc.operations)
         act.fold(now, runs, listed_before)

@@ -90,7 +90,7 @@ EVENT_FIELDS = (
 # Columns stored as JSON text, by table: the Python name; SQLite has it with a "_json" suffix.
 _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
-    "scenarios": ("scheduling", "snapshot", "activity", "volume"),
+    "scenarios": ("scheduling", "snapshot", "activity", "volume", "steps"),
     "events": ("payload",),
     "alerts": ("payload", "samples", "channels", "thread_ref"),
 }
@@ -399,6 +399,13 @@ def m012_alert_timers(db: Database) -> None:
     db.execute("UPDATE alerts SET due_at = 0 WHERE state != 'resolved'")
 
 
+def m013_step_profile(db: Database) -> None:
+    """Schema v13: ``scenarios.steps_json``: the operations steps usual for a scenario
+    (watcher.steps.StepProfile), and ``hint_step``, the step a pending read was hinted by."""
+    db["scenarios"].add_column("steps_json", str)
+    db["scenarios"].add_column("hint_step", int)
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -414,6 +421,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m010_activity_profile,
     m011_daily_operations,
     m012_alert_timers,
+    m013_step_profile,
 )
 
 
