@@ -599,6 +599,7 @@ CHOICES: tuple[tuple[str, str], ...] = (
     ("signal:state", "  signal: a state moved (isinvalid, isActive)"),
     ("signal:dlq", "  signal: dlqCount rose"),
     ("signal:analytics", "  signal: Enterprise analytics counted an error"),
+    ("signal:notified", "  signal: an in-app notification named it"),
     ("signal:partial", "  signal: unusual operations step"),
     ("signal:newstep", "  hint: first step bigger than a check run"),
 )

@@ -897,3 +897,41 @@ async def test_a_token_without_the_analytics_scope_turns_the_signal_off_for_an_h
     clock.advance(3600)
     await rig.cycle()
     assert analytics_reads(world, org.id) == 2
+
+
+async def test_an_in_app_notification_names_the_scenario_to_read_first(rig_factory):
+    """Issue 16.2: GET /notifications, opt-in; it names the scenario only in its subject."""
+    clock = ManualClock(START)
+    world = World(seed=23, clock=clock)
+    world.signals.knobs.update({"notification_missing_share": 0.0, "notification_lag_min_s": 0, "notification_lag_max_s": 0})
+    org = world.add_organization(name="Busy", plan="core")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    far = START + 10**8
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(60)]
+    twin = world.add_scenario(team.id, name="s59", first_run_at=far, operations_per_run=5, max_errors=0)
+    rig = await rig_factory(world, [("Busy", org.id, token)], extra="[polling]\nnotifications = true", org_extra="budget_share = 0.1")
+    await rig.cycle()  # baseline of the feed too
+    notices = [r for r in world.requests if r.path == "/api/v2/notifications"]
+    assert len(notices) == 1
+    clock.advance(61)
+    for sc in scs[:-1]:
+        world.inject_run(sc.id, status=1, operations=5)
+    failed = world.inject_run(scs[-1].id, status=3, operations=5)  # looks like a good run
+    clock.advance(61)
+    (r,) = await rig.cycle()
+    assert r.notified == 2  # "s59" names two scenarios: both are read
+    assert r.reads["signal:notified"] == 2 and r.found["signal:notified"] == 1
+    assert r.carried_over > 30
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]
+    assert twin.id != scs[-1].id
+
+
+async def test_in_app_notifications_are_not_read_unless_asked(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    for _ in range(3):
+        await rig.cycle()
+        clock.advance(61)
+    assert not [r for r in world.requests if r.path == "/api/v2/notifications"]

@@ -420,6 +420,8 @@ class PollingSettings(Section):
     concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
     # Enterprise analytics as a signal of failed runs, where the license has analyticsAccess.
     analytics: bool = True
+    # The token owner's in-app notifications as a hint (GET /notifications), off by default.
+    notifications: bool = False
     silent: SilentSettings = Field(default_factory=SilentSettings)
 
     @model_validator(mode="after")

@@ -74,6 +74,8 @@ NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
 # "Near": within this many percentage points below the next quota threshold, or a queue at
 # this share of hook_backlog_ratio.
 NEAR_QUOTA_POINTS, NEAR_HOOK_SHARE = 5.0, 0.5
+# In-app notifications read at most this many at a time (newer than the last seen).
+NOTICES_PER_READ = 100
 # A webhook queue that rose at this many reads of the hooks in a row while its scenario did
 # not run raises hook_backlog before the ratio (its consumer is stuck).
 HOOK_RISING_READS = 3
@@ -101,6 +103,7 @@ class CycleReport:
     hits: Counter[str] = field(default_factory=Counter)  # reads that found a new failure
     found: Counter[str] = field(default_factory=Counter)  # new failures found
     analytics_rose: int = 0  # scenarios marked pending by Enterprise analytics
+    notified: int = 0  # scenarios marked pending by an in-app notification
     error: str | None = None
     # Whether trying again soon may help (an outage), or not (a rejected token).
     retryable: bool = True
@@ -280,6 +283,11 @@ class OrgPoller:
         # a new process starts with a baseline read.
         self._analytics = an.ErrorCounts()
         self._analytics_off_until = 0.0
+        # The in-app notification hint (polling.notifications): the last notice seen (None:
+        # not read yet, "" an empty feed), in memory only.
+        self._notice_id: str | None = None
+        self._notices_at = 0.0
+        self._notices_off_until = 0.0
         self._rule_cache: dict[int, tuple[Any, tuple[dict[str, Any], silent.OverdueRule, silent.IdleRule]]] = {}
 
     # --- the cycle --------------------------------------------------------------------
@@ -403,6 +411,7 @@ class OrgPoller:
         report.events.update(e.kind for e in new_events)
 
         await self._analytics_signal(report, now)
+        await self._notices_hint(report, now)
         await self._read_pending(report, now)
 
     def _inventory_due(self, ws: dict[str, Any], ws_updates: dict[str, Any], first_start: bool) -> bool:
@@ -499,6 +508,45 @@ class OrgPoller:
             reason = ",".join(sorted({r for r in [*old, "analytics"] if r}))
             marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
         report.analytics_rose = len(marks)
+        if marks:
+            await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
+
+    async def _notices_hint(self, report: CycleReport, now: float) -> None:
+        """With ``polling.notifications``: the token owner's in-app notices newer than the
+        last one seen ("Encountered error in <name> scenario"), at most every minute; the
+        scenarios of this organization with that name are marked pending with the hint
+        "notified". The feed is per user, names a scenario only by name, lags and misses
+        some failures (make-api.md 11.1): a hint, never the record. The first read is a
+        baseline; a 401/403 turns it off for an hour (logged once)."""
+        if not self.polling.notifications or now < self._notices_off_until or now - self._notices_at < an.ANALYTICS_INTERVAL_S:
+            return
+        try:
+            notices = await self.client.notifications(since_id=self._notice_id or None, limit=NOTICES_PER_READ)
+        except MakeApiError as exc:
+            if exc.status in (401, 403):
+                self._notices_off_until = now + 3600.0
+                self.log.warning("organization %s: in-app notifications not readable (%s); not used for an hour", self.org.name, exc)
+            else:
+                self.log.info("organization %s: in-app notifications not read: %s", self.org.name, exc)
+            return
+        first, self._notices_at = self._notice_id is None, now
+        if notices:
+            self._notice_id = notices[-1].id
+        elif first:
+            self._notice_id = ""  # an empty feed is a baseline too
+        if first:
+            return
+        names = {n.scenario_name for n in notices if n.scenario_name}
+        if not names:
+            return
+        rows = await self._scenario_rows()
+        marks = []
+        for sid, row in sorted(rows.items()):
+            if row.get("name") in names:
+                old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
+                reason = ",".join(sorted({r for r in [*old, "notified"] if r}))
+                marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
+        report.notified = len(marks)
         if marks:
             await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
 
