@@ -109,6 +109,10 @@ FULL: tuple[Regime, ...] = (
 )
 # Not in "all" (several minutes): the budget reads a scenario every 5.5 hours at best.
 LARGE = Regime("c", "10,000 scenarios, Core, all every 15 min (over budget tenfold)", 10_000, 3600, 3600)
+# The same on Enterprise (500 requests a minute of its 1,000), whose analytics count errors.
+LARGE_ENTERPRISE = Regime(
+    "d", "10,000 scenarios, Enterprise with analytics, all every 15 min", 10_000, 1800, 1800, plan="enterprise"
+)
 QUICK: tuple[Regime, ...] = (
     Regime("a", "100 scenarios, Core, all every 15 min (quick)", 100, 5400, 1200),
     Regime("b", "400 scenarios, Core, all every 15 min (quick; over budget)", 400, 3600, 1800),
@@ -594,6 +598,8 @@ CHOICES: tuple[tuple[str, str], ...] = (
     ("band:sweep", "hourly sweep (nothing moved)"),
     ("signal:state", "  signal: a state moved (isinvalid, isActive)"),
     ("signal:dlq", "  signal: dlqCount rose"),
+    ("signal:analytics", "  signal: Enterprise analytics counted an error"),
+    ("signal:notified", "  signal: an in-app notification named it"),
     ("signal:partial", "  signal: unusual operations step"),
     ("signal:newstep", "  hint: first step bigger than a check run"),
 )
@@ -655,7 +661,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seeds", type=seed_list, metavar="A-B",
         help="several seeds (e.g. 1-5 or 1,3): each regime once per seed, then a summary per seed",
     )
-    ap.add_argument("--regime", choices=("a", "b", "c", "all"), default="all", help="c (10,000 scenarios) only when named")
+    ap.add_argument(
+        "--regime", choices=("a", "b", "c", "d", "all"), default="all",
+        help="c and d (10,000 scenarios, Core and Enterprise) only when named",
+    )
     ap.add_argument(
         "--poll-interval", type=float, default=60.0, metavar="S",
         help="polling.poll_interval_s of both pollers (default 60, makewatch's default)",
@@ -710,8 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     regimes = [r for r in (QUICK if args.quick else FULL) if args.regime in ("all", r.key)]
-    if args.regime == "c":
-        regimes = [LARGE]
+    if args.regime in ("c", "d"):
+        regimes = [LARGE if args.regime == "c" else LARGE_ENTERPRISE]
     results: list[RegimeResult] = []
     for seed in args.seeds or [args.seed]:
         results += asyncio.run(run_benchmark(regimes, seed, args.poll_interval))

@@ -123,3 +123,38 @@ def test_hook_queue_ratio():
     hook = Hook.parse(load("hooks.json")["hooks"][0])
     assert hook.queue_ratio == pytest.approx(0.9)
     assert hook.scenario_id == 410002
+
+
+def test_a_slim_scenario_keeps_only_what_the_parser_reads_and_parses_the_same():
+    """Issue 16.3: a listing kept every scenario's whole JSON."""
+    from watcher.make.models import SCENARIO_KEYS
+
+    parsed = 0
+    for obj in load("scenarios.json")["scenarios"]:
+        try:
+            full = Scenario.parse(obj)
+        except MalformedEntry:
+            continue  # (the fixture's broken entries)
+        parsed += 1
+        slim = full.slim()
+        assert slim == full and set(slim.raw) <= set(SCENARIO_KEYS)
+        assert Scenario.parse(slim.raw) == full
+        assert set(obj) - set(SCENARIO_KEYS), "the fixture has keys nobody reads"
+        assert not (set(obj) - set(SCENARIO_KEYS)) & set(slim.raw)
+    assert parsed >= 2
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=8), st.dictionaries(st.sampled_from(["type", "interval"]), st.one_of(st.none(), st.integers(0, 9999), st.text(max_size=5))))
+
+
+@given(st.dictionaries(st.sampled_from([*Scenario.__dataclass_fields__, "isActive", "islinked", "isinvalid", "isPaused", "teamId", "hookId", "dlqCount", "scheduling", "nextExec", "lastEdit", "iswaiting", "usedModules"]), _values), st.integers(1, 10**9))
+def test_slimming_never_changes_what_a_scenario_parses_to(obj, sid):
+    obj = {**obj, "id": sid}
+    try:
+        full = Scenario.parse(obj)
+    except MalformedEntry:
+        return
+    assert Scenario.parse(full.slim().raw) == full

@@ -174,7 +174,8 @@ async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
     team = world.add_team(org.id, name="All")
     token = world.add_token(org_ids=[org.id])
     scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(1000)]
-    rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 1.0")
+    # (Enterprise analytics off: its own pages are counted in the next test)
+    rig = await rig_factory(world, [("Big", org.id, token)], extra="[polling]\nanalytics = false", org_extra="budget_share = 1.0")
     await rig.cycle()  # baseline (org, usage, hooks, 2 list pages)
     clock.advance(30)
     ran = scenarios[::20]  # 50 scenarios (5 %) ran, 10 of them failed
@@ -557,23 +558,29 @@ async def test_a_run_that_used_fewer_operations_than_usual_is_read_first(rig_fac
     assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]  # ...not this one
 
 
-async def test_an_expensive_inventory_is_listed_every_other_cycle(rig_factory):
+@pytest.mark.parametrize("busy", [True, False])
+async def test_an_expensive_inventory_is_listed_every_other_cycle_while_reads_need_the_budget(rig_factory, busy):
+    """And every cycle when the budget would sit idle (issue 16.3: after a big listing the
+    next one waited 13.5 minutes while nothing else was read)."""
     clock = ManualClock(START)
     world = World(seed=15, clock=clock)
     org = world.add_organization(name="Big", plan="core")  # 30 per cycle; 1000 scenarios = 11 pages
     team = world.add_team(org.id, name="T")
     token = world.add_token(org_ids=[org.id])
-    for i in range(1000):
-        world.add_scenario(team.id, name=f"s{i}", first_run_at=START + 10**8)
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=START + 10**8) for i in range(1000)]
     rig = await rig_factory(world, [("Big", org.id, token)])
     rig.watcher.pollers[0].scenario_page_size = 100  # (of 100, as a Make capping pages at 100 would)
     pages = []
     for _ in range(5):
+        if busy:
+            for sc in scs[::5]:  # 200 scenarios ran: their reads need more than a cycle
+                world.inject_run(sc.id, status=1)
         before = len(world.requests)
         await rig.cycle()
         pages.append(sum(1 for r in world.requests[before:] if r.path == "/api/v2/scenarios"))
         clock.advance(62)
-    assert pages == [11, 0, 11, 0, 11]
+    # (the second cycle lists: nothing was known to be pending before it)
+    assert pages == ([11, 11, 0, 11, 0] if busy else [11] * 5)
 
 
 def test_priority_follows_the_learnt_error_rate_and_grows_with_waiting():
@@ -830,3 +837,108 @@ async def test_malformed_scenarios_in_a_listing_are_skipped_and_counted_and_the_
     sample = rig.watcher.metrics.registry.get_sample_value
     assert sample("makewatch_api_entries_skipped_total", {"org": "Acme", "endpoint": "/scenarios"}) == 4
     assert sample("makewatch_api_entries_skipped_total", {"org": "Globex", "endpoint": "/scenarios"}) is None
+
+
+def _analytics_world(clock, scopes=None):
+    world = World(seed=21, clock=clock)
+    world.signals.knobs.update({"analytics_lag_s": 0})
+    org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**8)
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id], scopes=scopes)
+    far = START + 10**8
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(200)]
+    return world, org, token, scs
+
+
+def analytics_reads(world, org_id: int) -> int:
+    return sum(1 for r in world.requests if r.path == f"/api/v2/analytics/{org_id}")
+
+
+async def test_an_error_counted_by_enterprise_analytics_is_read_first(rig_factory):
+    """Issue 16.2: a failed run whose operations look like a good one's is found at once
+    where Make's analytics count it, though 199 other scenarios wait for a tight budget."""
+    clock = ManualClock(START)
+    world, org, token, scs = _analytics_world(clock)
+    rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 0.01")  # 10 a minute
+    await rig.cycle()  # baseline, the analytics' too
+    assert analytics_reads(world, org.id) == 1
+    clock.advance(61)
+    for sc in scs[:-1]:
+        world.inject_run(sc.id, status=1, operations=5)
+    failed = world.inject_run(scs[-1].id, status=3, operations=5)  # failed at the last module
+    clock.advance(61)
+    (r,) = await rig.cycle()
+    assert analytics_reads(world, org.id) == 2
+    assert r.analytics_rose == 1 and r.reads["signal:analytics"] == 1 and r.found["signal:analytics"] == 1
+    assert r.carried_over > 150  # the others wait...
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]  # ...not this one
+
+
+async def test_analytics_are_read_only_where_the_license_has_them(rig_factory):
+    clock = ManualClock(START)
+    world = World(seed=22, clock=clock)
+    org = world.add_organization(name="Core org", plan="core")
+    team = world.add_team(org.id, name="T")
+    world.add_scenario(team.id, name="s")
+    rig = await rig_factory(world, [("Core org", org.id, world.add_token(org_ids=[org.id]))])
+    for _ in range(3):
+        (r,) = await rig.cycle()
+        assert r.ok
+        clock.advance(61)
+    assert analytics_reads(world, org.id) == 0
+
+
+async def test_a_token_without_the_analytics_scope_turns_the_signal_off_for_an_hour(rig_factory, caplog):
+    from watcher.simulator import ALL_READ_SCOPES
+
+    clock = ManualClock(START)
+    world, org, token, scs = _analytics_world(clock, scopes=[s for s in ALL_READ_SCOPES if s != "analytics:read"])
+    rig = await rig_factory(world, [("Big", org.id, token)])
+    with caplog.at_level(logging.WARNING, logger="watcher.poller"):
+        for _ in range(5):
+            (r,) = await rig.cycle()
+            assert r.ok
+            clock.advance(61)
+    assert analytics_reads(world, org.id) == 1  # one 403, then nothing for an hour
+    assert sum("analytics not readable" in m for m in caplog.messages) == 1
+    clock.advance(3600)
+    await rig.cycle()
+    assert analytics_reads(world, org.id) == 2
+
+
+async def test_an_in_app_notification_names_the_scenario_to_read_first(rig_factory):
+    """Issue 16.2: GET /notifications, opt-in; it names the scenario only in its subject."""
+    clock = ManualClock(START)
+    world = World(seed=23, clock=clock)
+    world.signals.knobs.update({"notification_missing_share": 0.0, "notification_lag_min_s": 0, "notification_lag_max_s": 0})
+    org = world.add_organization(name="Busy", plan="core")
+    team = world.add_team(org.id, name="T")
+    token = world.add_token(org_ids=[org.id])
+    far = START + 10**8
+    scs = [world.add_scenario(team.id, name=f"s{i}", first_run_at=far, operations_per_run=5, max_errors=0) for i in range(60)]
+    twin = world.add_scenario(team.id, name="s59", first_run_at=far, operations_per_run=5, max_errors=0)
+    rig = await rig_factory(world, [("Busy", org.id, token)], extra="[polling]\nnotifications = true", org_extra="budget_share = 0.1")
+    await rig.cycle()  # baseline of the feed too
+    notices = [r for r in world.requests if r.path == "/api/v2/notifications"]
+    assert len(notices) == 1
+    clock.advance(61)
+    for sc in scs[:-1]:
+        world.inject_run(sc.id, status=1, operations=5)
+    failed = world.inject_run(scs[-1].id, status=3, operations=5)  # looks like a good run
+    clock.advance(61)
+    (r,) = await rig.cycle()
+    assert r.notified == 2  # "s59" names two scenarios: both are read
+    assert r.reads["signal:notified"] == 2 and r.found["signal:notified"] == 1
+    assert r.carried_over > 30
+    assert [e["key"].rsplit(":", 1)[1] for e in rig.events("execution_error")] == [failed["id"]]
+    assert twin.id != scs[-1].id
+
+
+async def test_in_app_notifications_are_not_read_unless_asked(rig_factory):
+    clock = ManualClock(START)
+    world, ids = agency_world(clock)
+    rig = await rig_factory(world, only(world, ids))
+    for _ in range(3):
+        await rig.cycle()
+        clock.advance(61)
+    assert not [r for r in world.requests if r.path == "/api/v2/notifications"]

@@ -418,6 +418,10 @@ class PollingSettings(Section):
     hook_backlog_ratio: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.8
     unreachable_after_cycles: Annotated[int, Strict(), Field(ge=1)] = 3
     concurrency: Annotated[int, Strict(), Field(ge=1, le=32)] = 4
+    # Enterprise analytics as a signal of failed runs, where the license has analyticsAccess.
+    analytics: bool = True
+    # The token owner's in-app notifications as a hint (GET /notifications), off by default.
+    notifications: bool = False
     silent: SilentSettings = Field(default_factory=SilentSettings)
 
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
+from watcher import analytics as an
 from watcher import events as ev
 from watcher import silent
 from watcher import store as st
@@ -73,6 +74,8 @@ NEAR_USAGE_SHARE, NEAR_INTERVAL_S = 0.2, 60.0
 # "Near": within this many percentage points below the next quota threshold, or a queue at
 # this share of hook_backlog_ratio.
 NEAR_QUOTA_POINTS, NEAR_HOOK_SHARE = 5.0, 0.5
+# In-app notifications read at most this many at a time (newer than the last seen).
+NOTICES_PER_READ = 100
 # A webhook queue that rose at this many reads of the hooks in a row while its scenario did
 # not run raises hook_backlog before the ratio (its consumer is stuck).
 HOOK_RISING_READS = 3
@@ -99,6 +102,8 @@ class CycleReport:
     reads: Counter[str] = field(default_factory=Counter)
     hits: Counter[str] = field(default_factory=Counter)  # reads that found a new failure
     found: Counter[str] = field(default_factory=Counter)  # new failures found
+    analytics_rose: int = 0  # scenarios marked pending by Enterprise analytics
+    notified: int = 0  # scenarios marked pending by an in-app notification
     error: str | None = None
     # Whether trying again soon may help (an outage), or not (a rejected token).
     retryable: bool = True
@@ -274,6 +279,15 @@ class OrgPoller:
         # when a write fails, so the database stays the truth.
         self._rows: dict[int, dict[str, Any]] | None = None
         self._cursors: dict[tuple[int, str], dict[str, Any]] = {}
+        # Today's error counts from Enterprise analytics (watcher.analytics), in memory only:
+        # a new process starts with a baseline read.
+        self._analytics = an.ErrorCounts()
+        self._analytics_off_until = 0.0
+        # The in-app notification hint (polling.notifications): the last notice seen (None:
+        # not read yet, "" an empty feed), in memory only.
+        self._notice_id: str | None = None
+        self._notices_at = 0.0
+        self._notices_off_until = 0.0
         self._rule_cache: dict[int, tuple[Any, tuple[dict[str, Any], silent.OverdueRule, silent.IdleRule]]] = {}
 
     # --- the cycle --------------------------------------------------------------------
@@ -396,15 +410,20 @@ class OrgPoller:
         await self._write_rows(commit, rows, cursors)
         report.events.update(e.kind for e in new_events)
 
+        await self._analytics_signal(report, now)
+        await self._notices_hint(report, now)
         await self._read_pending(report, now)
 
     def _inventory_due(self, ws: dict[str, Any], ws_updates: dict[str, Any], first_start: bool) -> bool:
         """List the scenarios every cycle, unless the listing would eat more than a quarter of
         the cycle's budget: then every few cycles, leaving the rest for log reads.
 
-        With a thousand scenarios on a Core plan, 11 list pages of a 30-request cycle cost
+        With 10,000 scenarios on a Core plan, 11 list pages of a 30-request cycle cost
         more than they tell when every scenario runs (and moves its counters) every cycle;
-        bench/README.md measures it. Deactivations are then seen a cycle or two later.
+        bench/README.md measures it. Deactivations are then seen a cycle or two later. A
+        listing is never put off while the budget would sit idle: when what is pending fits
+        in the cycle beside the listing, it is listed (the pace follows the listing's real
+        cost, not a cheap cycle's).
         """
         key = f"org:{self.org_id}:inventory"
         last = ws.get(key)
@@ -416,6 +435,10 @@ class OrgPoller:
         skipped = int(last.get("skipped", 0))
         if skipped + 1 >= every:
             return True
+        if self._rows is not None:
+            pending = sum(read_cost(r) for r in self._rows.values() if r.get("pending_since") is not None)
+            if pending + last.get("pages", 1) <= cycle_budget:
+                return True
         ws_updates[key] = {**last, "skipped": skipped + 1}
         return False
 
@@ -446,6 +469,93 @@ class OrgPoller:
                 key = (cur["scenario_id"], cur["stream"])
                 self._cursors[key] = {**self._cursors.get(key, {}), **cur}
         return result
+
+    # --- Enterprise analytics ----------------------------------------------------------
+
+    async def _analytics_signal(self, report: CycleReport, now: float) -> None:
+        """Mark pending, with the signal "analytics", the scenarios whose error count of
+        today rose since the last read (watcher.analytics); Enterprise organizations only,
+        at most every minute and a tenth of the budget. A 401/403 turns it off for an hour
+        (logged once); any other failure waits for the next read: it is only a hint."""
+        lic = self.info.license if self.info else None
+        if not self.polling.analytics or lic is None or not an.has_analytics(lic.raw) or now < self._analytics_off_until:
+            return
+        state = self._analytics
+        rows = await self._scenario_rows()
+        pages = len(rows) // an.PAGE_SIZE + 1
+        budget = budget_per_minute(self.org, lic.api_limit)
+        if now - state.read_at < max(an.ANALYTICS_INTERVAL_S, pages * 60.0 / (an.ANALYTICS_SHARE * budget)):
+            return
+        today = an.utc_day(now)
+        rose: set[int] = set()
+        try:
+            if state.day is not None and state.day != today:
+                # The day turned: its last minutes' errors are in yesterday's count only.
+                before = await self.client.organization_analytics(self.org_id, date_from=state.day, date_to=state.day, page_size=an.PAGE_SIZE)
+                rose |= state.rose(before)[0]
+                state = an.ErrorCounts(today, {}, state.read_at)
+            entries = await self.client.organization_analytics(self.org_id, date_from=today, date_to=today, page_size=an.PAGE_SIZE)
+        except MakeApiError as exc:
+            if exc.is_auth_error or exc.status in (401, 403):
+                self._analytics_off_until = now + 3600.0
+                self.log.warning("organization %s: analytics not readable (%s); not used for an hour", self.org.name, exc)
+            else:
+                self.log.info("organization %s: analytics not read: %s", self.org.name, exc)
+            return
+        up, counts = state.rose(entries)
+        if state.day is not None:  # (a first read is the baseline)
+            rose |= up
+        self._analytics = an.ErrorCounts(today, counts, now)
+        marks = []
+        for sid in sorted(rose):
+            row = rows.get(sid)
+            if row is None:
+                continue  # not listed yet: the next inventory sees it
+            old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
+            reason = ",".join(sorted({r for r in [*old, "analytics"] if r}))
+            marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
+        report.analytics_rose = len(marks)
+        if marks:
+            await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
+
+    async def _notices_hint(self, report: CycleReport, now: float) -> None:
+        """With ``polling.notifications``: the token owner's in-app notices newer than the
+        last one seen ("Encountered error in <name> scenario"), at most every minute; the
+        scenarios of this organization with that name are marked pending with the hint
+        "notified". The feed is per user, names a scenario only by name, lags and misses
+        some failures (make-api.md 11.1): a hint, never the record. The first read is a
+        baseline; a 401/403 turns it off for an hour (logged once)."""
+        if not self.polling.notifications or now < self._notices_off_until or now - self._notices_at < an.ANALYTICS_INTERVAL_S:
+            return
+        try:
+            notices = await self.client.notifications(since_id=self._notice_id or None, limit=NOTICES_PER_READ)
+        except MakeApiError as exc:
+            if exc.status in (401, 403):
+                self._notices_off_until = now + 3600.0
+                self.log.warning("organization %s: in-app notifications not readable (%s); not used for an hour", self.org.name, exc)
+            else:
+                self.log.info("organization %s: in-app notifications not read: %s", self.org.name, exc)
+            return
+        first, self._notices_at = self._notice_id is None, now
+        if notices:
+            self._notice_id = notices[-1].id
+        elif first:
+            self._notice_id = ""  # an empty feed is a baseline too
+        if first:
+            return
+        names = {n.scenario_name for n in notices if n.scenario_name}
+        if not names:
+            return
+        rows = await self._scenario_rows()
+        marks = []
+        for sid, row in sorted(rows.items()):
+            if row.get("name") in names:
+                old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
+                reason = ",".join(sorted({r for r in [*old, "notified"] if r}))
+                marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
+        report.notified = len(marks)
+        if marks:
+            await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
 
     # --- usage, quota, hooks ------------------------------------------------------------
 

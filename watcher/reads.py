@@ -34,6 +34,9 @@ DEFAULT_RUN_INTERVAL_S = 900.0
 # in six, crowding out the unusual steps, which find one two times in three
 # (bench/detect.py --regime c).
 STATE_PRIORITY, DLQ_PRIORITY, PARTIAL_PRIORITY, NEWSTEP_PRIORITY = 2.0, 1.8, 1.5, 1.2
+# Enterprise analytics said the scenario's error count rose (watcher.analytics): exact, late.
+# An in-app notification named it ("Encountered error in <name> scenario"): by name only.
+ANALYTICS_PRIORITY, NOTIFIED_PRIORITY = 1.9, 1.6
 SIGNAL_PRIORITY = NEWSTEP_PRIORITY
 # A pending reason "deactivated@<seq>": Make switched the scenario off; its event is made
 # with the errors that caused it when its logs are read (at once, whatever the allowance).
@@ -56,8 +59,12 @@ def priority(row: dict[str, Any], now: float) -> float:
         or (row.get("is_invalid") and not row.get("is_active"))
     ):
         return STATE_PRIORITY  # Make switched it off, or a state moved: read its last errors now
+    if "analytics" in reason:
+        return ANALYTICS_PRIORITY  # Make counted an error of it since the last analytics read
     if "dlq" in reason:
         return DLQ_PRIORITY  # an incomplete execution was stored: a run failed
+    if "notified" in reason:
+        return NOTIFIED_PRIORITY  # Make told its user of an error of a scenario of that name
     if "partial" in reason:
         return PARTIAL_PRIORITY  # a run used fewer operations than usual: it probably failed
     if "newstep" in reason:
@@ -136,12 +143,13 @@ def choose_reads(
 def signals_of(row: dict[str, Any]) -> list[str]:
     """The failure signals a pending row carries: "state" (a state moved, Make switched it
     off), "dlq" (an incomplete execution was stored), "partial" (an unusual step),
-    "newstep" (a first step bigger than a check run)."""
+    "newstep" (a first step bigger than a check run), "analytics" (Enterprise analytics
+    counted an error), "notified" (an in-app notification named it)."""
     reason = row.get("pending_reason") or ""
     out = []
     if "state" in reason or DEACTIVATED in reason:
         out.append("state")
-    for token in ("dlq", "partial", "newstep"):
+    for token in ("analytics", "dlq", "notified", "partial", "newstep"):
         if token in reason.split(","):
             out.append(token)
     return out

@@ -382,7 +382,7 @@ class MakeClient:
             [scope, ("pg[sortBy]", "id"), ("pg[sortDir]", "asc")],
             page_size,
         )
-        return self._parse_list(items, Scenario.parse, "scenario", "/scenarios")
+        return [sc.slim() for sc in self._parse_list(items, Scenario.parse, "scenario", "/scenarios")]
 
     async def get_scenario(self, scenario_id: int) -> Scenario:
         path = f"/scenarios/{int(scenario_id)}"

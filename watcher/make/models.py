@@ -8,6 +8,7 @@ Shapes follow the recorded live responses (see make-api.md §2-5).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -294,6 +295,20 @@ class Scenario:
             raw=obj,
             is_waiting=as_bool(obj.get("iswaiting")),
         )
+
+    def slim(self) -> Scenario:
+        """The same scenario keeping of its JSON only what :meth:`parse` reads: a listing
+        holds every scenario of an organization at once (a 10,000-scenario inventory kept
+        36 MB of JSON nobody reads, issue 16)."""
+        raw = self.raw if isinstance(self.raw, dict) else {}
+        return dataclasses.replace(self, raw={k: raw[k] for k in SCENARIO_KEYS if k in raw})
+
+
+# The keys of a scenario's JSON that Scenario.parse reads.
+SCENARIO_KEYS = (
+    "id", "name", "teamId", "hookId", "isActive", "islinked", "isinvalid", "isPaused", "dlqCount",
+    "operations", "centicredits", "transfer", "scheduling", "nextExec", "lastEdit", "iswaiting",
+)
 
 
 @dataclass(frozen=True)
