@@ -1,9 +1,19 @@
 """Draining the outbox: send each pending row on its channel, record every attempt.
 
 At-least-once: a row is marked sent in the same transaction that records the successful
-attempt, after the channel accepted it. The one window for a duplicate is a crash between the
-channel's acceptance and that commit; nothing is ever lost (a row stays pending until a
-success is recorded) and a row recorded as sent is never sent again.
+attempt, right after the channel accepted it. The one window for a duplicate is a crash between
+the channel's acceptance and that commit; nothing is ever lost (a row stays pending until a
+success is recorded) and a row recorded as sent is never sent again. The window is kept to the
+commit itself: a notifier session (alerts.notify.base) returns from ``send`` at the channel's
+acceptance, and its close-down (SMTP's QUIT, the socket's close) comes after the pass's last
+commit, not before each.
+
+Each channel is drained by a task of its own, over one session (one SMTP connection for the
+whole pass instead of one per message), so a slow channel does not hold the others' rows;
+rows are still tried and committed one at a time per channel. A pass may be given a budget
+(``budget_s``): it then starts no new row after that many seconds and reports the rest as
+``deferred``, so that the service decides on new events before it goes on (their notices
+queue behind the backlog, but on every channel at once, and their group waits start on time).
 
 Order is kept **per alert and channel**, not per channel: a repeat or a resolution threads
 under (or updates) the first notice of its alert, so while a row of alert A waits for a retry,
@@ -39,6 +49,8 @@ resolves the alert.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -48,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from alerts.notify.base import DeliveryError, Notification, Notifier
+from alerts.notify.base import DeliveryError, Notification, Notifier, NotifierSession
 from watcher import store as st
 from watcher.store import Store
 
@@ -104,7 +116,8 @@ class DeliveryReport:
     sent: int = 0
     retried: int = 0
     parked: int = 0
-    waiting: int = 0
+    waiting: int = 0  # not due yet: backoff, a blocked channel, an earlier row of the alert
+    deferred: int = 0  # due, left for the next pass when the pass's budget was spent
     errors: list[str] = field(default_factory=list)
 
 
@@ -174,8 +187,16 @@ async def deliver_due(
     rng: random.Random | None = None,
     policy: RetryPolicy | None = None,
     metrics: Metrics | None = None,
+    budget_s: float | None = None,
 ) -> DeliveryReport:
     """One pass over the outbox: send every row that is due, in order per alert and channel.
+
+    Each channel is drained in a task of its own, over one session of its notifier (one SMTP
+    connection for the pass), so a slow channel does not hold the others' rows. ``budget_s``
+    (wall-clock seconds) bounds the pass: once it is spent, a channel that has made an attempt
+    starts no further row, and those rows are counted in ``DeliveryReport.deferred``, due at
+    once in the next pass; a send in flight is never cut short (that could repeat it). None:
+    the pass goes on until every due row was tried.
 
     ``metrics`` counts each outcome by channel: sent, failed (to be retried), parked.
     """
@@ -183,63 +204,125 @@ async def deliver_due(
     policy = policy or RetryPolicy()
     report = DeliveryReport()
     rows, states = await store.read(lambda db: (_pending_rows(db), channel_states(db)))
-    held: set[tuple[str, int]] = set()  # (channel, alert_id) with an earlier row still pending
-    pending_channels: set[str] = set()
+    by_channel: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        channel, alert_id = row["channel"], row["alert_id"]
-        pending_channels.add(channel)
-        key = (channel, alert_id) if alert_id is not None else None
-        state = states.setdefault(channel, {})
-        if (
-            (key is not None and key in held)
-            or (state.get("blocked_until") or 0) > now
-            or (row["next_attempt_at"] or 0) > now
-        ):
-            report.waiting += 1
-            if key is not None:
-                held.add(key)  # a later row of this alert never overtakes this one
-            continue
-        notifier = notifiers.get(channel)
-        if notifier is None:
-            await _park(store, row, now, f"channel {channel!r} is not configured")
-            report.parked += 1
-            _count(metrics, channel, "parked")
-            continue
-        refs = await store.read(lambda db, a=alert_id: _thread_refs(db, a))
-        try:
-            ref = await notifier.send(_notification(row, refs))
-        except DeliveryError as exc:
-            attempts = (row["attempts"] or 0) + 1
-            if exc.permanent:
-                await _park(store, row, now, exc.message, attempts=attempts)
-                report.parked += 1
-                _count(metrics, channel, "parked")
-                report.errors.append(f"{channel}: {exc.message}")
-                log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message, extra={"channel": channel})
-                continue
-            wait = policy.wait(attempts, exc.retry_after_s, rng)
-            states[channel] = await _retry_later(
-                store, row, now, exc, attempts, now + wait, state, policy, rng
+        by_channel.setdefault(row["channel"], []).append(row)
+    loop = asyncio.get_running_loop()
+    deadline = None if budget_s is None else loop.time() + budget_s
+    pass_ = _Pass(store, now, rng, policy, metrics, report, deadline)
+    await _all_or_first_error(
+        [
+            asyncio.create_task(
+                pass_.channel(channel, notifiers.get(channel), channel_rows, states.get(channel, {})),
+                name=f"deliver:{channel}",
             )
-            report.retried += 1
-            _count(metrics, channel, "failed")
-            if key is not None:
-                held.add(key)
-            log.warning(
-                "channel %s: outbox row %s failed (attempt %d), retry in %.0f s: %s",
-                channel, row["id"], attempts, wait, exc.message,
-                extra={"channel": channel},
-            )
-            continue
-        states[channel] = await _mark_sent(store, row, now, ref, state)
-        report.sent += 1
-        _count(metrics, channel, "sent")
-    # A channel blocked all pass long has made no attempt, yet may have failed long enough.
-    for channel in pending_channels:
-        state = states.get(channel) or {}
-        if _outage_to_report(state, now):
-            await store.write(lambda db, c=channel, s=state: _report_outage(db, c, s, now))
+            for channel, channel_rows in by_channel.items()
+        ]
+    )
     return report
+
+
+async def _all_or_first_error(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for every task; the first to fail (a crash, not a DeliveryError) cancels the others
+    and its exception is raised as is (a StateFileError must reach the service loop as such)."""
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = next((t for t in tasks if t in done and not t.cancelled() and t.exception()), None)
+        if failed is not None:
+            raise failed.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class _Pass:
+    """What the channels' tasks of one pass share: the store, the time, the report."""
+
+    store: Store
+    now: float
+    rng: random.Random
+    policy: RetryPolicy
+    metrics: Metrics | None
+    report: DeliveryReport
+    deadline: float | None
+
+    async def channel(
+        self, channel: str, notifier: Notifier | None, rows: list[dict[str, Any]], state: dict[str, Any]
+    ) -> None:
+        """Send ``channel``'s due rows, one after the other, each committed as soon as it was
+        accepted (before the session's close-down)."""
+        store, now, report = self.store, self.now, self.report
+        loop = asyncio.get_running_loop()
+        held: set[int] = set()  # alerts with an earlier row still pending on this channel
+        tried = False
+        async with contextlib.AsyncExitStack() as stack:
+            session: NotifierSession | None = None
+            for row in rows:
+                alert_id = row["alert_id"]
+                if (
+                    (alert_id is not None and alert_id in held)
+                    or (state.get("blocked_until") or 0) > now
+                    or (row["next_attempt_at"] or 0) > now
+                ):
+                    report.waiting += 1
+                    if alert_id is not None:
+                        held.add(alert_id)  # a later row of this alert never overtakes this one
+                    continue
+                if notifier is None:
+                    await _park(store, row, now, f"channel {channel!r} is not configured")
+                    report.parked += 1
+                    _count(self.metrics, channel, "parked")
+                    continue
+                if tried and self.deadline is not None and loop.time() >= self.deadline:
+                    report.deferred += 1  # due now: the next pass, after a new decision
+                    if alert_id is not None:
+                        held.add(alert_id)
+                    continue
+                tried = True
+                if session is None:
+                    session = await stack.enter_async_context(notifier.session())
+                refs = await store.read(lambda db, a=alert_id: _thread_refs(db, a))
+                try:
+                    ref = await session.send(_notification(row, refs))
+                except DeliveryError as exc:
+                    state = await self._failed(channel, row, exc, state)
+                    if alert_id is not None:
+                        held.add(alert_id)
+                    continue
+                state = await _mark_sent(store, row, now, ref, state)
+                report.sent += 1
+                _count(self.metrics, channel, "sent")
+        # A channel blocked all pass long has made no attempt, yet may have failed long enough.
+        if _outage_to_report(state, now):
+            await store.write(lambda db: _report_outage(db, channel, state, now))
+
+    async def _failed(
+        self, channel: str, row: Mapping[str, Any], exc: DeliveryError, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Park the row (permanent) or schedule its retry; the channel's new state."""
+        store, now, report = self.store, self.now, self.report
+        attempts = (row["attempts"] or 0) + 1
+        if exc.permanent:
+            await _park(store, row, now, exc.message, attempts=attempts)
+            report.parked += 1
+            _count(self.metrics, channel, "parked")
+            report.errors.append(f"{channel}: {exc.message}")
+            log.error("channel %s: outbox row %s parked: %s", channel, row["id"], exc.message, extra={"channel": channel})
+            return state
+        wait = self.policy.wait(attempts, exc.retry_after_s, self.rng)
+        state = await _retry_later(store, row, now, exc, attempts, now + wait, state, self.policy, self.rng)
+        report.retried += 1
+        _count(self.metrics, channel, "failed")
+        log.warning(
+            "channel %s: outbox row %s failed (attempt %d), retry in %.0f s: %s",
+            channel, row["id"], attempts, wait, exc.message,
+            extra={"channel": channel},
+        )
+        return state
 
 
 def _count(metrics: Metrics | None, channel: str, outcome: str) -> None:

@@ -30,6 +30,11 @@ PRUNE_EVERY_S = 3600.0
 # sent notice is never rendered again, a day of them is kept whole to look at.
 COMPACT_AFTER_S = 14 * 86400.0
 COMPACT_SENT_AFTER_S = 86400.0
+# How long one delivery pass of `makewatch run` may hold the next decision on new events: a
+# backlog (a restart after an outage) drains in passes of about this long, each after a new
+# decision, instead of new events waiting for the whole backlog (alerts.delivery). Two seconds
+# cost one new SMTP connection and one idle decision per pass, little beside the messages sent.
+PASS_BUDGET_S = 2.0
 
 
 @dataclass
@@ -43,6 +48,7 @@ class AlertsReport:
         return (
             f"alerts: {self.processed.events} events decided, {self.processed.notifications} "
             f"notifications queued; sent {d.sent}, retrying {d.retried}, waiting {d.waiting}, parked {d.parked}"
+            + (f", {d.deferred} due for the next pass" if d.deferred else "")
             + (f"; digests sent {sum(1 for r in self.digests if r.sent)}" if self.digests else "")
         )
 
@@ -75,7 +81,10 @@ class Alerter:
         self._pruned_at = 0.0
         self._started = False
 
-    async def tick(self, now: float) -> AlertsReport:
+    async def tick(self, now: float, *, budget_s: float | None = None) -> AlertsReport:
+        """Decide on new events, deliver what is due (for at most about ``budget_s`` when
+        given: see :data:`PASS_BUDGET_S`; then ``report.delivered.deferred`` counts what is
+        left, due at once), send due digests, prune hourly."""
         if not self._started:
             # Retry at once after a restart: the previous process's backoff helps nobody.
             self._started = True
@@ -84,7 +93,8 @@ class Alerter:
                 log.info("start: %d pending notification(s) retried now", released)
         processed = await process_events(self.store, self.policy, now, metrics=self.metrics)
         delivered = await deliver_due(
-            self.store, self.notifiers, now, rng=self.rng, policy=self.retry, metrics=self.metrics
+            self.store, self.notifiers, now, rng=self.rng, policy=self.retry, metrics=self.metrics,
+            budget_s=budget_s,
         )
         digests = []
         if self.settings.digests:

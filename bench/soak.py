@@ -572,6 +572,7 @@ def to_json(soak: Soak, t: Tally) -> dict[str, Any]:
         "stored_twice": t.stored_twice,
         "latency_s": {
             "median": t.latencies_s[len(t.latencies_s) // 2] if t.latencies_s else None,
+            "p95": t.latencies_s[max(0, math.ceil(0.95 * len(t.latencies_s)) - 1)] if t.latencies_s else None,
             "max": t.latencies_s[-1] if t.latencies_s else None,
         },
         "wall_s": soak.wall_s,

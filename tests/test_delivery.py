@@ -158,11 +158,13 @@ timeout_s = 5
 async def make_stack(aiohttp_server, tmp_path) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
     made: list[tuple[Stack, aiohttp.ClientSession]] = []
 
-    async def make(channels: list[str], extra: str = "", *, store: Store | None = None) -> Stack:
+    async def make(
+        channels: list[str], extra: str = "", *, store: Store | None = None, sink: MailSink | None = None
+    ) -> Stack:
         slack = SlackState(channels={"alerts": "C0ALERTS"}, webhooks={HOOK_PATH: "C0HOOK"})
         server = await aiohttp_server(create_slack_app(slack))
         slack_url = str(server.make_url("")).rstrip("/")
-        sink = MailSink()
+        sink = sink or MailSink()
         smtp = start_mail_sink(sink)
         cfg = write_config(tmp_path, slack_url, smtp.port, channels, extra)
         env = {"TOK": "tok", "BOT": BOT, "HOOK": f"{slack_url}/webhook/{HOOK_PATH}"}
@@ -474,35 +476,105 @@ class ProcessDied(Exception):
     """Stands for a SIGKILL: nothing after it runs, nothing uncommitted is kept."""
 
 
-class DiesBeforeNthSentCommit:
-    """The store, except that the ``nth`` "sent" commit never happens: the process dies right
-    after the channel accepted that message and before its status was written."""
+class Journal:
+    """One list of what happened, in order, on both sides: the SMTP server's commands (from
+    its thread) and the store's "sent" commits (from the event loop)."""
 
-    def __init__(self, store: Store, nth: int) -> None:
-        self._store, self._nth, self._marks = store, nth, 0
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def add(self, what: str) -> None:
+        self.events.append(what)  # (list.append is atomic: two threads write here)
+
+
+class JournalingSink(MailSink):
+    """The mail sink, noting each connection (EHLO), each accepted message (by outbox id, from
+    its Message-ID) and each QUIT in the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802 - aiosmtpd's hook name
+        session.host_name = hostname  # (aiosmtpd leaves this to a handler that has the hook)
+        self.journal.add("connect")
+        return responses
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+        reply = await super().handle_DATA(server, session, envelope)
+        _, message = self.messages[-1]
+        self.journal.add(f"accepted {outbox_id_of(message)}")
+        return reply
+
+    async def handle_QUIT(self, server, session, envelope) -> str:  # noqa: N802
+        self.journal.add("quit")
+        return "221 Bye"
+
+
+def outbox_id_of(message) -> int:
+    """The outbox id in ``<makewatch.<hash>.<outbox_id>@makewatch>``."""
+    return int(str(message["Message-ID"]).split(".")[-1].split("@")[0])
+
+
+class JournalingStore:
+    """The store, noting each committed "sent" in the journal; the ``dies_at``-th "sent"
+    commit never happens: the process dies right after the channel accepted that message."""
+
+    def __init__(self, store: Store, journal: Journal, dies_at: int | None = None) -> None:
+        self._store, self._journal, self._dies_at, self._marks = store, journal, dies_at, 0
 
     async def write(self, fn: Callable[[Any], Any]) -> Any:
-        if "_mark_sent" in fn.__qualname__:
-            self._marks += 1
-            if self._marks == self._nth:
-                raise ProcessDied
-        return await self._store.write(fn)
+        if "_mark_sent" not in fn.__qualname__:
+            return await self._store.write(fn)
+        self._marks += 1
+        if self._marks == self._dies_at:
+            raise ProcessDied
+        result = await self._store.write(fn)
+        row_id = next(c.cell_contents for c in fn.__closure__ if isinstance(c.cell_contents, dict) and "id" in c.cell_contents)["id"]
+        self._journal.add(f"sent {row_id}")
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
 
-async def test_a_crash_between_a_send_and_its_commit_repeats_that_one_message_and_no_other(make_stack):
-    s = await make_stack(["mail"])
+async def three_alerts_on_mail(make_stack, journal: Journal) -> Stack:
+    s = await make_stack(["mail"], sink=JournalingSink(journal))
     for name in ("DataError", "ConnectionError", "RateLimitError"):
         s.error(1, error_name=name)  # three alerts, one e-mail each
-    dying = DiesBeforeNthSentCommit(s.store, nth=2)
     await process_events(s.store, s.alerter.policy, s.now)
+    return s
+
+
+async def test_each_message_is_recorded_as_sent_before_the_connection_closes(make_stack):
+    journal = Journal()
+    s = await three_alerts_on_mail(make_stack, journal)
+    ids = [r["id"] for r in s.outbox()]
+
+    await deliver_due(JournalingStore(s.store, journal), s.alerter.notifiers, s.now, rng=random.Random(7))
+
+    # One connection for the pass; each row committed between its acceptance and the next
+    # message, all of them before the QUIT: a crash in the close-down repeats nothing.
+    assert journal.events == [
+        "connect",
+        f"accepted {ids[0]}", f"sent {ids[0]}",
+        f"accepted {ids[1]}", f"sent {ids[1]}",
+        f"accepted {ids[2]}", f"sent {ids[2]}",
+        "quit",
+    ]  # fmt: skip
+
+
+async def test_a_crash_between_a_send_and_its_commit_repeats_that_one_message_and_no_other(make_stack):
+    journal = Journal()
+    s = await three_alerts_on_mail(make_stack, journal)
+    ids = [r["id"] for r in s.outbox()]
+    dying = JournalingStore(s.store, journal, dies_at=2)
     with pytest.raises(ProcessDied):
         await deliver_due(dying, s.alerter.notifiers, s.now, rng=random.Random(7))
-    # Each row's status commits right after its own send: the first is recorded as sent, the
-    # second was accepted but not recorded, the third was never tried.
+    # Each row's status commits right after its own acceptance: the first is recorded as sent,
+    # the second was accepted but not recorded, the third was never tried; no goodbye.
     assert [r["status"] for r in s.outbox()] == ["sent", "pending", "pending"]
+    assert journal.events == ["connect", f"accepted {ids[0]}", f"sent {ids[0]}", f"accepted {ids[1]}"]
     first, second = (str(m["Message-ID"]) for _, m in s.sink.messages)
 
     restarted = await make_stack(["mail"], store=s.store)  # a new process on the same state
@@ -514,3 +586,75 @@ async def test_a_crash_between_a_send_and_its_commit_repeats_that_one_message_an
     # system (or a reader) recognises the copy; the message sent before it is not repeated.
     assert ids[:2] == [first, second] and ids[2] == second
     assert len(ids) == 4 and len(set(ids)) == 3
+
+
+# --- throughput: one connection per pass, channels side by side, bounded passes -------------
+
+
+async def test_a_failed_message_closes_the_connection_and_the_next_opens_a_new_one(make_stack):
+    journal = Journal()
+    sink = JournalingSink(journal)
+    s = await make_stack(["mail"], sink=sink)
+    for i in range(4):
+        s.error(10 + i)
+    await process_events(s.store, s.alerter.policy, s.now)
+    ids = [r["id"] for r in s.outbox()]
+    refused = ids[1]
+
+    async def refuse_once(server, session, envelope) -> str:
+        if refused is not None and f".{refused}@" in envelope.content.decode():
+            return "451 4.3.0 Try again later"
+        return await JournalingSink.handle_DATA(sink, server, session, envelope)
+
+    sink.handle_DATA = refuse_once  # type: ignore[method-assign]
+    report = await deliver_due(s.store, s.alerter.notifiers, s.now, rng=random.Random(7))
+
+    assert (report.sent, report.retried) == (3, 1)
+    assert journal.events == [
+        "connect", f"accepted {ids[0]}",
+        "connect", f"accepted {ids[2]}", f"accepted {ids[3]}", "quit",
+    ]  # fmt: skip
+    assert [r["status"] for r in s.outbox()] == ["sent", "pending", "sent", "sent"]
+
+
+async def test_a_slow_channel_does_not_hold_the_other_channels_rows(make_stack):
+    s = await make_stack(["hook", "mail"])
+    for i in range(3):
+        s.error(20 + i)
+    await process_events(s.store, s.alerter.policy, s.now)
+    s.slack.delay_s = 0.1  # every webhook post takes a tenth of a second
+    mail_done: list[int] = []
+    s.sink.listeners.append(lambda _rcpt, _msg: mail_done.append(len(s.posts())))
+
+    report = await deliver_due(s.store, s.alerter.notifiers, s.now, rng=random.Random(7))
+
+    assert report.sent == 6
+    assert mail_done == [0, 0, 0]  # every e-mail went while Slack was answering the first post
+
+
+async def test_a_spent_budget_leaves_the_rest_for_the_next_pass_after_a_new_decision(make_stack):
+    s = await make_stack(["hook", "mail"])
+    await s.tick()
+    for i in range(3):
+        s.error(30 + i)
+
+    first = await s.alerter.tick(s.now, budget_s=0)  # one row per channel, then the budget is spent
+    assert (first.delivered.sent, first.delivered.deferred) == (2, 4)
+    assert "4 due for the next pass" in first.summary()
+    s.error(40, "came during the backlog")
+    second = await s.alerter.tick(s.now, budget_s=0)
+    assert second.processed.events == 1  # decided before the backlog was through
+    assert (second.delivered.sent, second.delivered.deferred) == (2, 4)  # the new alert's rows queued
+    while (await s.alerter.tick(s.now, budget_s=0)).delivered.deferred:
+        pass
+    rows = s.outbox()
+    assert len(rows) == 8 and all(r["status"] == "sent" for r in rows)
+    assert [outbox_id_of(m) for _, m in s.sink.messages] == sorted(r["id"] for r in rows if r["channel"] == "mail")
+
+
+async def test_a_tick_without_a_budget_delivers_every_due_row(make_stack):
+    s = await make_stack(["mail"])
+    for i in range(5):
+        s.error(50 + i)
+    report = await s.tick()
+    assert (report.delivered.sent, report.delivered.deferred) == (5, 0)  # `makewatch once`

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from alerts.channels import ChannelSettings, EmailChannel
 from alerts.notify import DeliveryError, Notification, build_notifier
+from alerts.notify import email as email_notify
 from alerts.notify.email import EmailNotifier, message_id_for
 from alerts.render import Renderer, sample_notification
 
@@ -39,6 +40,7 @@ class Received:
     tls: bool
     login: bytes | None
     raw: bytes = b""
+    peer: Any = None  # the client's (host, port): one per connection
 
 
 @dataclass
@@ -49,6 +51,15 @@ class Sink:
     logins: list[tuple[str, bytes]] = field(default_factory=list)
     rcpt_reply: str | None = None  # e.g. "550 5.1.1 No such user"
     data_reply: str | None = None  # e.g. "451 4.3.0 Try again later"
+    quits: int = 0
+
+    def connections(self) -> int:
+        """Connections that carried a message."""
+        return len({r.peer for r in self.received})
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quits += 1
+        return "221 Bye"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
@@ -64,7 +75,9 @@ class Sink:
         tls = server.transport.get_extra_info("ssl_object") is not None
         login = session.auth_data if session.authenticated else None
         self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login, bytes(envelope.content))
+            Received(
+                envelope.mail_from, list(envelope.rcpt_tos), message, tls, login, bytes(envelope.content), session.peer
+            )
         )
         return "250 Message accepted for delivery"
 
@@ -366,6 +379,88 @@ async def test_a_redelivered_notice_keeps_its_message_id(smtp: Smtp, renderer):
 
     first, again = (r.message for r in smtp.sink.received)
     assert first["Message-ID"] == again["Message-ID"]  # receivers can drop the duplicate
+
+
+# --- sessions: several messages over one connection -----------------------------------------
+
+
+async def test_a_session_sends_several_messages_over_one_connection(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port, username=USER, password_env="SMTP_PASSWORD"), renderer)
+
+    async with mail.session() as s:
+        for i in range(3):
+            ref = await s.send(notice(outbox_id=i + 1))
+            # Accepted and returned while the connection is still open: the caller records it
+            # as sent before any close-down.
+            assert len(smtp.sink.received) == i + 1 and smtp.sink.quits == 0
+            assert ref == {"message_id": message_id_for(notice(outbox_id=i + 1))}
+
+    assert smtp.sink.connections() == 1 and smtp.sink.quits == 1
+    assert [r.login for r in smtp.sink.received] == [USER.encode()] * 3  # logged in once, for all
+    assert len(smtp.sink.logins) == 1
+
+
+async def test_a_refused_message_closes_the_connection_and_the_next_opens_a_new_one(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+
+    async with mail.session() as s:
+        await s.send(notice(outbox_id=1))
+        smtp.sink.data_reply = "451 4.3.0 Try again later"
+        with pytest.raises(DeliveryError):
+            await s.send(notice(outbox_id=2))
+        smtp.sink.data_reply = None
+        await s.send(notice(outbox_id=3))
+        await s.send(notice(outbox_id=4))
+
+    assert [message_id_for(notice(outbox_id=i)) for i in (1, 3, 4)] == [
+        r.message["Message-ID"] for r in smtp.sink.received
+    ]
+    first, *rest = (r.peer for r in smtp.sink.received)
+    assert first not in rest and len(set(rest)) == 1
+
+
+async def test_a_connection_the_server_closed_meanwhile_is_replaced(start_smtp, renderer):
+    smtp = start_smtp(timeout=0.1)  # aiosmtpd drops a client idle for a tenth of a second
+    mail = notifier(channel(smtp.port), renderer)
+
+    async with mail.session() as s:
+        await s.send(notice(outbox_id=1))
+        await asyncio.sleep(0.3)
+        await s.send(notice(outbox_id=2))  # not a failure: a new connection
+
+    assert len(smtp.sink.received) == 2 and smtp.sink.connections() == 2
+
+
+async def test_a_connection_carries_a_bounded_number_of_messages(smtp: Smtp, renderer, monkeypatch):
+    monkeypatch.setattr(email_notify, "MESSAGES_PER_CONNECTION", 2)
+    mail = notifier(channel(smtp.port), renderer)
+
+    async with mail.session() as s:
+        for i in range(5):
+            await s.send(notice(outbox_id=i + 1))
+
+    assert len(smtp.sink.received) == 5 and smtp.sink.connections() == 3
+    assert smtp.sink.quits == 3  # each connection said goodbye
+
+
+async def test_a_session_ended_by_an_error_closes_its_socket_without_a_goodbye(smtp: Smtp, renderer):
+    mail = notifier(channel(smtp.port), renderer)
+
+    with pytest.raises(RuntimeError):
+        async with mail.session() as s:
+            await s.send(notice(outbox_id=1))
+            raise RuntimeError("the process is going down")
+
+    assert smtp.sink.quits == 0
+    assert open_client_sockets(smtp.port) == []
+
+
+async def test_a_session_that_sent_nothing_opens_no_connection(smtp: Smtp, renderer):
+    async with notifier(channel(smtp.port), renderer).session():
+        pass
+
+    await asyncio.sleep(0.05)
+    assert smtp.sink.quits == 0 and smtp.sink.logins == []
 
 
 # --- login and refusals -----------------------------------------------------------------------

@@ -170,6 +170,16 @@ async def test_a_repeat_without_a_thread_ref_starts_a_new_thread(bot: Notifier, 
     assert ref == {"channel": "C0ALERTS", "ts": message.ts} and message.thread_ts is None
 
 
+async def test_in_a_session_each_send_returns_with_slacks_answer(bot: Notifier, slack: Standin):
+    async with bot.session() as s:
+        ref = await s.send(notice())
+        [message] = slack.state.messages  # posted and answered: the caller may record it now
+        await s.send(notice("repeat", thread_ref=ref))
+
+    assert ref == {"channel": "C0ALERTS", "ts": message.ts}
+    assert [m.thread_ts for m in slack.state.messages] == [None, message.ts]
+
+
 async def test_the_bot_checks_its_token_with_auth_test(bot: SlackBotNotifier):
     assert (await bot.verify())["bot_id"] == "B0BOT"
 

@@ -85,9 +85,10 @@ class Watcher:
                 reports.append(result)
         return reports
 
-    async def alert(self):  # noqa: ANN201 - alerts.service.AlertsReport
-        """Decide on new events (and elapsed group waits), then deliver what is due."""
-        return await self.alerter.tick(self.clock.time())
+    async def alert(self, budget_s: float | None = None):  # noqa: ANN201 - alerts.service.AlertsReport
+        """Decide on new events (and elapsed group waits), then deliver what is due (for about
+        ``budget_s`` at most when given: alerts.service.PASS_BUDGET_S)."""
+        return await self.alerter.tick(self.clock.time(), budget_s=budget_s)
 
     async def cycle(self) -> tuple[list[CycleReport], object]:
         """``makewatch once``: poll every organization, then alert."""
@@ -186,10 +187,14 @@ class Watcher:
         unusable: read-only, corrupt, deleted or replaced, disk full.
         """
 
+        from alerts.service import PASS_BUDGET_S
+
         async def alert() -> None:
-            report = await self.alert()
+            report = await self.alert(budget_s=PASS_BUDGET_S)
             if report.processed.events or report.delivered.sent or report.delivered.retried:
                 log.info("%s", report.summary())
+            if report.delivered.deferred:
+                self._news.set()  # a backlog: decide on what came meanwhile, then deliver on
 
         polls = [
             asyncio.create_task(self._supervised("poll", stop, lambda p=p: self._poll_loop(p, stop)))

@@ -3,14 +3,23 @@
 A notifier turns a :class:`Notification` (one outbox row, already decided) into one
 delivery attempt on its channel. It never retries by itself: the delivery loop owns retries
 and backoff, and decides from :class:`DeliveryError` whether another attempt can help.
+
+Sessions: ``async with notifier.session() as s`` opens what several sends can share (one SMTP
+connection for a whole delivery pass), and ``await s.send(n)`` returns **as soon as the
+channel has accepted** ``n`` (SMTP's 250 after DATA, Slack's HTTP answer), before any
+close-down (QUIT, closing the socket), which happens when the session ends. The delivery loop
+records the row as sent between the two, so a crash after the acceptance repeats the message
+only if it lands in that commit, not in the close-down too (see alerts.delivery).
+``notifier.send(n)`` is one message in a session of its own, for callers that send one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,7 +27,9 @@ __all__ = [
     "DeliveryError",
     "Notification",
     "Notifier",
+    "NotifierSession",
     "notifier_factory",
+    "request_per_send",
     "classify_http_status",
     "parse_retry_after",
     "redact",
@@ -75,15 +86,38 @@ class DeliveryError(Exception):
         )
 
 
+class NotifierSession(Protocol):
+    """Sends on one channel that may share a connection (see the module docstring)."""
+
+    async def send(self, n: Notification) -> dict[str, Any] | None:
+        """Deliver ``n``; return once the channel accepted it, with the thread_ref to store
+        for the alert. Raises :class:`DeliveryError`; the session stays usable after it."""
+        ...
+
+
 @runtime_checkable
 class Notifier(Protocol):
     """A configured channel. ``send`` returns the thread_ref to store for the alert."""
 
     name: str
 
-    async def send(self, n: Notification) -> dict[str, Any] | None: ...
+    def session(self) -> contextlib.AbstractAsyncContextManager[NotifierSession]:
+        """What one delivery pass sends through; closed (QUIT...) when the context exits,
+        abruptly (no goodbye) when it exits with an exception."""
+        ...
+
+    async def send(self, n: Notification) -> dict[str, Any] | None:
+        """``n`` in a session of its own: accepted, and the connection closed."""
+        ...
 
     async def aclose(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def request_per_send(notifier: NotifierSession) -> AsyncIterator[NotifierSession]:
+    """The session of a channel whose every send is a request of its own (an HTTP API on a
+    keep-alive session): nothing to open or close, each ``send`` returns with the answer."""
+    yield notifier
 
 
 def classify_http_status(status: int) -> tuple[bool, bool]:

@@ -11,10 +11,18 @@ system can tell the copy (Gmail, for one, keeps one of two messages with the sam
 A message can be delivered twice, and this is a limit of SMTP, not a bug to fix later: the
 server takes responsibility for a message with its 250 after DATA, and no SMTP command lets a
 client ask "do you have this one already?". If makewatch dies after that 250 and before the
-delivery loop commits the row as sent (alerts.delivery commits each row right after its own
-send, so the window is one message wide: the QUIT and that commit), or the 250 is lost on the
-way (a timeout), the row is still pending and is sent again after the restart, with the same
-Message-ID. bench/soak.py measures how often a random SIGKILL lands there (bench/README.md).
+delivery loop commits the row as sent, or the 250 is lost on the way (a timeout), the row is
+still pending and is sent again after the restart, with the same Message-ID. The window is
+kept to that commit: a session's ``send`` returns right after the 250, the loop commits, and
+the QUIT and the socket's close-down come only when the session ends, after the pass's last
+commit. bench/soak.py measures how often a random SIGKILL lands there (bench/README.md).
+
+Sessions: one SMTP connection carries a whole delivery pass (connecting, STARTTLS and AUTH
+cost several round trips per message otherwise). After a failed message the connection is
+dropped and the next message opens a new one (a server that answered 4xx may be closing; a
+connection in an unknown state is not worth saving); one the server closed meanwhile (an idle
+timeout) is noticed before use and replaced; and after :data:`MESSAGES_PER_CONNECTION`
+messages a new one is opened, for servers that limit how many one connection may carry.
 
 SMTP answers map to :class:`DeliveryError`: 5xx (authentication refused, every recipient
 refused, message refused) and missing server features are permanent; 4xx, refused
@@ -32,7 +40,7 @@ import email.utils
 import hashlib
 import logging
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +53,13 @@ from alerts.notify.base import DeliveryError, Notification, redact, register
 if TYPE_CHECKING:  # (alerts.render imports this package: no import at run time)
     from alerts.render import Renderer
 
-__all__ = ["EmailNotifier", "message_id_for"]
+__all__ = ["MESSAGES_PER_CONNECTION", "EmailNotifier", "message_id_for"]
 
 log = logging.getLogger(__name__)
+
+# Mail servers may refuse (421/451) past a number of messages per connection; opening a new
+# one every 50 messages stays under such limits and costs one connection set-up in 50.
+MESSAGES_PER_CONNECTION = 50
 
 
 def message_id_for(n: Notification) -> str:
@@ -163,37 +175,21 @@ class EmailNotifier:
         context.load_verify_locations(cafile=str(self.settings.ca_file))
         return context
 
+    def session(self) -> contextlib.AbstractAsyncContextManager[SmtpSession]:
+        """One SMTP connection for several messages (opened at the first send); QUIT and
+        close when the context exits, an abrupt close when it exits with an exception."""
+        return _session(self)
+
     async def send(self, n: Notification) -> dict[str, Any] | None:
-        """Send ``n``; returns ``{"message_id": <the thread's first Message-ID>}``."""
-        msg = self.build_message(n)
-        await self.send_message(msg, self.settings.to)
-        return {"message_id": _root_id(n) or str(msg["Message-ID"])}
+        """Send ``n`` on a connection of its own; returns ``{"message_id": <the thread's
+        first Message-ID>}``."""
+        async with self.session() as s:
+            return await s.send(n)
 
     async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
-        """Send any prepared message (an alert, a digest) through this channel's server."""
-        s = self.settings
-        client = self._client(
-            username=s.username, password=s.password.reveal() if s.password else None
-        )
-        protocol: Any = None
-        try:
-            with self._smtp_errors():
-                async with client:  # connect (TLS, login), then QUIT and close
-                    protocol = client.protocol
-                    errors, _ = await client.sendmail(
-                        email.utils.parseaddr(s.from_addr)[1],
-                        [email.utils.parseaddr(a)[1] for a in to],
-                        wire_bytes(msg),
-                    )
-        finally:
-            await _closed(protocol, s.timeout_s)
-        if errors:
-            # Some (not all) recipients refused: the others got it; a retry would resend to them.
-            log.warning(
-                "channel %s: some recipients refused: %s",
-                self.name,
-                ", ".join(f"{rcpt} ({resp.code})" for rcpt, resp in errors.items()),
-            )
+        """Send any prepared message (an alert, a digest) on a connection of its own."""
+        async with self.session() as s:
+            await s.send_message(msg, to)
 
     async def verify(self) -> dict[str, Any]:
         """Connect, secure and log in as configured, then quit, sending nothing
@@ -213,6 +209,11 @@ class EmailNotifier:
                 client.close()
             await _closed(protocol, s.timeout_s)
         return {"server": f"{s.smtp_host}:{s.smtp_port}", "security": s.security, "login": bool(s.username)}
+
+    def _login_client(self) -> aiosmtplib.SMTP:
+        """A client that logs in (when configured) as it connects."""
+        s = self.settings
+        return self._client(username=s.username, password=s.password.reveal() if s.password else None)
 
     def _client(self, **login: Any) -> aiosmtplib.SMTP:
         """An SMTP client for this channel's server and security (``login``: username and
@@ -242,9 +243,8 @@ class EmailNotifier:
                 f"{self._where()}: cannot connect ({type(exc).__name__})", permanent=False
             ) from None
 
-
     async def aclose(self) -> None:
-        """Nothing to close: each send opens and closes its own SMTP connection."""
+        """Nothing to close: each session opens and closes its own SMTP connection."""
 
     # --- error mapping ---------------------------------------------------------------
 
@@ -307,3 +307,91 @@ class EmailNotifier:
             # The server lacks STARTTLS, AUTH or SMTPUTF8: configuration, not luck.
             return DeliveryError(f"{where}: {self._server_text(str(exc))}", permanent=True)
         return DeliveryError(f"{where}: {self._server_text(str(exc))}", permanent=False)
+
+
+@contextlib.asynccontextmanager
+async def _session(notifier: EmailNotifier) -> AsyncIterator[SmtpSession]:
+    session = SmtpSession(notifier)
+    try:
+        yield session
+    except BaseException:
+        # A crash or a cancellation (shutdown): no goodbye, nothing left open either.
+        await session.close(goodbye=False)
+        raise
+    await session.close(goodbye=True)
+
+
+class SmtpSession:
+    """Messages sent over one SMTP connection; see "Sessions" in the module docstring."""
+
+    def __init__(self, notifier: EmailNotifier) -> None:
+        self._notifier = notifier
+        self._client: aiosmtplib.SMTP | None = None
+        self._sent_on_connection = 0
+        #: Connections opened so far (for tests and benches).
+        self.connections = 0
+
+    async def send(self, n: Notification) -> dict[str, Any] | None:
+        """Send ``n``; returns right after the server's 250, with ``{"message_id": <the
+        thread's first Message-ID>}``. The connection stays open for the next message."""
+        msg = self._notifier.build_message(n)
+        await self.send_message(msg, self._notifier.settings.to)
+        return {"message_id": _root_id(n) or str(msg["Message-ID"])}
+
+    async def send_message(self, msg: EmailMessage, to: Sequence[str]) -> None:
+        """Send any prepared message; returns once the server accepted it."""
+        s = self._notifier.settings
+        try:
+            with self._notifier._smtp_errors():
+                client = await self._connected()
+                errors, _ = await client.sendmail(
+                    email.utils.parseaddr(s.from_addr)[1],
+                    [email.utils.parseaddr(a)[1] for a in to],
+                    wire_bytes(msg),
+                )
+        except BaseException:
+            await self.close(goodbye=False)
+            raise
+        self._sent_on_connection += 1
+        if errors:
+            # Some (not all) recipients refused: the others got it; a retry would resend to them.
+            log.warning(
+                "channel %s: some recipients refused: %s",
+                self._notifier.name,
+                ", ".join(f"{rcpt} ({resp.code})" for rcpt, resp in errors.items()),
+            )
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        client = self._client
+        if client is not None and (
+            not client.is_connected or self._sent_on_connection >= MESSAGES_PER_CONNECTION
+        ):
+            await self.close(goodbye=client.is_connected)
+        if self._client is None:
+            client = self._notifier._login_client()
+            self._client = client  # (set first: a failed connect is closed like the rest)
+            await client.connect()  # TLS and login as configured
+            self._sent_on_connection = 0
+            self.connections += 1
+        assert self._client is not None
+        return self._client
+
+    async def close(self, *, goodbye: bool) -> None:
+        """QUIT (when ``goodbye`` and still connected) and close the socket; idempotent."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        protocol = client.protocol
+        timeout_s = self._notifier.settings.timeout_s
+        try:
+            if goodbye and client.is_connected:
+                # Every message was accepted (and recorded) already: a failing QUIT changes
+                # nothing for them.
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await client.quit()
+            elif protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()  # no QUIT, no TLS close_notify
+        finally:
+            if client.is_connected:
+                client.close()
+            await _closed(protocol, timeout_s)

@@ -8,11 +8,16 @@ attempts and hide the ``Retry-After`` we must honour.
 slack-sdk logs request URLs and bodies at DEBUG level, and an incoming webhook's URL *is*
 its credential; the clients therefore log to ``alerts.notify.slack.sdk``, pinned at WARNING.
 Error texts carry only an HTTP status and Slack's short error code, never the URL or token.
+
+A send returns as soon as Slack answered its last request (the session is keep-alive, there is
+no close-down to wait for), so the delivery loop records the row right after Slack's answer:
+:func:`~alerts.notify.base.request_per_send` is the whole of a Slack session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -28,9 +33,11 @@ from alerts.channels import SlackBotChannel, SlackWebhookChannel
 from alerts.notify.base import (
     DeliveryError,
     Notification,
+    NotifierSession,
     classify_http_status,
     parse_retry_after,
     register,
+    request_per_send,
 )
 
 if TYPE_CHECKING:  # (alerts.render imports this package: no import at run time)
@@ -194,6 +201,10 @@ class _SlackBase:
         if self._own_session is None or self._own_session.closed:
             self._own_session = aiohttp.ClientSession()
         return self._own_session
+
+    def session(self) -> contextlib.AbstractAsyncContextManager[NotifierSession]:
+        """Each send is a request of its own on the (keep-alive) HTTP session."""
+        return request_per_send(self)  # type: ignore[arg-type] - the subclasses define send
 
     def _decorate(self, message: dict[str, Any]) -> dict[str, Any]:
         if self.settings.username:
