@@ -506,17 +506,8 @@ class OrgPoller:
         if state.day is not None:  # (a first read is the baseline)
             rose |= up
         self._analytics = an.ErrorCounts(today, counts, now)
-        marks = []
-        for sid in sorted(rose):
-            row = rows.get(sid)
-            if row is None:
-                continue  # not listed yet: the next inventory sees it
-            old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
-            reason = ",".join(sorted({r for r in [*old, "analytics"] if r}))
-            marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
-        report.analytics_rose = len(marks)
-        if marks:
-            await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
+        # (a scenario not listed yet is not marked: the next inventory sees it)
+        report.analytics_rose = await self._mark_pending([sid for sid in sorted(rose) if sid in rows], "analytics", now)
 
     async def _notices_hint(self, report: CycleReport, now: float) -> None:
         """With ``polling.notifications``: the token owner's in-app notices newer than the
@@ -547,15 +538,21 @@ class OrgPoller:
         if not names:
             return
         rows = await self._scenario_rows()
+        report.notified = await self._mark_pending([sid for sid, row in sorted(rows.items()) if row.get("name") in names], "notified", now)
+
+    async def _mark_pending(self, ids: list[int], signal: str, now: float) -> int:
+        """Mark the scenarios ``ids`` pending with ``signal`` among their reasons (a signal
+        that came from outside the inventory: analytics, a notification); returns how many."""
+        rows = await self._scenario_rows()
         marks = []
-        for sid, row in sorted(rows.items()):
-            if row.get("name") in names:
-                old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
-                reason = ",".join(sorted({r for r in [*old, "notified"] if r}))
-                marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
-        report.notified = len(marks)
+        for sid in ids:
+            row = rows[sid]
+            old = (row.get("pending_reason") or "").split(",") if row.get("pending_since") else []
+            reason = ",".join(sorted({r for r in [*old, signal] if r}))
+            marks.append({"id": sid, "pending_since": row.get("pending_since") or now, "pending_reason": reason})
         if marks:
             await self._write_rows(lambda db: st.upsert_scenarios(db, marks), marks, [])
+        return len(marks)
 
     # --- usage, quota, hooks ------------------------------------------------------------
 
