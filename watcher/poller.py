@@ -470,10 +470,17 @@ class OrgPoller:
             raise
         if self._rows is not None:
             for row in rows:
-                self._rows.setdefault(row["id"], {}).update(row)
+                kept = self._rows.get(row["id"])
+                if kept is None:
+                    # The row itself, not a copy: the caller built it for this write only (a
+                    # first listing's 10,000 rows were held twice at the cycle's peak).
+                    self._rows[row["id"]] = row
+                else:
+                    kept.update(row)
             for cur in cursors:
                 key = (cur["scenario_id"], cur["stream"])
-                self._cursors[key] = {**self._cursors.get(key, {}), **cur}
+                kept_cur = self._cursors.get(key)
+                self._cursors[key] = cur if kept_cur is None else {**kept_cur, **cur}
         return result
 
     # --- Enterprise analytics ----------------------------------------------------------
