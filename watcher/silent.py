@@ -29,6 +29,7 @@ not been followed by a counter move.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -521,7 +522,9 @@ class DailyOps:
         t = t0
         while t < t1:
             end = min(t1, (math.floor(t / 86400.0) + 1) * 86400.0)
-            key = utc_day(t)
+            # Interned: every scenario's volume keeps up to VOLUME_DAYS of these twice, and
+            # 10,000 scenarios' own copies of the same day strings would be MBs (issue 16).
+            key = sys.intern(utc_day(t))
             self.ops[key] = self.ops.get(key, 0.0) + ops * (end - t) / (t1 - t0)
             self.covered_s[key] = self.covered_s.get(key, 0.0) + end - t
             t = end

@@ -577,8 +577,11 @@ def upsert_scenarios(db: Database, scenarios: Iterable[Mapping[str, Any]]) -> No
 
     ``first_seen_at`` is only ever set once: a later snapshot's value never overwrites it.
     """
-    rows = [dict(row) for row in scenarios]
-    first_seen = [(row.pop("first_seen_at"), row["id"]) for row in rows if "first_seen_at" in row]
+    scenarios = list(scenarios)
+    first_seen = [(row["first_seen_at"], row["id"]) for row in scenarios if "first_seen_at" in row]
+    # A generator: each row is copied (without first_seen_at) just before it is encoded, so a
+    # first listing of 10,000 scenarios is not held twice more while it is written.
+    rows = ({k: v for k, v in row.items() if k != "first_seen_at"} for row in scenarios)
     _upsert(db, "scenarios", rows, pk="id")
     for first_seen_at, scenario_id in first_seen:
         db.execute(
