@@ -7,6 +7,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import START, log_messages
@@ -167,13 +168,19 @@ async def test_it_records_exactly_the_failures_the_simulator_produced(rig_factor
     assert total_new == len(produced) + 1 + 1 + 1  # + deactivation, DLQ item, recovery
 
 
-async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
-    clock = ManualClock(START)
+def big_world(clock: ManualClock, n: int) -> tuple[World, Any, str, list[Any]]:
+    """One Enterprise organization of ``n`` daily scenarios that do not run by themselves."""
     world = World(seed=5, clock=clock)
     org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**7)
     team = world.add_team(org.id, name="All")
     token = world.add_token(org_ids=[org.id])
-    scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(1000)]
+    scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(n)]
+    return world, org, token, scenarios
+
+
+async def test_a_cycle_costs_list_pages_plus_reads_of_what_ran(rig_factory):
+    clock = ManualClock(START)
+    world, org, token, scenarios = big_world(clock, 1000)
     # (Enterprise analytics off: its own pages are counted in the next test)
     rig = await rig_factory(world, [("Big", org.id, token)], extra="[polling]\nanalytics = false", org_extra="budget_share = 1.0")
     await rig.cycle()  # baseline (org, usage, hooks, 2 list pages)
@@ -199,11 +206,7 @@ async def test_a_cycle_writes_only_the_scenarios_that_changed_and_its_memory_mat
     from watcher import store as st
 
     clock = ManualClock(START)
-    world = World(seed=5, clock=clock)
-    org = world.add_organization(name="Big", plan="enterprise", operations_limit=10**7)
-    team = world.add_team(org.id, name="All")
-    token = world.add_token(org_ids=[org.id])
-    scenarios = [world.add_scenario(team.id, name=f"s{i}", interval_s=86400, first_run_at=START + 10**7) for i in range(300)]
+    world, org, token, scenarios = big_world(clock, 300)
     rig = await rig_factory(world, [("Big", org.id, token)], org_extra="budget_share = 1.0")
     await rig.cycle()
     ran = scenarios[::30]
