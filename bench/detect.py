@@ -58,7 +58,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -669,6 +669,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--poll-interval", type=float, default=60.0, metavar="S",
         help="polling.poll_interval_s of both pollers (default 60, makewatch's default)",
     )
+    ap.add_argument(
+        "--drain-hours", type=float, metavar="H",
+        help="override the regime's drain (e.g. 8 for regime c: long enough for a whole floor round)",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return ap.parse_args(argv)
 
@@ -712,6 +716,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--regime {args.regime}")
     if args.poll_interval != 60.0:
         parts.append(f"--poll-interval {args.poll_interval:g}")
+    if args.drain_hours is not None:
+        parts.append(f"--drain-hours {args.drain_hours:g}")
     return " ".join(parts)
 
 
@@ -721,6 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     regimes = [r for r in (QUICK if args.quick else FULL) if args.regime in ("all", r.key)]
     if args.regime in ("c", "d"):
         regimes = [LARGE if args.regime == "c" else LARGE_ENTERPRISE]
+    if args.drain_hours is not None:
+        regimes = [replace(r, drain_s=args.drain_hours * 3600) for r in regimes]
     results: list[RegimeResult] = []
     for seed in args.seeds or [args.seed]:
         results += asyncio.run(run_benchmark(regimes, seed, args.poll_interval))
