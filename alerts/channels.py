@@ -30,6 +30,9 @@ from watcher.settings_base import (
 
 __all__ = [
     "ChannelSettings",
+    "check_env_name",
+    "resolve_file",
+    "resolve_secret",
     "EmailChannel",
     "SlackBotChannel",
     "SlackWebhookChannel",
@@ -41,7 +44,7 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 TimeoutS = Annotated[float, Strict(), Field(gt=0, le=300)]
 
 
-def _resolve_secret(
+def resolve_secret(
     model: Section, info: ValidationInfo, base: str, *, required: bool = True
 ) -> tuple[Secret, str] | None:
     """(secret, key it came from): from ``<base>_env``, ``<base>_file`` or inline ``<base>``."""
@@ -89,7 +92,7 @@ def _resolve_secret(
     return Secret(value), source
 
 
-def _check_env_name(value: str | None) -> str | None:
+def check_env_name(value: str | None) -> str | None:
     if value is not None and not ENV_NAME.fullmatch(value):
         raise ValueError(
             "must be the name of an environment variable (letters, digits and _); "
@@ -98,7 +101,7 @@ def _check_env_name(value: str | None) -> str | None:
     return value
 
 
-def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
+def resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
     """Relative paths are relative to the config file's directory, not the cwd."""
     if value is None:
         return None
@@ -156,16 +159,16 @@ class SlackWebhookChannel(_SlackCommon):
     @field_validator("webhook_url_env")
     @classmethod
     def _check_env(cls, value: str | None) -> str | None:
-        return _check_env_name(value)
+        return check_env_name(value)
 
     @field_validator("webhook_url_file")
     @classmethod
     def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_file(value, info)
+        return resolve_file(value, info)
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> SlackWebhookChannel:
-        resolved = _resolve_secret(self, info, "webhook_url")
+        resolved = resolve_secret(self, info, "webhook_url")
         assert resolved is not None
         secret, source = resolved
         try:
@@ -201,23 +204,45 @@ class SlackBotChannel(_SlackCommon):
     inline_token: Secret | None = Field(default=None, alias="token")
     channel: str = Field(min_length=1, pattern=r"^(#[^\s#]+|[CGD][A-Z0-9]+)$")
     base_url: str = "https://slack.com/api/"
+    #: Buttons (``[actions] enabled``): an app-level token (``xapp-…``, scope
+    #: ``connections:write``) to receive clicks over Socket Mode, no public URL needed ...
+    app_token_env: str | None = None
+    app_token_file: Path | None = None
+    inline_app_token: Secret | None = Field(default=None, alias="app_token")
+    #: ... and/or the app's signing secret, to receive them on the web server's
+    #: ``[actions] http_path`` instead (Slack's Interactivity Request URL).
+    signing_secret_env: str | None = None
+    signing_secret_file: Path | None = None
+    inline_signing_secret: Secret | None = Field(default=None, alias="signing_secret")
 
     _token: Secret = PrivateAttr()
+    _app_token: Secret | None = PrivateAttr(default=None)
+    _signing_secret: Secret | None = PrivateAttr(default=None)
 
     @property
     def token(self) -> Secret:
         """The bot token (``xoxb-…``), from token_env, token_file or token."""
         return self._token
 
-    @field_validator("token_env")
+    @property
+    def app_token(self) -> Secret | None:
+        """The app-level token (``xapp-…``) for Socket Mode, if configured."""
+        return self._app_token
+
+    @property
+    def signing_secret(self) -> Secret | None:
+        """The app's signing secret (checks interaction requests over HTTP), if configured."""
+        return self._signing_secret
+
+    @field_validator("token_env", "app_token_env", "signing_secret_env")
     @classmethod
     def _check_env(cls, value: str | None) -> str | None:
-        return _check_env_name(value)
+        return check_env_name(value)
 
-    @field_validator("token_file")
+    @field_validator("token_file", "app_token_file", "signing_secret_file")
     @classmethod
     def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_file(value, info)
+        return resolve_file(value, info)
 
     @field_validator("base_url")
     @classmethod
@@ -230,16 +255,26 @@ class SlackBotChannel(_SlackCommon):
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> SlackBotChannel:
-        resolved = _resolve_secret(self, info, "token")
+        resolved = resolve_secret(self, info, "token")
         assert resolved is not None
         self._token = resolved[0]
+        app = resolve_secret(self, info, "app_token", required=False)
+        if app is not None:
+            if not app[0].reveal().startswith("xapp-"):
+                raise KeyProblem(
+                    (app[1],), "must be an app-level token (it starts with xapp-), not a bot token"
+                )
+            self._app_token = app[0]
+        signing = resolve_secret(self, info, "signing_secret", required=False)
+        self._signing_secret = signing[0] if signing is not None else None
         return self
 
     def risky_choices(self, name: str) -> list[str]:
         """Warnings for the loader to log (never containing the secret)."""
         out = []
-        if self.inline_token is not None:
-            out.append(f"channels.{name}.token is inline; prefer token_env or token_file")
+        for key in ("token", "app_token", "signing_secret"):
+            if getattr(self, f"inline_{key}") is not None:
+                out.append(f"channels.{name}.{key} is inline; prefer {key}_env or {key}_file")
         if self.base_url.startswith("http://") and not _is_local(self.base_url):
             out.append(f"channels.{name}.base_url uses plain http: the token travels unencrypted")
         return out
@@ -288,12 +323,12 @@ class EmailChannel(Section):
     @field_validator("password_env")
     @classmethod
     def _check_env(cls, value: str | None) -> str | None:
-        return _check_env_name(value)
+        return check_env_name(value)
 
     @field_validator("password_file", "ca_file")
     @classmethod
     def _check_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_file(value, info)
+        return resolve_file(value, info)
 
     @field_validator("security", mode="before")
     @classmethod
@@ -312,7 +347,7 @@ class EmailChannel(Section):
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> EmailChannel:
-        resolved = _resolve_secret(self, info, "password", required=self.username is not None)
+        resolved = resolve_secret(self, info, "password", required=self.username is not None)
         if resolved is not None and self.username is None:
             raise KeyProblem((resolved[1],), "a password is set but no username; set username too")
         self._password = resolved[0] if resolved else None

@@ -203,6 +203,9 @@ class RouteSettings(Section):
     group_wait_s: Duration | None = None
     group_interval_s: Duration | None = None
     repeat_interval_s: Duration | None = None
+    #: Who may press this route's action buttons in Slack: user ids (``U…``, ``W…``) and
+    #: user-group ids (``S…``). Empty: nobody (the buttons answer "not allowed").
+    actors: tuple[Annotated[str, Field(pattern=r"^[UWS][A-Z0-9]{2,}$")], ...] = ()
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -471,10 +471,19 @@ def test_prune_forgets_old_history_but_keeps_open_work(tmp_path: Path) -> None:
             db["deliveries"].insert({"outbox_id": 2, "attempted_at": old, "ok": 0})
             db["cycles"].insert({"org_id": 1, "started_at": old})
             db["cycles"].insert({"org_id": 1, "started_at": new})
+            db["actions"].insert({"action": "start", "status": "done", "created_at": old})
+            db["actions"].insert({"action": "start", "status": "pending", "created_at": old})
+            db["actions"].insert({"action": "stop", "status": "done", "created_at": new})
 
         store.write_sync(seed)
         deleted = store.write_sync(lambda db: prune(db, 500_000.0))
-        assert deleted == {"deliveries": 1, "outbox": 1, "events": 1, "alerts": 1, "cycles": 1, "digests": 0}
+        assert deleted == {
+            "deliveries": 1, "outbox": 1, "events": 1, "alerts": 1, "cycles": 1, "digests": 0, "actions": 1,
+        }
+        # A pending action (in flight, or lost to a crash) stays visible; a finished old one goes.
+        assert store.read_sync(
+            lambda db: sorted((r["action"], r["status"]) for r in db["actions"].rows)
+        ) == [("start", "pending"), ("stop", "done")]
         left = store.read_sync(
             lambda db: {
                 "events": sorted(r["key"] for r in db["events"].rows),

@@ -49,7 +49,38 @@ async def check_org(
             lines.append(f"  scopes: MISSING {', '.join(missing)}")
             return False, lines
         lines.append("  scopes: all needed read scopes present")
+    lines.append(await actions_line(session, settings, org, clock, auth.scopes or None))
     return True, lines
+
+
+async def actions_line(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    org: OrganizationSettings,
+    clock: Clock,
+    polling_scopes: tuple[str, ...] | None,
+) -> str:
+    """Which actions (watcher.actions) the organization's tokens allow, from their scopes."""
+    from watcher.actions import ACTIONS, allowed_actions, write_client
+
+    which = "write token" if org.has_write_token else "polling token"
+    scopes: tuple[str, ...] | None = polling_scopes
+    if org.has_write_token:
+        try:
+            scopes = (await write_client(session, settings, org, clock).current_authorization()).scopes or None
+        except MakeApiError as exc:
+            return f"  actions: the write token's scopes could not be read ({exc})"
+    state = "on" if settings.actions.enabled else "off ([actions] enabled = false)"
+    allowed = allowed_actions(scopes)
+    if scopes is None:
+        return (
+            f"  actions ({state}): unknown with the {which} (its scopes cannot be read); "
+            "an action that lacks one says which"
+        )
+    parts = [
+        f"{name} {'yes' if ok else 'no, needs ' + ACTIONS[name].scope}" for name, ok in allowed.items()
+    ]
+    return f"  actions ({state}) with the {which}: {', '.join(parts)}"
 
 
 def test_notification(channel: str, now: float) -> Notification:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from watcher import __version__
+from watcher.cli_common import CONFIG_OPTION, load_config_or_exit, state_file_guard
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -130,14 +131,6 @@ WIDTH_OPTION = click.option(
     help="With --png: the viewport width in CSS px (390 for a phone).",
 )
 
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    default="makewatch.toml",
-    show_default=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The configuration file.",
-)
 
 
 @main.command()
@@ -501,30 +494,6 @@ def health(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def state_file_guard(db_path: Path) -> Iterator[None]:
-    """Report an unusable state file (or one of a newer makewatch) in one line; exit 1.
-
-    Read-only, corrupt, a directory, deleted while running: retrying cannot help, and a
-    traceback would not tell the reader which file or what to do.
-    """
-    import sqlite3
-
-    from watcher.store import StoreError, state_file_error
-
-    try:
-        yield
-    except StoreError as exc:
-        click.echo(f"makewatch: {exc}", err=True)
-        sys.exit(1)
-    except (sqlite3.Error, OSError) as exc:
-        problem = state_file_error(db_path, exc)
-        if problem is None:
-            raise
-        click.echo(f"makewatch: {problem}", err=True)
-        sys.exit(1)
-
-
-@contextmanager
 def single_writer(db_path: Path) -> Iterator[None]:
     """Hold the state file's lock (see watcher.lock) around ``run`` and ``once``; exit 1 if
     another makewatch holds it."""
@@ -547,15 +516,15 @@ def single_writer(db_path: Path) -> Iterator[None]:
         lock.release()
 
 
-def load_config_or_exit(path: Path):  # noqa: ANN201 - returns watcher.config.Settings
-    """Load the config; on any error print it (naming file and key) and exit with code 2."""
-    from watcher.config import ConfigError, load_config
+def _add_action_commands() -> None:
+    """``scenario``, ``dlq``, ``ack`` and ``alerts`` live in watcher.actions_cli."""
+    from watcher.actions_cli import COMMANDS
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(f"makewatch: configuration error: {exc}", err=True)
-        sys.exit(2)
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_action_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

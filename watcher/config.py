@@ -37,7 +37,14 @@ from pydantic import (
     model_validator,
 )
 
-from alerts.channels import ChannelSettings, EmailChannel, channel_settings_keys
+from alerts.channels import (
+    ChannelSettings,
+    EmailChannel,
+    channel_settings_keys,
+    check_env_name,
+    resolve_file,
+    resolve_secret,
+)
 from alerts.policy import AlertsSettings, OrgMatcher, RouteSettings, ScenarioMatcher, TeamMatcher
 from alerts.routing import scope_matches
 from alerts.schedule import DigestSettings
@@ -150,13 +157,39 @@ class OrganizationSettings(Section):
     requests_per_minute: StrictPositiveInt | None = None
     budget_share: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.5
     teams: Annotated[tuple[StrictPositiveInt, ...], Field(min_length=1)] | None = None
+    # A second token for the actions (``[actions]``: start, stop, run, replay, DLQ retry), so
+    # that the polling token can stay read-only. Unset: the polling token is used for both.
+    write_token_env: str | None = None
+    write_token_file: Path | None = None
+    inline_write_token: Secret | None = Field(default=None, alias="write_token")
 
     _token: Secret = PrivateAttr()
+    _write_token: Secret | None = PrivateAttr(default=None)
 
     @property
     def token(self) -> Secret:
         """The organization's API (or OAuth) token, from token_env, token_file or token."""
         return self._token
+
+    @property
+    def write_token(self) -> Secret:
+        """The token actions use: write_token_env/_file/write_token, else the polling token."""
+        return self._write_token or self._token
+
+    @property
+    def has_write_token(self) -> bool:
+        """True when a separate write token is configured."""
+        return self._write_token is not None
+
+    @field_validator("write_token_env")
+    @classmethod
+    def _check_write_env(cls, value: str | None) -> str | None:
+        return check_env_name(value)
+
+    @field_validator("write_token_file")
+    @classmethod
+    def _check_write_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_file(value, info)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -297,6 +330,8 @@ class OrganizationSettings(Section):
                 else "contains whitespace or control characters",
             )
         self._token = Secret(value)
+        write = resolve_secret(self, info, "write_token", required=False)
+        self._write_token = write[0] if write is not None else None
         return self
 
 
@@ -468,6 +503,25 @@ class HttpSettings(Section):
         return value
 
 
+class ActionsSettings(Section):
+    """``[actions]``: acting on Make from an alert (CLI and Slack buttons). Off by default:
+    makewatch is read-only until ``enabled = true``."""
+
+    enabled: bool = False
+    #: Receive Slack button clicks over Socket Mode, for every ``slack_bot`` channel that has
+    #: an ``app_token`` (no public URL needed).
+    socket_mode: bool = True
+    #: Where the web server receives Slack's interaction requests (the app's "Request URL"),
+    #: for ``slack_bot`` channels that have a ``signing_secret``.
+    http_path: str = Field(default="/slack/interactions", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    #: Socket Mode watchdog: no envelope, ping or pong for this long -> reconnect.
+    stale_after_s: Annotated[StrictFloat, Field(ge=10, le=3600)] = 120.0
+    #: Silence lengths offered by the Silence buttons (seconds).
+    silence_choices_s: Annotated[
+        tuple[Annotated[StrictFloat, Field(gt=0, le=30 * 86400)], ...], Field(min_length=1, max_length=5)
+    ] = (3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
 class LoggingSettings(Section):
     """``[logging]``."""
 
@@ -503,6 +557,7 @@ class Settings(Section):
     digests: tuple[DigestSettings, ...] = ()
     web: WebSettings = Field(default_factory=WebSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

@@ -406,6 +406,36 @@ def m013_step_profile(db: Database) -> None:
     db["scenarios"].add_column("hint_step", int)
 
 
+def m014_actions(db: Database) -> None:
+    """Schema v14: ``actions``, the audit trail of acting on Make and on alerts (watcher.actions):
+    who asked what, when, from where, and Make's answer; ``dedup_key`` (a Slack envelope or
+    action id) makes a redelivered request a no-op."""
+    db["actions"].create(
+        {
+            "id": int,
+            "dedup_key": str,
+            "created_at": float,
+            "finished_at": float,
+            "source": str,  # cli | slack | http | web
+            "actor": str,
+            "actor_id": str,
+            "action": str,
+            "org_id": int,
+            "scenario_id": int,
+            "alert_id": int,
+            "target_json": str,
+            "status": str,  # pending | done | already | refused | failed | not_allowed
+            "message": str,
+            "http_status": int,
+            "is_active": int,
+            "execution_id": str,
+        },
+        pk="id",
+    )
+    db["actions"].create_index(["dedup_key"], unique=True)
+    db["actions"].create_index(["alert_id"])
+
+
 # Append only: a migration, once released, is never edited, renamed or reordered. Its function
 # name is what the database records as applied.
 MIGRATIONS: tuple[MigrationFn, ...] = (
@@ -422,6 +452,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m011_daily_operations,
     m012_alert_timers,
     m013_step_profile,
+    m014_actions,
 )
 
 
@@ -648,7 +679,7 @@ def get_cursors(db: Database, org_id: int) -> dict[tuple[int, str], dict[str, An
 def prune(db: Database, before: float) -> dict[str, int]:
     """Forget what is older than ``before`` and no longer needed: processed events, sent or
     parked outbox rows and their delivery attempts, resolved alerts, cycle statistics, old
-    digest records. Open alerts, pending work, cursors and snapshots are kept. Returns how
+    digest records, finished actions. Open alerts, pending work, cursors and snapshots are kept. Returns how
     many rows went, by table."""
     deleted: dict[str, int] = {}
 
@@ -668,6 +699,8 @@ def prune(db: Database, before: float) -> dict[str, int]:
         "AND id NOT IN (SELECT alert_id FROM outbox WHERE alert_id IS NOT NULL)", [before])
     run("cycles", "DELETE FROM cycles WHERE started_at < ?", [before])
     run("digests", "DELETE FROM digests WHERE period_end < ? AND sent_at IS NOT NULL", [before])
+    # The audit trail of actions lives as long as the rest of the history (finished ones only).
+    run("actions", "DELETE FROM actions WHERE created_at < ? AND status != 'pending'", [before])
     return deleted
 
 
