@@ -113,3 +113,18 @@ def route(labels: Mapping[str, Any], policy: Policy) -> list[ChannelRoute]:
         for channel in alerts.default_channels:
             out.setdefault(channel, ChannelRoute.default(channel, alerts))
     return list(out.values())
+
+
+def route_actors(labels: Mapping[str, Any], policy: Policy, channel: str) -> frozenset[str]:
+    """Who may act (``routes[].actors``) on an alert with ``labels`` from ``channel``: the
+    actors of every route that sends it there, tried the way :func:`route` tries them.
+    No matching route (the default channels) means nobody."""
+    out: set[str] = set()
+    for r in policy.routes:
+        if not route_matches(r, labels):
+            continue
+        if channel in r.channels:
+            out.update(r.actors)
+        if not r.continue_:
+            break
+    return frozenset(out)

@@ -76,6 +76,14 @@ class Alerter:
             name: build_notifier(name, channel, session=session, renderer=self.renderer)
             for name, channel in settings.channels.items()
         }
+        actions = getattr(settings, "actions", None)
+        if actions is not None and actions.enabled:
+            from alerts.notify.slack import SlackBotNotifier
+
+            for name, notifier in self.notifiers.items():
+                channel = settings.channels[name]
+                if isinstance(notifier, SlackBotNotifier) and (channel.app_token or channel.signing_secret):
+                    notifier.button_silences = tuple(actions.silence_choices_s)
         self.rng = rng or random.Random()
         self.retry = retry or RetryPolicy()
         self._pruned_at = 0.0

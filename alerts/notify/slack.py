@@ -265,6 +265,22 @@ class SlackBotNotifier(_SlackBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client: AsyncWebClient | None = None
+        #: The Silence buttons' lengths when the alert's first message carries action
+        #: buttons (``[actions] enabled`` and this channel can receive clicks); else None.
+        self.button_silences: tuple[float, ...] | None = None
+
+    def _with_buttons(self, message: dict[str, Any], n: Notification) -> dict[str, Any]:
+        if self.button_silences is None:
+            return message
+        from alerts.buttons import action_block
+
+        block = action_block(n, self.button_silences)
+        blocks = message.get("blocks")
+        if block is not None and isinstance(blocks, list):
+            # Above the context line, which stays last.
+            at = len(blocks) - 1 if blocks and blocks[-1].get("type") == "context" else len(blocks)
+            blocks.insert(at, block)
+        return message
 
     def _web(self) -> AsyncWebClient:
         session = self._get_session()
@@ -304,6 +320,8 @@ class SlackBotNotifier(_SlackBase):
         message = self._decorate(self.renderer.render_slack(n, part=part, tz=self.settings.timezone))
         if thread_ts is not None:
             message["thread_ts"] = thread_ts
+        elif part == "message":
+            message = self._with_buttons(message, n)
         # Slack keeps message metadata with the message: it makes a notice traceable to its
         # outbox row (and a duplicate detectable) from Slack's side.
         message["metadata"] = {
@@ -342,7 +360,9 @@ class SlackBotNotifier(_SlackBase):
                 "chat.update",
                 channel=ref["channel"],
                 ts=ref["ts"],
-                **self._decorate(self.renderer.render_slack(shown, tz=self.settings.timezone)),
+                **self._with_buttons(
+                    self._decorate(self.renderer.render_slack(shown, tz=self.settings.timezone)), shown
+                ),
             )
         except SlackDeliveryError as exc:
             if exc.code not in _UPDATE_IMPOSSIBLE:
