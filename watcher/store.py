@@ -429,10 +429,19 @@ def m014_actions(db: Database) -> None:
             "http_status": int,
             "is_active": int,
             "execution_id": str,
+            # Where the click came from (Slack channel name, channel id, message ts), so the
+            # next poll's verdict is told in the same thread.
+            "slack_json": str,
+            # After a reactivation: awaiting -> active -> ran_ok | failed_again |
+            # inactive_again | no_run (watcher.action_confirm).
+            "confirm_state": str,
+            "confirm_note": str,
+            "confirmed_at": float,
         },
         pk="id",
     )
     db["actions"].create_index(["dedup_key"], unique=True)
+    db["actions"].create_index(["confirm_state"])
     db["actions"].create_index(["alert_id"])
 
 
