@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from slack_sdk.errors import SlackApiError
@@ -432,8 +433,6 @@ async def test_an_http_interaction_that_fails_verification_is_401_and_not_handle
 
 
 async def test_an_http_interaction_without_signature_headers_is_401(http_app):
-    import aiohttp
-
     url, clicks = http_app
     async with aiohttp.ClientSession() as s, s.post(url, data={"payload": "{}"}) as resp:
         assert resp.status == 401
@@ -500,8 +499,6 @@ async def test_usergroups_users_list_and_users_info_answer_from_the_state(slack:
 
 
 async def test_the_response_url_records_ephemeral_answers_and_replaces_the_original(slack: Standin):
-    import aiohttp
-
     ts = await alert_message(slack)
     payload = slack.state.block_actions_payload(user_id="U0ALICE", action_id="ack", message_ts=ts)
     url = payload["response_url"]
