@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -14,6 +15,9 @@ from watcher.orgs import make_client
 from watcher.poller import CycleReport, OrgPoller
 from watcher.store import StateFileError, Store
 from watcher.web.metrics import Metrics
+
+if TYPE_CHECKING:
+    from watcher.interactions_service import Interactions
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ class Watcher:
         self.metrics = metrics if metrics is not None else Metrics()
         self.alerter = Alerter(settings, store, session, metrics=self.metrics)
         self.alert_tick_s = alert_tick_s
+        #: Slack buttons (receivers, handler, the poll's verdicts) when [actions] is on.
+        self.interactions: Interactions | None = None
+        if settings.actions.enabled:
+            from watcher.interactions_service import Interactions as _Interactions
+
+            self.interactions = _Interactions(settings, store, session, self.clock, self.metrics)
         #: Set when a poll found new events: the alert loop decides at once instead of at
         #: its next tick (up to alert_tick_s of latency saved on every first notice).
         self._news = asyncio.Event()
@@ -88,7 +98,11 @@ class Watcher:
     async def alert(self, budget_s: float | None = None):  # noqa: ANN201 - alerts.service.AlertsReport
         """Decide on new events (and elapsed group waits), then deliver what is due (for about
         ``budget_s`` at most when given: alerts.service.PASS_BUDGET_S)."""
-        return await self.alerter.tick(self.clock.time(), budget_s=budget_s)
+        report = await self.alerter.tick(self.clock.time(), budget_s=budget_s)
+        if self.interactions is not None:
+            # After the alerts: a reactivation's verdict follows its own notices.
+            await self.interactions.tick(self.clock.time())
+        return report
 
     async def cycle(self) -> tuple[list[CycleReport], object]:
         """``makewatch once``: poll every organization, then alert."""
@@ -204,6 +218,8 @@ class Watcher:
             self._supervised("alerts", stop, lambda: self._every(self.alert_tick_s, stop, alert, "alerts", self._news))
         )
         tasks = [*polls, alerts]
+        if self.interactions is not None:
+            await self.interactions.start()
         try:
             await stop.wait()
             for task in polls:
@@ -219,6 +235,8 @@ class Watcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.interactions is not None:
+                await self.interactions.stop()
         if self.fatal is not None:
             raise self.fatal
 

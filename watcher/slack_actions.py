@@ -293,7 +293,11 @@ class SlackActions:
         if rec.ok:
             line = f"✅ {_VERBS[req.action]} by {who} {at}: {rec.message}"
             if req.action == "start":
+                from watcher.action_confirm import start_awaiting
+
                 line += " (the next poll confirms whether it runs)"
+                slack = {"name": channel, "channel_id": it.channel_id, "ts": it.message_ts}
+                await self.store.write(lambda db: start_awaiting(db, rec.id, slack))
             await self._say(channel, it, thread=line, ephemeral=None, done_line=line)
         else:
             line = f"⚠️ {who} asked to {_ASKED[req.action]} at {at}: {rec.message}"

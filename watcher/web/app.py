@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 COOKIE = "makewatch_session"
 OPEN_PATHS = frozenset({"/healthz", "/login"})
+#: More open paths of one app (the Slack interactions route, checked by its signature).
+OPEN_EXTRA: web.AppKey[frozenset[str]] = web.AppKey("open_extra", frozenset)
 SECURITY_HEADERS = {
     # No script at all; inline styles only (the page has one <style> block).
     "Content-Security-Policy": (
@@ -162,7 +164,11 @@ CTX: web.AppKey[WebContext] = web.AppKey("makewatch", WebContext)
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = _ctx(request)
-    if request.path not in OPEN_PATHS and not ctx.authenticated(request):
+    if (
+        request.path not in OPEN_PATHS
+        and request.path not in request.app.get(OPEN_EXTRA, frozenset())
+        and not ctx.authenticated(request)
+    ):
         response: web.StreamResponse = _login_page(ctx, status=401)
     else:
         try:
@@ -190,6 +196,10 @@ async def healthz(request: web.Request) -> web.Response:
     snap = await ctx.snapshot(now)
     health: Health = snap.health  # type: ignore[assignment]
     body = health.to_json(detailed=ctx.authenticated(request))
+    interactions = getattr(ctx.watcher, "interactions", None)
+    if interactions is not None and interactions.receivers:
+        # Buttons are a convenience: a lost Socket Mode link is shown, not a 503.
+        body["slack_socket_mode"] = interactions.health()
     return web.json_response(body, status=200 if health.ok else 503, dumps=lambda o: json.dumps(o, indent=1))
 
 
@@ -336,6 +346,12 @@ def create_app(settings: Settings, store: Store, watcher: Watcher, clock: Clock 
     app.router.add_post("/silences", add_silence)
     app.router.add_post("/silences/{id}/expire", expire_silence)
     app.router.add_post("/alerts/{id}/ack", acknowledge)
+    interactions = getattr(watcher, "interactions", None)
+    route = interactions.http_route() if interactions is not None else None
+    if route is not None:
+        # Slack's signature is this route's credential, not the web token: it is open.
+        app.router.add_routes([route])
+        app[OPEN_EXTRA] = frozenset({settings.actions.http_path})
     return app
 
 

@@ -210,6 +210,17 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.actions = Counter(
+            "makewatch_actions",
+            "Presses of alert buttons and CLI actions, by action and outcome.",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.socket_reconnects = Counter(
+            "makewatch_slack_socket_reconnects",
+            "Socket Mode connections the watchdog replaced (silent or dropped).",
+            registry=r,
+        )
         self._state = _StateCollector()
         r.register(self._state)
 
@@ -249,6 +260,14 @@ class Metrics:
 
     def digest_sent(self) -> None:
         self.digests.inc()
+
+    def action_done(self, action: str, outcome: str) -> None:
+        """Count one button press (``action``: ack, silence, start, replay, retry; ``outcome``:
+        done, already, refused, failed, not_allowed, duplicate, unknown_alert)."""
+        self.actions.labels(action, outcome).inc()
+
+    def socket_reconnected(self, n: int = 1) -> None:
+        self.socket_reconnects.inc(n)
 
     def task_restarted(self, task: str) -> None:
         """Count a crashed service task that was started again (``task``: a short, bounded
