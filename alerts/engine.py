@@ -50,8 +50,15 @@ heard of it are still told. A re-opened alert (a new episode) starts unacknowled
 Suppression, checked in this order once the group wait is over: *inhibited* (an execution
 alert of a scenario whose ``scenario_deactivated`` alert is open), *silenced* (an active
 :class:`~alerts.silences.Silence` matches), *no route* (no channel). A suppressed alert is
-still counted; it notifies again only for an occurrence that comes after the suppression
-ended (``suppressed_count``), not for what happened while suppressed.
+still counted; once an inhibition ends it notifies again only for an occurrence that comes
+after it (``suppressed_count``). When a *silence* ends (a one-off one ran out or was expired,
+a maintenance window closed) and the alert is still open with occurrences a channel was not
+told of, each such channel gets ONE "firing" notice, reason "silence ended", whose payload's
+``silence_ended`` names the silence (``AlertState.silenced_by``, kept while it held the
+alert): "still failing after the maintenance window ... ended". An alert that resolves while
+silenced resolves silently, unless the silence has ``notify_resolved``: then its resolution
+is told as if it were not silenced (a "resolved" notice to the channels that heard of it, or
+the one "failed, ran fine again" notice of an execution alert nobody was told of).
 
 Flood cap: a channel with an hourly cap (``[alerts] max_per_hour``) gets at most that many
 notices per clock hour (``floor(now / 3600)``); the rest are *held* (reason "flood-capped") in
@@ -177,6 +184,7 @@ REASONS = (
     "within group interval",
     "within repeat interval",
     "silenced",
+    "silence ended",
     "inhibited",
     "flood-capped",
     "flood cap summary",
@@ -268,6 +276,9 @@ class AlertState:
     # When a decision without new events could next change this alert (see "Timers" in the
     # module doc); None: only an event, or a silence or ack written from outside, can.
     due_at: float | None = None
+    # The silence that held it at its last decision (Silence.summary()), so that the notice
+    # sent when that silence is over can say which one ended; None when not silenced.
+    silenced_by: dict[str, Any] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -293,6 +304,8 @@ class AlertState:
         }
         data["payload"] = dict(row.get("payload") or {})
         data["samples"] = [dict(s) for s in row.get("samples") or ()]
+        if row.get("silenced_by") is not None:
+            data["silenced_by"] = dict(row["silenced_by"])
         data.setdefault("org_id", None)
         if row.get("last_notified") is None:
             data["last_notified"] = None
@@ -572,7 +585,8 @@ class _Run:
         if any(m.episode == alert.episode for m in alert.channels.values()):
             return False
         lab = labels(alert)
-        if active_silence(self.silences, lab, self.now) is not None or not route(lab, self.policy):
+        silence = active_silence(self.silences, lab, self.now)
+        if (silence is not None and not silence.notify_resolved) or not route(lab, self.policy):
             return False
         return not self._inhibited(alert)
 
@@ -611,7 +625,8 @@ class _Run:
             for ch, mark in alert.channels.items()
             if mark.episode == alert.episode and mark.phase != "resolved"
         )
-        silenced = active_silence(self.silences, labels(alert), self.now) is not None
+        silence = active_silence(self.silences, labels(alert), self.now)
+        silenced = silence is not None and not silence.notify_resolved
         sent = False
         for channel in told:
             if silenced:
@@ -669,6 +684,7 @@ class _Run:
             alert.resolved_at = None
             alert.reason = ""
             alert.acked_at = alert.acked_by = None  # a new episode: nobody is on it yet
+            alert.silenced_by = None
         alert.count += 1
         alert.first_seen = min(alert.first_seen, occurred)
         if occurred >= alert.last_seen or alert.count == 1:
@@ -723,14 +739,16 @@ class _Run:
                     out[key] = min(out.get(key, math.inf), fs.hour_start + HOUR_S)
         return out
 
-    def _silenced(self, lab: Mapping[str, Any]) -> bool:
+    def _silenced(self, lab: Mapping[str, Any]) -> Silence | None:
         """:func:`active_silence` for the alert being decided, with the timers it implies:
         a matching silence that starts later, or ends later (an alert silenced with no
-        route, for one, says "no route" once the silence is over)."""
-        found = False
+        route, for one, says "no route" once the silence is over). Of several in force, the
+        one that ends last (the alert is told when the last of them is over)."""
+        found: Silence | None = None
         for silence in self.silences:
             if silence.matches(lab) and not self._before(silence.starts_at):
-                found = self._before(silence.ends_at) or found
+                if self._before(silence.ends_at) and (found is None or silence.ends_at > found.ends_at):
+                    found = silence
         return found
 
     def _evaluate(self, alert: AlertState, inhibitors: set[tuple[str, Any, Any]]) -> _Result:
@@ -753,20 +771,38 @@ class _Run:
 
         if (alert.kind, alert.org_id, alert.scenario_id) in inhibitors:
             return self._suppress(alert, "inhibited")
-        if self._silenced(lab):
+        silence = self._silenced(lab)
+        # A silence with notify_resolved lets through the one notice of an alert that ran
+        # fine again (the recovered_at path); everything else it holds.
+        released = silence is not None and silence.notify_resolved and alert.recovered_at is not None
+        if silence is not None and not released:
+            alert.silenced_by = silence.summary()
             return self._suppress(alert, "silenced")
+        ended = alert.silenced_by if silence is None else None
+        alert.silenced_by = None
         if not routes:
             alert.reason = "no route"
             return _Result(blocked="no route")
 
         result = _Result()
-        if alert.count <= alert.suppressed_count:
+        if alert.count <= alert.suppressed_count and not released and ended is None:
             return result  # nothing new since it was last silenced or inhibited
         blocked: list[str] = []
         for r in routes:
             mark = alert.channels.get(r.channel)
             if alert.acked_at is not None:
                 blocked.append("acknowledged")  # someone is on it: only the resolution is told
+                continue
+            if ended is not None and not released:
+                # The silence is over: one notice of what it held back, at once (no repeat
+                # interval: the channel missed it), to each channel not told of it all.
+                if mark is not None and mark.episode == alert.episode and alert.count <= mark.count_at_notice:
+                    continue
+                outcome = self._send(alert, r.channel, "firing", "silence ended", note={"silence_ended": ended})
+                if outcome == "silence ended":
+                    result.sent.append(outcome)
+                else:
+                    blocked.append(outcome)
                 continue
             if mark is None or mark.episode != alert.episode:
                 if self._before(alert.opened_at + wait(r)):
@@ -867,10 +903,12 @@ class _Run:
         reason: str,
         *,
         final_when_held: bool = False,
+        note: Mapping[str, Any] | None = None,
     ) -> str:
         """Plan one notice, or hold it under the flood cap; returns ``reason`` or
         "flood-capped". A held "resolved" notice is final (the summary carries it); a held
-        firing notice is tried again at the next decision and summarised at the hour's end."""
+        firing notice is tried again at the next decision and summarised at the hour's end.
+        ``note`` is added to this notice's payload only (not to the alert's)."""
         cap = self.policy.alerts.cap_for(channel)
         if cap is not None:
             fs = self._flood_state(channel)
@@ -902,7 +940,7 @@ class _Run:
                 last_seen=alert.last_seen,
                 created_at=self.now,
                 dedup_key=f"{alert.fingerprint}|{channel}|{alert.episode}|{phase}|{alert.count}",
-                payload=copy.deepcopy(alert.payload),
+                payload={**copy.deepcopy(alert.payload), **copy.deepcopy(dict(note or {}))},
                 samples=copy.deepcopy(alert.samples),
                 previous_notice_at=previous,
             )

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 from alerts.engine import INHIBITIONS, AlertState, Decision, FloodState, Planned, decide
 from alerts.fingerprint import fingerprint
 from alerts.policy import Policy
-from alerts.silences import Silence
+from alerts.silences import Silence, silences_at
 from watcher import store as st
 from watcher.store import Store
 
@@ -110,12 +110,8 @@ def _load(
     db: Database, events: list[dict[str, Any]], now: float, policy: Policy, load: AlertLoader
 ) -> tuple[dict[str, AlertState], list[Silence], dict[str, FloodState]]:
     alerts = load(db, events, now, policy)
-    silences = [
-        Silence.from_row(st._decode("silences", r) | {"matchers": json.loads(r["matchers_json"] or "{}")})
-        for r in db["silences"].rows_where(
-            "(expired_at IS NULL) AND ends_at > ?", [now]
-        )
-    ]
+    rows = db["silences"].rows_where("(expired_at IS NULL) AND ends_at > ?", [now])
+    silences = silences_at(list(rows), policy.windows(), now)
     flood = {
         key.removeprefix("flood:"): FloodState.from_dict(value)
         for key, value in st.get_watch_state(db, "flood:").items()

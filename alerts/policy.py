@@ -39,11 +39,13 @@ from pydantic import (
     Strict,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from alerts.fingerprint import DEFAULT_GROUP_BY, GROUP_BY_LABELS
+from alerts.silences import Window, parse_clock, parse_weekdays
 from watcher.events import SEVERITY as _DEFAULT_SEVERITY
-from watcher.settings_base import Section, nested_model
+from watcher.settings_base import Section, TimeZoneName, nested_model
 
 __all__ = [
     "SEVERITIES",
@@ -56,6 +58,7 @@ __all__ = [
     "Route",
     "RouteSettings",
     "Severity",
+    "SilenceWindowSettings",
     "policy_settings_keys",
 ]
 
@@ -217,19 +220,129 @@ class RouteSettings(Section):
 Route = RouteSettings
 
 
+def _check_clock(value: str) -> str:
+    parse_clock(value)
+    return value
+
+
+ClockTime = Annotated[str, Strict(), AfterValidator(_check_clock)]
+
+
+class SilenceWindowSettings(Section):
+    """One ``[[silences]]`` table: a maintenance window, a silence that recurs.
+
+    ``weekdays`` (``"mon"`` ... ``"sun"``, default every day), ``start``/``end`` (``HH:MM``
+    wall time in ``timezone``; an ``end`` before ``start`` is on the next day and the window
+    belongs to the weekday it starts on), and the matchers of a one-off silence, at least one:
+    ``org`` (id or name glob), ``scenario_id``, ``kind`` (one or a list), ``error_contains``.
+    ``notify_resolved``: an alert that resolves inside the window is still told so (by
+    default it resolves silently). Clock changes: see alerts.silences.
+    """
+
+    name: str = Field(min_length=1)
+    weekdays: Annotated[tuple[str, ...], Field(min_length=1)] = (
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+    )
+    start: ClockTime
+    end: ClockTime
+    timezone: TimeZoneName = "UTC"
+    org: OrgMatcher | None = None
+    scenario_id: Annotated[int, Strict(), Field(ge=1)] | None = None
+    kind: Annotated[tuple[Kind, ...], Field(min_length=1)] | None = None
+    error_contains: Annotated[str, Field(min_length=1)] | None = None
+    reason: str = ""
+    notify_resolved: StrictBool = False
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _one_kind(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("weekdays", mode="before")
+    @classmethod
+    def _one_weekday(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _check_weekdays(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            parse_weekdays([item])
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end_differs(cls, value: str, info: ValidationInfo) -> str:
+        start = info.data.get("start")
+        if start is not None and parse_clock(start) == parse_clock(value):
+            raise ValueError("must differ from start (a window of no length silences nothing)")
+        return value
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> SilenceWindowSettings:
+        if not self.matchers():
+            raise ValueError(
+                "give org, scenario_id, kind or error_contains: a window without matchers "
+                "would silence everything"
+            )
+        return self
+
+    def matchers(self) -> dict[str, Any]:
+        """The matchers given, as a one-off silence stores them."""
+        out: dict[str, Any] = {}
+        if self.org is not None:
+            out["org"] = self.org
+        if self.scenario_id is not None:
+            out["scenario_id"] = self.scenario_id
+        if self.kind is not None:
+            out["kind"] = list(self.kind)
+        if self.error_contains is not None:
+            out["error_contains"] = self.error_contains
+        return out
+
+    def window(self, index: int) -> Window:
+        """The :class:`~alerts.silences.Window` this table declares (``id`` ``config:<index>``)."""
+        return Window(
+            id=f"config:{index}",
+            name=self.name,
+            weekdays=parse_weekdays(self.weekdays),
+            start=parse_clock(self.start),
+            end=parse_clock(self.end),
+            timezone=self.timezone,
+            matchers=self.matchers(),
+            reason=self.reason,
+            notify_resolved=self.notify_resolved,
+        )
+
+
 class Policy(Section):
-    """Everything the decision engine needs: ``[alerts]`` plus the ordered ``[[routes]]``."""
+    """Everything the decision engine needs: ``[alerts]`` plus the ordered ``[[routes]]``,
+    and the maintenance windows of ``[[silences]]`` (the caller turns them into the
+    :class:`~alerts.silences.Silence` each is at ``now``: :meth:`windows`)."""
 
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     routes: tuple[RouteSettings, ...] = ()
+    silences: tuple[SilenceWindowSettings, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
-        """From the main ``Settings`` (its ``alerts`` and ``routes``, defaults if absent)."""
+        """From the main ``Settings`` (its ``alerts``, ``routes`` and ``silences``, defaults
+        if absent)."""
         return cls(
             alerts=getattr(settings, "alerts", None) or AlertsSettings(),
             routes=tuple(getattr(settings, "routes", None) or ()),
+            silences=tuple(getattr(settings, "silences", None) or ()),
         )
+
+    def windows(self) -> list[Window]:
+        """The configured maintenance windows, in file order."""
+        return [s.window(i) for i, s in enumerate(self.silences)]
 
 
 def policy_settings_keys() -> list[str]:

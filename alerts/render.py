@@ -677,7 +677,11 @@ def _notice(n: Notification, p: dict[str, Any], tz: tzinfo) -> str:
         prev = _clock(alert.get("previous_notice_at"), alert.get("last_seen"), tz)
         more = f"{_fmt_number(since)} more" if since else "still going on"
         return f"Repeat: {more}" + (f" since {prev}" if prev else "")
-    return {"reopened": "First notice since it was resolved", "escalated": "New notice: it got worse"}.get(
+    return {
+        "reopened": "First notice since it was resolved",
+        "escalated": "New notice: it got worse",
+        "silence ended": "Held back by a silence until now",
+    }.get(
         n.reason, "First notice"
     )
 
@@ -707,6 +711,9 @@ def _summary_context(n: Notification, p: dict[str, Any], subject: str, tz: tzinf
     matter, the causes and what to do, one context line, which notice this is."""
     alert = n.alert
     headline = _headline(n.kind, n.phase, p, alert, subject, tz)
+    ended = silence_ended_text(p.get("silence_ended"))
+    if ended and n.phase != "resolved":
+        headline = f"Still failing after {ended} ended: {headline}"
     causes = []
     if n.kind == "scenario_deactivated" and n.phase != "resolved":
         for e in p.get("errors") or ():
@@ -752,6 +759,19 @@ def _summary_context(n: Notification, p: dict[str, Any], subject: str, tz: tzinf
         "footer": [x for x in [notice, *when] if x.strip()],
         "details": _details(n, p),
     }
+
+
+def silence_ended_text(silence: Any) -> str:
+    """``the maintenance window 'Kontor nightly maintenance'`` / ``silence 12 (deploy)``
+    for the ``silence_ended`` of a notice (alerts.engine): raw text, escaped where shown."""
+    if not isinstance(silence, Mapping):
+        return ""
+    name = cut(_one_line(silence.get("name") or ""), 120)
+    reason = cut(_one_line(silence.get("reason") or ""), 120)
+    if silence.get("window"):
+        return f"the maintenance window '{name or reason or silence.get('id')}'"
+    sid = str(silence.get("id") or "")
+    return f"silence {sid}" + (f" ({reason})" if reason else "") if sid else "a silence"
 
 
 def _epoch_of(value: Any) -> float | None:

@@ -662,14 +662,15 @@ def test_a_silence_that_has_not_started_or_has_ended_does_not_apply() -> None:
         assert len(caller.feed(errors(1), now=T0 + 40).notifications) == 1
 
 
-def test_when_a_silence_ends_the_alert_notifies_at_its_next_occurrence() -> None:
+def test_when_a_silence_ends_a_still_failing_alert_is_told_once_then_as_usual() -> None:
     caller = Caller(silences=[silence({"scenario_id": 10}, end=T0 + 600)])
     caller.feed(errors(3), now=T0 + 40)
-    assert caller.tick(T0 + 700).notifications == []  # ended, but nothing new since
+    ended = caller.tick(T0 + 700).notifications  # still failing: one notice says so
+    assert [(n.phase, n.reason, n.count) for n in ended] == [("firing", "silence ended", 3)]
+    assert ended[0].payload["silence_ended"]["reason"] == "maintenance"
+    assert caller.tick(T0 + 800).notifications == []
     decision = caller.feed([event("after", t=T0 + 800)], now=T0 + 800)
-    assert [(n.phase, n.reason, n.count) for n in decision.notifications] == [
-        ("firing", "first", 4)
-    ]
+    assert decision.notifications == []  # a repeat waits for the repeat interval
 
 
 def test_a_silenced_alert_resolves_without_a_notice() -> None:

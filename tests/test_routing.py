@@ -289,6 +289,17 @@ def test_every_policy_setting_is_listed_for_the_docs() -> None:
         "routes[].group_wait_s",
         "routes[].group_interval_s",
         "routes[].repeat_interval_s",
+        "silences[].name",
+        "silences[].weekdays",
+        "silences[].start",
+        "silences[].end",
+        "silences[].timezone",
+        "silences[].org",
+        "silences[].scenario_id",
+        "silences[].kind",
+        "silences[].error_contains",
+        "silences[].reason",
+        "silences[].notify_resolved",
     ]
 
 

@@ -233,18 +233,31 @@ def silence() -> None:
 @click.option("--org", help="Organization name (globs) or id to silence.")
 @click.option("--kind", help="Alert kind to silence, e.g. execution_error.")
 @click.option("--error-contains", help="Only alerts whose error name or message contains this.")
-@click.option("--for", "duration", required=True, help="How long: 30m, 2h, 7d.")
+@click.option("--for", "duration", help="How long: 30m, 2h, 7d (with --every: how long the window recurs, default 365d).")
 @click.option("--reason", required=True, help="Why (shown in the digest and `silence list`).")
+@click.option("--every", "weekdays", help="A maintenance window on these weekdays: sun, or mon,tue,... (or 'day').")
+@click.option("--from", "start", help="With --every: the window's start, HH:MM.")
+@click.option("--to", "end", help="With --every: the window's end, HH:MM (before --from: the next day).")
+@click.option("--tz", "timezone", default="UTC", show_default=True, help="With --every: the time zone of --from/--to.")
+@click.option("--name", default="", help="With --every: the window's name (shown when it ends).")
+@click.option("--notify-resolved", is_flag=True, help="With --every: tell alerts that resolve inside the window.")
 def silence_add(
     config_path: Path,
     scenario_id: int | None,
     org: str | None,
     kind: str | None,
     error_contains: str | None,
-    duration: str,
+    duration: str | None,
     reason: str,
+    weekdays: str | None,
+    start: str | None,
+    end: str | None,
+    timezone: str,
+    name: str,
+    notify_resolved: bool,
 ) -> None:
-    """Add a silence matching a scenario, an organization or a kind (and optionally a text)."""
+    """Add a silence matching a scenario, an organization or a kind (and optionally a text):
+    for a while (--for), or as a maintenance window that recurs (--every --from --to --tz)."""
     import getpass
     import time
 
@@ -253,7 +266,16 @@ def silence_add(
 
     if scenario_id is None and not org and not kind:
         raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
+    if weekdays is None and (start or end):
+        raise click.UsageError("--from and --to belong to a maintenance window: give --every too")
+    if weekdays is None and duration is None:
+        raise click.UsageError("give --for (a silence for a while) or --every/--from/--to (a window)")
     settings = load_config_or_exit(config_path)
+    if weekdays is not None:
+        _add_window(settings, weekdays, start, end, timezone, name, notify_resolved, duration,
+                    scenario_id=scenario_id, org=org, kind=kind, error_contains=error_contains, reason=reason)
+        return
+    assert duration is not None
     seconds = _parse_for(duration)
     _check_silence(settings, seconds, org, kind, reason)
     with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
@@ -271,27 +293,101 @@ def silence_add(
     click.echo(f"silence {sid} added for {duration}")
 
 
+def _add_window(  # noqa: PLR0913 - the options of `silence add --every`
+    settings,  # noqa: ANN001
+    weekdays: str,
+    start: str | None,
+    end: str | None,
+    timezone: str,
+    name: str,
+    notify_resolved: bool,
+    duration: str | None,
+    **matchers: object,
+) -> None:
+    """``silence add --every``: check every option (naming it), store, say when it next runs."""
+    import getpass
+    import time
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from alerts.silences import parse_clock, parse_weekdays
+    from watcher.silences import add_window, next_windows
+    from watcher.store import Store
+
+    every = ",".join(("mon", "tue", "wed", "thu", "fri", "sat", "sun")) if weekdays.strip() == "day" else weekdays
+    for option, value, check in (("--every", every, parse_weekdays), ("--from", start, parse_clock), ("--to", end, parse_clock)):
+        if value is None:
+            raise click.BadParameter("is required with --every", param_hint=option)
+        try:
+            check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
+    if parse_clock(start) == parse_clock(end):  # type: ignore[arg-type]
+        raise click.BadParameter("must differ from --from", param_hint="--to")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {timezone!r}; use an IANA name such as Europe/Berlin", param_hint="--tz") from None
+    seconds = _parse_for(duration) if duration is not None else 365 * 86400.0
+    reason = str(matchers.pop("reason"))
+    _check_silence(settings, seconds, matchers.get("org"), matchers.get("kind"), reason)  # type: ignore[arg-type]
+    now = time.time()
+    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+        wid = add_window(
+            store, now=now, weekdays=every, start=start, end=end, timezone=timezone,  # type: ignore[arg-type]
+            reason=reason, name=name, duration_s=seconds, notify_resolved=notify_resolved,
+            created_by=getpass.getuser(), **matchers,  # type: ignore[arg-type]
+        )
+        found = next((s for w, s, cfg in next_windows(store, None, now) if not cfg and str(w.id) == str(wid)), None)
+    nxt = f"; next: {_window_times(found.starts_at, found.ends_at, timezone)}" if found else ""
+    click.echo(f"silence {wid} added: {every} {start}-{end} {timezone}{nxt}")
+
+
+def _window_times(starts_at: float, ends_at: float, timezone: str) -> str:
+    """``2026-09-27 02:00-04:00 Europe/Berlin (00:00-02:00 UTC)``: both, as a person checks."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    a, b = datetime.fromtimestamp(starts_at, zone), datetime.fromtimestamp(ends_at, zone)
+    ua, ub = datetime.fromtimestamp(starts_at, UTC), datetime.fromtimestamp(ends_at, UTC)
+    local = f"{a:%Y-%m-%d %H:%M}-{b:%H:%M} {timezone}" if a.date() == b.date() else f"{a:%Y-%m-%d %H:%M}-{b:%Y-%m-%d %H:%M} {timezone}"
+    utc = f"{ua:%Y-%m-%d %H:%M}-{ub:%H:%M} UTC" if ua.date() == ub.date() else f"{ua:%Y-%m-%d %H:%M}-{ub:%Y-%m-%d %H:%M} UTC"
+    return local if timezone == "UTC" else f"{local} ({utc})"
+
+
 @silence.command("list")
 @CONFIG_OPTION
 @click.option("--all", "include_ended", is_flag=True, help="Include ended and expired silences.")
 def silence_list(config_path: Path, include_ended: bool) -> None:
-    """List the silences in force (or all of them)."""
+    """List the silences in force (or all of them), and the maintenance windows with their
+    next occurrence (those of the configuration file marked "from config")."""
     import time
     from datetime import UTC, datetime
 
-    from watcher.silences import list_silences
+    from watcher.silences import list_silences, next_windows
     from watcher.store import Store
 
     settings = load_config_or_exit(config_path)
+    now = time.time()
     with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
-        rows = list_silences(store, time.time(), include_ended=include_ended)
-    if not rows:
+        rows = list_silences(store, now, include_ended=include_ended)
+        windows = next_windows(store, settings, now)
+    rows = [r for r in rows if not r.get("timezone")]
+    if not rows and not windows:
         click.echo("no silences")
     for row in rows:
         until = datetime.fromtimestamp(row["ends_at"], tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
         matchers = ", ".join(f"{k}={v}" for k, v in row["matchers"].items())
         state = " (expired)" if row.get("expired_at") else ""
         click.echo(f"{row['id']}: {matchers} until {until}{state}: {row['reason']}")
+    for window, found, from_config in windows:
+        matchers = ", ".join(f"{k}={v}" for k, v in window.matchers.items())
+        label = "from config" if from_config else str(window.id)
+        state = "now" if found.is_active(now) else "next"
+        name = f" {window.name!r}" if window.name else ""
+        times = _window_times(found.starts_at, found.ends_at, window.timezone)
+        why = f": {window.reason}" if window.reason else ""
+        click.echo(f"{label}: window{name} {window.describe()}; {matchers}; {state} {times}{why}")
 
 
 @silence.command("expire")

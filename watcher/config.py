@@ -45,7 +45,14 @@ from alerts.channels import (
     resolve_file,
     resolve_secret,
 )
-from alerts.policy import AlertsSettings, OrgMatcher, RouteSettings, ScenarioMatcher, TeamMatcher
+from alerts.policy import (
+    AlertsSettings,
+    OrgMatcher,
+    RouteSettings,
+    ScenarioMatcher,
+    SilenceWindowSettings,
+    TeamMatcher,
+)
 from alerts.routing import scope_matches
 from alerts.schedule import DigestSettings
 from watcher import __version__
@@ -558,6 +565,24 @@ class Settings(Section):
     web: WebSettings = Field(default_factory=WebSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
+    silences: tuple[SilenceWindowSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_silence_windows(self) -> Settings:
+        """A window's ``org`` must match a configured organization: a misspelt name would
+        silence nothing, silently (as ``makewatch silence add --org`` refuses)."""
+        from alerts.silences import org_matches
+
+        for i, window in enumerate(self.silences):
+            if window.org is not None and not any(
+                org_matches(window.org, o.organization_id, o.name) for o in self.organizations
+            ):
+                known = ", ".join(f"{o.name} ({o.organization_id})" for o in self.organizations)
+                raise KeyProblem(
+                    ("silences", i, "org"),
+                    f"{window.org!r} matches no configured organization; configured: {known}",
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

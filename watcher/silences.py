@@ -3,7 +3,12 @@ page's forms, which both check a new silence with :func:`silence_problem`).
 
 Adding or expiring a silence makes the open alerts it matches due (``alerts.due_at``) in the
 same transaction: the alert tick decides only alerts with new events or a timer due
-(alerts.engine, "Timers"), and a silence is news to the alerts it matches.
+(alerts.engine, "Timers"), and a silence is news to the alerts it matches. A maintenance
+window (``add_window``) makes them due when its next occurrence starts; from then on each
+decision of a matching alert keeps the window's next start or end as a timer.
+
+``list_windows`` gives the windows in force or coming, stored and configured (``[[silences]]``,
+marked ``from_config``: they are read from the settings, never stored).
 """
 
 from __future__ import annotations
@@ -12,7 +17,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from alerts.engine import AlertState, labels
-from alerts.silences import MAX_DURATION_S, Silence, org_matches
+from alerts.silences import (
+    MAX_DURATION_S,
+    WEEKDAYS,
+    Silence,
+    Window,
+    org_matches,
+    parse_clock,
+    parse_weekdays,
+)
 from watcher.store import Store
 
 if TYPE_CHECKING:
@@ -141,3 +154,92 @@ def expire_silence(store: Store, silence_id: int, now: float) -> bool:
         return True
 
     return store.write_sync(tx)
+
+
+def add_window(
+    store: Store,
+    *,
+    now: float,
+    weekdays: str,
+    start: str,
+    end: str,
+    timezone: str,
+    reason: str,
+    name: str = "",
+    duration_s: float = MAX_DURATION_S,
+    scenario_id: int | None = None,
+    org: str | None = None,
+    kind: str | None = None,
+    error_contains: str | None = None,
+    notify_resolved: bool = False,
+    created_by: str = "",
+) -> int:
+    """Record a maintenance window (``weekdays`` ``"sun,mon"``, ``HH:MM`` times) in force from
+    now for ``duration_s`` (a year by default) or until expired; returns its id. ValueError
+    for a bad weekday, time, zone or no matcher."""
+    matchers: dict[str, Any] = {}
+    if scenario_id is not None:
+        matchers["scenario_id"] = scenario_id
+    if org:
+        matchers["org"] = org
+    if kind:
+        matchers["kind"] = kind
+    if error_contains:
+        matchers["error_contains"] = error_contains
+    days = parse_weekdays(weekdays)
+    row = {
+        "matchers_json": json.dumps(matchers),
+        "starts_at": now,
+        "ends_at": now + duration_s,
+        "reason": reason,
+        "created_by": created_by,
+        "created_at": now,
+        "weekdays": ",".join(WEEKDAYS[d] for d in days),
+        "start_time": f"{parse_clock(start):%H:%M}",
+        "end_time": f"{parse_clock(end):%H:%M}",
+        "timezone": timezone,
+        "name": name,
+        "notify_resolved": int(notify_resolved),
+    }
+    Window.from_row({**row, "id": "new"})  # validates
+
+    def tx(db: Any) -> int:
+        window_id = db["silences"].insert(row).last_pk
+        found = Window.from_row({**row, "id": window_id}).silence_at(now)
+        if found is not None:
+            mark_matching_due(db, found, max(now, found.starts_at))
+        return window_id
+
+    return store.write_sync(tx)
+
+
+def next_windows(
+    store: Store, settings: Settings | None, now: float
+) -> list[tuple[Window, Silence, bool]]:
+    """Every window with an occurrence in force or to come: ``(window, that occurrence,
+    from_config)``, stored ones first (by id), then the ``[[silences]]`` of ``settings``."""
+    from alerts.policy import Policy
+
+    rows = store.read_sync(
+        lambda db: [
+            dict(r)
+            for r in db["silences"].rows_where(
+                "expired_at IS NULL AND ends_at > ? AND timezone IS NOT NULL", [now], order_by="id"
+            )
+        ]
+    )
+    out: list[tuple[Window, Silence, bool]] = []
+    for row in rows:
+        try:
+            window = Window.from_row(row)
+        except (ValueError, KeyError):
+            continue
+        found = window.silence_at(now)
+        if found is not None:
+            out.append((window, found, False))
+    if settings is not None:
+        for window in Policy.from_settings(settings).windows():
+            found = window.silence_at(now)
+            if found is not None:
+                out.append((window, found, True))
+    return out

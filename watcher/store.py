@@ -92,7 +92,7 @@ _JSON_FIELDS: dict[str, tuple[str, ...]] = {
     "organizations": ("license", "usage"),
     "scenarios": ("scheduling", "snapshot", "activity", "volume", "steps"),
     "events": ("payload",),
-    "alerts": ("payload", "samples", "channels", "thread_ref"),
+    "alerts": ("payload", "samples", "channels", "thread_ref", "silenced_by"),
 }
 
 
@@ -406,8 +406,21 @@ def m013_step_profile(db: Database) -> None:
     db["scenarios"].add_column("hint_step", int)
 
 
-def m014_actions(db: Database) -> None:
-    """Schema v14: ``actions``, the audit trail of acting on Make and on alerts (watcher.actions):
+def m014_maintenance_windows(db: Database) -> None:
+    """Schema v14: maintenance windows (recurring silences, alerts.silences.Window) added with
+    ``makewatch silence add --every``: ``silences.weekdays`` (``"sun,mon"``), ``start_time``
+    and ``end_time`` (``HH:MM``), ``timezone``, ``name``, ``notify_resolved``; a row without
+    ``timezone`` is a one-off silence. ``alerts.silenced_by_json``: the silence that held the
+    alert at its last decision, so that the notice sent when it ends can name it."""
+    silences = db["silences"]
+    for column in ("weekdays", "start_time", "end_time", "timezone", "name"):
+        silences.add_column(column, str)
+    silences.add_column("notify_resolved", int)
+    db["alerts"].add_column("silenced_by_json", str)
+
+
+def m015_actions(db: Database) -> None:
+    """Schema v15: ``actions``, the audit trail of acting on Make and on alerts (watcher.actions):
     who asked what, when, from where, and Make's answer; ``dedup_key`` (a Slack envelope or
     action id) makes a redelivered request a no-op."""
     db["actions"].create(
@@ -461,7 +474,8 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m011_daily_operations,
     m012_alert_timers,
     m013_step_profile,
-    m014_actions,
+    m014_maintenance_windows,
+    m015_actions,
 )
 
 
