@@ -289,6 +289,7 @@ def test_every_policy_setting_is_listed_for_the_docs() -> None:
         "routes[].group_wait_s",
         "routes[].group_interval_s",
         "routes[].repeat_interval_s",
+        "routes[].actors",
         "silences[].name",
         "silences[].weekdays",
         "silences[].start",
