@@ -308,19 +308,24 @@ async def test_retry_of_ids_of_another_scenario_is_refused(start_sim, acct) -> N
 # ------------------------------------------------------------------ retries and budgets
 
 
-@pytest.mark.parametrize("knob", ["error_5xx_count", "error_5xx_after_count"])
+@pytest.mark.parametrize("knob", ["error_5xx_count", "lost_answer_count"])
 async def test_a_5xx_on_run_is_not_retried(start_sim, acct, knob) -> None:
     sc = acct.scenario()
-    acct.world.set_faults(**{knob: 1}, error_5xx_status=502, scopes={knob: {"path_regex": "/run$"}})
+    if knob == "error_5xx_count":  # before Make acted
+        acct.world.set_faults(
+            error_5xx_count=1, error_5xx_status=502, scopes={knob: {"path_regex": "/run$"}}
+        )
+    else:  # after: the run happened, only the answer was lost
+        acct.world.actions.knobs.update({"lost_answer_count": 1, "lost_answer_path_regex": "/run$"})
     client = await writer(start_sim, acct, max_attempts=5)
     with pytest.raises(MakeApiError) as info:
         await client.run_scenario(sc.id)
     err = info.value
     assert err.status == 502 and not err.retryable and "check before repeating" in str(err)
     assert len(acct.posts("/run")) == 1
-    # After the answer was lost (error_5xx_after_count) the run had happened: a retry would
+    # After the answer was lost (lost_answer_count) the run had happened: a retry would
     # have started a second one.
-    assert len(acct.manual_runs(sc)) == (1 if knob == "error_5xx_after_count" else 0)
+    assert len(acct.manual_runs(sc)) == (1 if knob == "lost_answer_count" else 0)
 
 
 async def test_a_timeout_on_run_is_not_retried(start_sim) -> None:

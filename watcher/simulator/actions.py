@@ -28,6 +28,7 @@ Everything is deterministic: the n-th API-started run of scenario ``sid`` takes 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,13 @@ class ActionKnobs:
     # What /replay answers: "no_content" (202, nothing: Make's docs) or "execution_id"
     # (200 {"executionId": "<new run>"}: Make's SDK branch). make-api.md §11.4.
     replay_answer: str = "no_content"
+    # The next N write requests (whose path matches lost_answer_path_regex, if set) are
+    # served, so the action takes effect, and then answered lost_answer_status with no
+    # rate-limit headers, as a gateway that timed out: why a client must not repeat a
+    # write blindly. (A 5xx *before* the work is the error_5xx_count fault.)
+    lost_answer_count: int = 0
+    lost_answer_status: int = 502
+    lost_answer_path_regex: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -157,6 +165,16 @@ class Actions:
             return False
         age_s = self.world.clock.time() - row.ts_ms / 1000
         return age_s <= self.knobs.replay_window_s
+
+    def lose_answer(self, path: str) -> bool:
+        """Whether the answer to this write is to be lost (consumes ``lost_answer_count``)."""
+        k = self.knobs
+        if k.lost_answer_count <= 0:
+            return False
+        if k.lost_answer_path_regex is not None and not re.search(k.lost_answer_path_regex, path):
+            return False
+        k.lost_answer_count -= 1
+        return True
 
     # ------------------------------------------------------------ the actions
 

@@ -14,7 +14,7 @@ Request pipeline for every ``/api/v2`` request (the order matters for what tests
 
 Write routes (``POST``, :mod:`watcher.simulator.action_routes`) go through the same steps; a
 render may answer another status than 200 (:class:`~watcher.simulator.api.Answer`), and the
-``error_5xx_after_count`` fault answers a 5xx *after* step 7 did its work.
+``lost_answer_count`` action knob answers a 5xx *after* step 7 did its work.
 
 Every request, whatever its outcome, is appended to ``world.requests``. Only requests that pass
 steps 2-5 consume rate-limit budget (guess: Make's accounting of rejected calls is unknown).
@@ -824,10 +824,9 @@ async def _respond(
         body = route.render(world, request, resolved[1], token)
     except ApiError as exc:
         return _json(exc.status, exc.body, rl_headers())
-    if fault("error_5xx_after_count"):
+    if route.method != "GET" and world.actions.lose_answer(path):
         # Make did the work, then the answer was lost in front of it (a gateway timeout).
-        faults.error_5xx_after_count -= 1
-        status = faults.error_5xx_status or next(request.app[_CYCLE_KEY])
+        status = world.actions.knobs.lost_answer_status
         return _json(status, SERVER_ERRORS.get(status, SERVER_ERRORS[500]), {})
     if isinstance(body, Answer):
         if body.body is None:

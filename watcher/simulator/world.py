@@ -384,7 +384,6 @@ class FaultScope:
 
 FAULT_KNOBS = (
     "error_5xx_count",
-    "error_5xx_after_count",
     "latency_s",
     "malformed_json_count",
     "html_error_count",
@@ -407,9 +406,6 @@ class Faults:
 
     error_5xx_count: int = 0
     error_5xx_status: int | None = None  # None: cycle 500, 502, 503
-    # Like error_5xx_count, but the request is served first (a write takes effect) and only
-    # its answer is replaced by the 5xx: why a client must not repeat a write blindly.
-    error_5xx_after_count: int = 0
     latency_s: float = 0.0
     malformed_json_count: int = 0
     html_error_count: int = 0
