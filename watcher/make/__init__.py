@@ -1,8 +1,15 @@
 """Make.com API v2: client, models, errors and the per-organization request budget."""
 
 from watcher.make.client import MakeClient
-from watcher.make.errors import MakeApiError, error_from_response, is_retryable
+from watcher.make.errors import (
+    MakeActionRefused,
+    MakeApiError,
+    MakeScopeError,
+    error_from_response,
+    is_retryable,
+)
 from watcher.make.models import (
+    ActionAnswer,
     AnalyticsEntry,
     Dlq,
     Hook,
@@ -18,11 +25,14 @@ from watcher.make.models import (
 from watcher.make.ratelimit import SlidingWindowLimiter
 
 __all__ = [
+    "ActionAnswer",
     "AnalyticsEntry",
     "Dlq",
     "Hook",
     "LogEntry",
+    "MakeActionRefused",
     "MakeApiError",
+    "MakeScopeError",
     "MakeClient",
     "MalformedEntry",
     "Notification",

@@ -7,6 +7,7 @@ it in; the client never closes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -24,8 +25,15 @@ from tenacity import (
 
 from watcher import __version__
 from watcher.clock import Clock, SystemClock
-from watcher.make.errors import MakeApiError, error_from_response
+from watcher.make.errors import (
+    MakeActionRefused,
+    MakeApiError,
+    MakeScopeError,
+    error_from_response,
+    make_reason,
+)
 from watcher.make.models import (
+    ActionAnswer,
     AnalyticsEntry,
     Authorization,
     Dlq,
@@ -70,6 +78,45 @@ LOG_PAGE_SIZE = 50
 # signal endpoints (whose paging is a guess) stop after this many pages, or at a page that
 # brings nothing new.
 MAX_SIGNAL_PAGES = 100
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """The request certainly did not reach Make: no connection could be opened."""
+    return (
+        isinstance(exc, MakeApiError)
+        and exc.status is None
+        and exc.code == "NETWORK"
+        and isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+    )
+
+
+def _write_retryable(exc: BaseException) -> bool:
+    """Whether a write may be repeated (see MakeClient._write): never sent, or a 429 of the
+    organization's bucket (not IM310, the organization paused for its quota)."""
+    if _never_sent(exc):
+        return True
+    return isinstance(exc, MakeApiError) and exc.status == 429 and exc.code != "IM310"
+
+
+def _write_error(exc: MakeApiError, scope: str) -> MakeApiError:
+    """The error a write raises for what ``_send_once`` raised."""
+    if _never_sent(exc) or exc.status == 429:
+        return exc
+    if exc.status in (401, 403) and exc.code != "HTML":
+        return MakeScopeError(exc.status, exc.code, scope, path=exc.path)
+    if exc.status is not None and 400 <= exc.status < 500 and exc.code != "HTML":
+        code, reason = make_reason(exc.body or "")
+        return MakeActionRefused(exc.status, code or exc.code, reason or exc.message, path=exc.path)
+    if exc.status is not None and 400 <= exc.status < 500:
+        return exc
+    # A 5xx, a timeout, a dropped connection: Make may have acted. Not to be repeated blindly.
+    return MakeApiError(
+        exc.status,
+        exc.code,
+        f"{exc.message} (the action may have been carried out: check before repeating it)",
+        retryable=False,
+        path=exc.path,
+    )
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -164,6 +211,29 @@ class MakeClient:
         return getattr(exc, "path", None) or "request"
 
     async def _get_once(self, path: str, params: Params) -> Any:
+        status, body = await self._send_once("GET", path, params)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise MakeApiError(
+                status, "MALFORMED", "response is not valid JSON", retryable=True, path=path
+            ) from exc
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Params = (),
+        json_body: Any = None,
+        *,
+        org_budget: bool = True,
+    ) -> tuple[int, str]:
+        """One request: (status, body text) of a 2xx/3xx answer, else MakeApiError.
+
+        ``org_budget=False`` (``POST /run``, which Make does not count against the
+        organization's limit) sends without a limiter slot and leaves the limiter alone: its
+        answers carry the headers of another bucket (make-api.md §11.6).
+        """
         headers = {
             "Authorization": self._auth.reveal(),
             "User-Agent": self.user_agent,
@@ -173,13 +243,19 @@ class MakeClient:
         try:
             # The slot is held until the response is in: Make counts the request when it
             # arrives, which can be long after we start sending it (see watcher.make.ratelimit).
-            async with self.limiter.slot():
+            async with self.limiter.slot() if org_budget else contextlib.nullcontext():
                 self.requests_sent += 1
-                async with self._session.get(
-                    url, params=list(params), headers=headers, timeout=self.timeout
+                async with self._session.request(
+                    method,
+                    url,
+                    params=list(params),
+                    json=json_body,
+                    headers=headers,
+                    timeout=self.timeout,
                 ) as resp:
                     body = await resp.text(errors="replace")
-                    self._note_ratelimit(resp)
+                    if org_budget:
+                        self._note_ratelimit(resp)
                     status = resp.status
         except TimeoutError as exc:
             self._observe(path, None)
@@ -192,7 +268,9 @@ class MakeClient:
             ) from exc
 
         self._observe(path, status)
-        if status == 429:
+        if not org_budget:
+            pass  # a 429 here is not the organization's bucket (IM310: paused)
+        elif status == 429:
             self._pause_after_429(resp)
             if self.rate_limited_since is None:
                 self.rate_limited_since = self.clock.time()
@@ -200,12 +278,7 @@ class MakeClient:
             self.rate_limited_since = None
         if status >= 400:
             raise error_from_response(status, body, path)
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise MakeApiError(
-                status, "MALFORMED", "response is not valid JSON", retryable=True, path=path
-            ) from exc
+        return status, body
 
     def _observe(self, path: str, status: int | None) -> None:
         if self._on_response is not None:
@@ -643,6 +716,199 @@ class MakeClient:
             offset += len(items)
         ordered = sorted(found.values(), key=lambda n: notification_id_key(n.id))
         return ordered[-limit:]
+
+    # --- actions: the write calls (make-api.md §8.1, §11.4-11.6) -----------------------
+
+    async def current_scopes(self) -> list[str] | None:
+        """The token's scopes (``GET /users/me/current-authorization``), or None when Make
+        answers 404 or 403 (the endpoint absent on a private instance, or the
+        ``organization:read`` the docs list for it, make-api.md §11.5): callers then fall
+        back to trying the action and reading its 403."""
+        try:
+            auth = await self.current_authorization()
+        except MakeApiError as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        return list(auth.scopes)
+
+    async def start_scenario(self, scenario_id: int) -> ActionAnswer:
+        """Turn a scenario's scheduling on (``POST /scenarios/{id}/start``, ``scenarios:write``).
+
+        "Scenario is already running" comes back as ``already=True``, not as an error.
+        Whether Make clears ``isinvalid`` of a scenario it had switched off is unknown: re-read
+        the scenario when it matters.
+        """
+        return await self._switch(scenario_id, "start")
+
+    async def stop_scenario(self, scenario_id: int) -> ActionAnswer:
+        """Turn a scenario's scheduling off (``POST /scenarios/{id}/stop``, ``scenarios:write``).
+
+        "Scenario is not running" comes back as ``already=True``. A run in progress may still
+        finish (make-api.md §11.4).
+        """
+        return await self._switch(scenario_id, "stop")
+
+    async def run_scenario(self, scenario_id: int, data: dict | None = None) -> ActionAnswer:
+        """Run an active scenario once now (``POST /scenarios/{id}/run``, ``scenarios:run``).
+
+        Always sends ``responsive: false``: Make answers at once with the new execution's id
+        instead of waiting up to 40 s for the end. Not counted against the organization's
+        rate limit, so it takes no slot of the limiter. An inactive scenario is refused with
+        422 ``IM325`` (:class:`MakeActionRefused`).
+        """
+        path = f"/scenarios/{int(scenario_id)}/run"
+        payload = {"data": dict(data or {}), "responsive": False}
+        status, body = await self._write(path, payload, "scenarios:run", org_budget=False)
+        eid = body.get("executionId")
+        return ActionAnswer(
+            status,
+            execution_id=eid if isinstance(eid, str) and eid else None,
+            body=body,
+            action="run",
+            scenario_id=int(scenario_id),
+        )
+
+    async def replay_execution(self, scenario_id: int, execution_id: str) -> ActionAnswer:
+        """Re-run a past execution with its input (``POST /scenarios/{id}/replay``,
+        ``scenarios:run``). Make's docs answer 202 with no content, its SDK ``{executionId}``:
+        both are accepted (``execution_id`` is None for the first). 422 "Execution is not
+        replayable" (input expired or never stored; ``log_entry(...)["isReplayable"]`` says
+        so beforehand) and 404 (unknown execution) raise :class:`MakeActionRefused`.
+        """
+        path = f"/scenarios/{int(scenario_id)}/replay"
+        payload = {"executionIds": [_seg(execution_id)]}
+        status, body = await self._write(path, payload, "scenarios:run")
+        eid = body.get("executionId")
+        return ActionAnswer(
+            status,
+            execution_id=eid if isinstance(eid, str) and eid else None,
+            body=body,
+            action="replay",
+            scenario_id=int(scenario_id),
+        )
+
+    async def retry_dlqs(
+        self, scenario_id: int, ids: Sequence[str] | None = None, *, all_items: bool = False
+    ) -> ActionAnswer:
+        """Queue incomplete executions of a scenario for retry (``POST /dlqs/retry``,
+        ``dlqs:write``): the ``ids`` given (all of the scenario's, or Make refuses the call),
+        or every one with ``all_items=True`` (give one or the other). ``count`` is the number
+        queued when known: the ids given, or the list Make answers for ``all`` (its answer
+        is undocumented; None when it names none).
+        """
+        if all_items == bool(ids):
+            raise ValueError("give either ids or all_items=True")
+        path = "/dlqs/retry"
+        payload: dict[str, Any] = (
+            {"all": True} if all_items else {"ids": [_seg(i) for i in ids or ()]}
+        )
+        params = [("scenarioId", str(int(scenario_id)))]
+        status, body = await self._write(path, payload, "dlqs:write", params=params)
+        count: int | None = None if all_items else len(payload["ids"])
+        if count is None:
+            listed = find_entries(body, "dlqs", ("pg",)) if body else None
+            count = len(listed) if listed is not None else None
+        return ActionAnswer(
+            status, body=body, action="retry_dlqs", scenario_id=int(scenario_id), count=count
+        )
+
+    async def retry_dlq(self, dlq_id: str) -> ActionAnswer:
+        """Queue one incomplete execution for retry (``POST /dlqs/{dlqId}/retry``,
+        ``dlqs:write``); Make answers ``{"dlq": "<dlqId>"}``."""
+        path = f"/dlqs/{_seg(dlq_id)}/retry"
+        status, body = await self._write(path, None, "dlqs:write")
+        return ActionAnswer(status, body=body, action="retry_dlq", dlq_id=str(dlq_id), count=1)
+
+    async def log_entry(self, scenario_id: int, execution_id: str) -> dict:
+        """The single-entry log (``GET /scenarios/{id}/logs/{executionId}``) as Make sent it:
+        the only answer that carries ``isReplayable`` (make-api.md §11.4).
+        :meth:`get_scenario_log` parses the same answer into a LogEntry."""
+        path = f"/scenarios/{int(scenario_id)}/logs/{_seg(execution_id)}"
+        return dict(_wrapped(await self.get_json(path), "scenarioLog", path, dict))
+
+    async def _switch(self, scenario_id: int, action: str) -> ActionAnswer:
+        path = f"/scenarios/{int(scenario_id)}/{action}"
+        try:
+            status, body = await self._write(path, None, "scenarios:write")
+        except MakeActionRefused as exc:
+            # Make's texts; their status and code are undocumented (make-api.md §11.4).
+            said = exc.reason.lower()
+            if ("already running" if action == "start" else "not running") in said:
+                return ActionAnswer(
+                    exc.status or 400,
+                    is_active=action == "start",
+                    already=True,
+                    body={"detail": exc.reason, "code": exc.code},
+                    action=action,
+                    scenario_id=int(scenario_id),
+                )
+            raise
+        scenario = body.get("scenario") if isinstance(body.get("scenario"), dict) else {}
+        active = scenario.get("isActive")
+        return ActionAnswer(
+            status,
+            is_active=active if isinstance(active, bool) else None,
+            body=body,
+            action=action,
+            scenario_id=int(scenario_id),
+        )
+
+    async def _write(
+        self,
+        path: str,
+        payload: Any,
+        scope: str,
+        *,
+        params: Params = (),
+        org_budget: bool = True,
+    ) -> tuple[int, dict[str, Any]]:
+        """POST a write call: (status, the JSON object answered, ``{}`` for no content).
+
+        Retry policy, stricter than reads': a write is repeated only when it certainly did
+        not reach Make (the connection was refused or could not be opened) or when Make
+        answered 429 for the organization's bucket (the limiter then waits for the window,
+        as for reads). Never on a 4xx, and not on a 5xx, a timeout or a dropped connection
+        either: Make may have done the work before the answer was lost, and a repeated
+        ``/run`` starts a second run. Such failures raise a non-retryable MakeApiError whose
+        message says to check before trying again. 401/403 raise :class:`MakeScopeError`
+        naming ``scope``; other 4xx :class:`MakeActionRefused` with Make's text.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_write_retryable if org_budget else _never_sent),
+            sleep=self.clock.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._write_once(path, payload, scope, params, org_budget)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_once(
+        self, path: str, payload: Any, scope: str, params: Params, org_budget: bool
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            status, text = await self._send_once(
+                "POST", path, params, payload, org_budget=org_budget
+            )
+        except MakeApiError as exc:
+            converted = _write_error(exc, scope)
+            if converted is exc:
+                raise  # keeps its cause, which says whether the request was ever sent
+            raise converted from exc
+        if not text.strip():
+            return status, {}
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            # The action was taken (2xx); only its answer is unreadable. Not retried.
+            raise MakeApiError(
+                status, "MALFORMED", "answer is not valid JSON", retryable=False, path=path
+            ) from exc
+        return status, body if isinstance(body, dict) else {}
 
 
 def _iso_when(value: date | datetime | str) -> str:

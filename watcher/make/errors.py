@@ -12,6 +12,7 @@ from typing import Any
 RETRYABLE_STATUSES = frozenset({408, 418, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524})
 
 _MAX_MESSAGE = 300
+_MAX_BODY = 4000
 
 
 def is_retryable(status: int | None, code: str | None = None) -> bool:
@@ -30,6 +31,7 @@ class MakeApiError(Exception):
     ``code`` Make's error code (``SC403``, ``IM102``...) or one of ours (``TIMEOUT``,
     ``NETWORK``, ``MALFORMED``, ``HTML``), ``retryable`` whether repeating may help.
     The message never contains the token: it is built only from the response body.
+    ``body`` keeps the start of that body (for callers that read Make's own fields).
     """
 
     def __init__(
@@ -40,7 +42,9 @@ class MakeApiError(Exception):
         *,
         retryable: bool | None = None,
         path: str | None = None,
+        body: str | None = None,
     ) -> None:
+        self.body = body[:_MAX_BODY] if body is not None else None
         self.status = status
         self.code = code
         self.message = message
@@ -104,6 +108,7 @@ def error_from_response(status: int, body: str, path: str | None = None) -> Make
                 str(code) if code else None,
                 _clip(": ".join(parts) or f"HTTP {status}"),
                 path=path,
+                body=body,
             )
     if _HTML_RE.match(stripped):
         m = _CF_CODE_RE.search(stripped)
@@ -111,5 +116,76 @@ def error_from_response(status: int, body: str, path: str | None = None) -> Make
         msg = f"HTML error page (error code {m.group(1)})" if m else f"HTML error page: {text[:120]}"
         if status == 403 and m and m.group(1) == "1010":
             msg += ": blocked by Cloudflare, check the User-Agent"
-        return MakeApiError(status, "HTML", msg, retryable=is_retryable(status), path=path)
-    return MakeApiError(status, None, _clip(stripped) or f"HTTP {status}", path=path)
+        return MakeApiError(
+            status, "HTML", msg, retryable=is_retryable(status), path=path, body=body
+        )
+    return MakeApiError(status, None, _clip(stripped) or f"HTTP {status}", path=path, body=body)
+
+
+# --- write calls (make-api.md §8.1, §11.4) ---------------------------------------------
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    """Make's text made safe to show: no control characters, whitespace folded, clipped."""
+    return _clip(_CONTROL_RE.sub(" ", text))
+
+
+class MakeScopeError(MakeApiError):
+    """Make refused a write with 401/403: the token lacks the scope the call needs.
+
+    ``scope`` names it (``scenarios:write``, ``scenarios:run``, ``dlqs:write``). The message
+    says which scope to add to the token, never the token itself. Not retryable.
+    """
+
+    def __init__(
+        self, status: int, code: str | None, scope: str, *, path: str | None = None
+    ) -> None:
+        self.scope = scope
+        why = "rejected the token or it lacks" if status == 401 else "says the token lacks"
+        super().__init__(
+            status,
+            code,
+            f"Make {why} the scope {scope}: create a token with {scope} to allow this action",
+            retryable=False,
+            path=path,
+        )
+
+
+class MakeActionRefused(MakeApiError):
+    """Make answered a write with a 4xx other than 401/403/429: the action is not possible in
+    the state things are in (422 ``IM325`` "Scenario is not activated", 422 "Execution is not
+    replayable", 404 unknown scenario or execution, 400 ids not of the scenario...).
+
+    ``reason`` is Make's own text (its ``detail``, else ``message``), stripped of control
+    characters and clipped; ``code`` Make's code. Repeating the same call will not help.
+    """
+
+    def __init__(
+        self, status: int, code: str | None, reason: str, *, path: str | None = None
+    ) -> None:
+        self.reason = reason
+        super().__init__(status, code, f"Make refused the action: {reason}", retryable=False, path=path)
+
+
+def make_reason(body: str) -> tuple[str | None, str]:
+    """(code, text) of a Make error body: the ``detail`` (else ``message``) of a JSON error,
+    else the body itself, made safe to show (:func:`_plain`)."""
+    stripped = body.strip()
+    data: Any = None
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            data = None
+    if isinstance(data, dict):
+        detail = data.get("detail")
+        if isinstance(detail, list):
+            detail = "; ".join(str(d) for d in detail)
+        text = detail or data.get("message") or ""
+        code = data.get("code")
+        return (str(code) if code else None), _plain(str(text))
+    if _HTML_RE.match(stripped):
+        return None, _plain(_TAG_RE.sub(" ", stripped))[:120]
+    return None, _plain(stripped)

@@ -800,3 +800,58 @@ class Notification:
             type=None if isinstance(kind, bool) else as_opt_int(kind),
             raw=obj,
         )
+
+
+# --- answers of the write calls (make-api.md §11.4) ---------------------------------------
+
+
+def _short_id(value: str) -> str:
+    return value if len(value) <= 8 else value[:8] + "…"
+
+
+@dataclass(frozen=True)
+class ActionAnswer:
+    """What Make answered to a write call (start, stop, run, replay, DLQ retry).
+
+    ``status`` is the HTTP status; ``is_active`` the scenario's state in a start/stop answer
+    (None for other calls); ``execution_id`` the new run of ``/run`` (and of ``/replay`` when
+    Make names it); ``already``: Make said the scenario was already in the requested state
+    ("Scenario is already running" / "is not running"), which Make's own tool contracts say to
+    treat as success; ``body`` the parsed answer (``{}`` for "202, no content"). ``action``,
+    ``scenario_id``, ``dlq_id`` and ``count`` say what was asked, for :meth:`summary`.
+    """
+
+    status: int
+    is_active: bool | None = None
+    execution_id: str | None = None
+    already: bool = False
+    body: dict[str, Any] = field(default_factory=dict)
+    action: str = ""  # start | stop | run | replay | retry_dlq | retry_dlqs
+    scenario_id: int | None = None
+    dlq_id: str | None = None
+    count: int | None = None  # incomplete executions queued, when known
+
+    def summary(self) -> str:
+        """The outcome in plain words, e.g. "scenario 42 is now active"."""
+        where = f"scenario {self.scenario_id}" if self.scenario_id is not None else "scenario"
+        if self.action in ("start", "stop"):
+            state = "active" if self.action == "start" else "inactive"
+            if self.already:
+                return f"{where} was already {state}"
+            return f"{where} is now {state}"
+        if self.action == "run":
+            if self.execution_id:
+                return f"run started: execution {_short_id(self.execution_id)}"
+            return "run started"
+        if self.action == "replay":
+            if self.execution_id:
+                return f"replay started: execution {_short_id(self.execution_id)}"
+            return "replay accepted"
+        if self.action == "retry_dlq":
+            return f"incomplete execution {_short_id(self.dlq_id or '?')} queued for retry"
+        if self.action == "retry_dlqs":
+            if self.count is None:
+                return "all incomplete executions queued for retry"
+            noun = "incomplete execution" if self.count == 1 else "incomplete executions"
+            return f"{self.count} {noun} queued for retry"
+        return f"Make answered {self.status}"

@@ -155,12 +155,34 @@ Resolved = tuple[int | None, Any]
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What a renderer returns for an answer other than ``200`` with a JSON body:
+    ``Answer(202)`` is "202 Accepted, no content"."""
+
+    status: int
+    body: Any = None
+
+
+#: Where the pipeline keeps the decoded JSON body of a write request (None: no body).
+BODY_KEY = web.RequestKey("json_body", object)
+
+
+def json_body(request: web.Request) -> dict[str, Any]:
+    """The decoded JSON object a write request carried (``{}`` when it had none)."""
+    body = request.get(BODY_KEY)
+    return body if isinstance(body, dict) else {}
+
+
+@dataclass(frozen=True)
 class Route:
-    """One ``GET /api/v2`` route.
+    """One ``/api/v2`` route (``GET`` unless ``method`` says otherwise).
 
     ``resolve`` finds the target (404/400 before the auth checks), ``authorize`` refuses a
     request that passed the scope and organization checks (403 for a plan without the
-    feature; it does not consume rate-limit budget), ``render`` builds the JSON body.
+    feature; it does not consume rate-limit budget), ``render`` builds the JSON body (or an
+    :class:`Answer`). ``bucket_limit``: the route has a bucket of its own of this many
+    requests a minute per organization instead of the organization's ``apiLimit`` (``/run``,
+    make-api.md §11.6).
     """
 
     path: str
@@ -169,3 +191,5 @@ class Route:
     render: Callable[[World, web.Request, Any, Token], Any]
     user_level: bool = False  # rate limited in the per-user bucket, not the org's
     authorize: Callable[[World, Any, Token], None] | None = None
+    method: str = "GET"
+    bucket_limit: int | None = None

@@ -12,6 +12,10 @@ Request pipeline for every ``/api/v2`` request (the order matters for what tests
 7. the JSON body (possibly truncated by the ``malformed_json_count`` fault, or its first list
    entries without their ids by ``corrupt_entries``).
 
+Write routes (``POST``, :mod:`watcher.simulator.action_routes`) go through the same steps; a
+render may answer another status than 200 (:class:`~watcher.simulator.api.Answer`), and the
+``lost_answer_count`` action knob answers a 5xx *after* step 7 did its work.
+
 Every request, whatever its outcome, is appended to ``world.requests``. Only requests that pass
 steps 2-5 consume rate-limit budget (guess: Make's accounting of rejected calls is unknown).
 """
@@ -30,9 +34,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from watcher.clock import ManualClock
+from watcher.simulator.action_routes import ACTION_ROUTES, add_action_admin_routes
 from watcher.simulator.api import (
+    BODY_KEY,
     FORBIDDEN,
     WORLD_KEY,
+    Answer,
     ApiError,
     Resolved,
     Route,
@@ -596,7 +603,8 @@ def _scenario_logs(world: World, request: web.Request, sc: Scenario, token: Toke
 def _scenario_log(world: World, request: web.Request, target: Any, token: Token) -> Any:
     sc, row = target
     body = dict(row.body)
-    body.update({"@kindId": sc.id, "@scenarioId": sc.id, "isReplayable": False})
+    replayable = world.actions.is_replayable(row)
+    body.update({"@kindId": sc.id, "@scenarioId": sc.id, "isReplayable": replayable})
     return {"scenarioLog": body}
 
 
@@ -697,6 +705,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/hooks", "hooks:read", _hooks_query, _hooks),
     Route(r"/hooks/{id:\d+}", "hooks:read", _hook, _hook_detail),
     *SIGNAL_ROUTES,  # /analytics/{organizationId}, /notifications
+    *ACTION_ROUTES,  # POST start, stop, run, replay, DLQ retry
 )
 
 
@@ -766,6 +775,9 @@ async def _respond(
     if route.user_level or org_id is None:
         bucket: Any = ("user", token.token if token else "anonymous")
         limit = USER_BUCKET_LIMIT
+    elif route.bucket_limit is not None:
+        bucket = (route.path, org_id)
+        limit = route.bucket_limit
     else:
         bucket = ("org", org_id)
         limit = world.organizations[org_id].api_limit
@@ -812,6 +824,14 @@ async def _respond(
         body = route.render(world, request, resolved[1], token)
     except ApiError as exc:
         return _json(exc.status, exc.body, rl_headers())
+    if route.method != "GET" and world.actions.lose_answer(path):
+        # Make did the work, then the answer was lost in front of it (a gateway timeout).
+        status = world.actions.knobs.lost_answer_status
+        return _json(status, SERVER_ERRORS.get(status, SERVER_ERRORS[500]), {})
+    if isinstance(body, Answer):
+        if body.body is None:
+            return web.Response(status=body.status, headers=rl_headers())
+        return _json(body.status, body.body, rl_headers())
     if fault("corrupt_entries"):
         _corrupt_entries(body, int(faults.corrupt_entries))
     text = json.dumps(body)
@@ -847,6 +867,13 @@ def _api_handler(route: Route) -> Callable[[web.Request], Any]:
             resolved = route.resolve(world, request)
         except ApiError as exc:
             resolved, error = (exc.org_id, None), exc
+        if route.method != "GET":
+            raw = await request.read()
+            try:
+                request[BODY_KEY] = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                request[BODY_KEY] = None
+                error = error or bad_request("The request body is not valid JSON.")
         # Recorded on arrival (status 0 while in flight) so that requests a client gave up on
         # (timeouts during a latency fault) are still counted; 499 if the handler is cancelled.
         record = RequestRecord(
@@ -1010,7 +1037,11 @@ def create_app(world: World) -> web.Application:
     app.router.add_post("/_sim/clock/advance", _admin_clock)
     app.router.add_get("/_sim/world", _admin_world)
     add_signal_admin_routes(app)
+    add_action_admin_routes(app)
     for route in ROUTES:
-        app.router.add_get("/api/v2" + route.path, _api_handler(route), allow_head=False)
+        if route.method == "GET":
+            app.router.add_get("/api/v2" + route.path, _api_handler(route), allow_head=False)
+        else:
+            app.router.add_route(route.method, "/api/v2" + route.path, _api_handler(route))
     app.router.add_route("*", "/api/v2/{tail:.*}", _unknown_api_path)
     return app

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher.clock import Clock, SystemClock
+from watcher.simulator.actions import Actions
 from watcher.simulator.signals import Signals
 
 DAY_S = 86_400
@@ -38,6 +39,9 @@ ALL_READ_SCOPES: tuple[str, ...] = (
     "user:read",
     "analytics:read",
 )
+#: The scopes of Make's write endpoints the simulator serves (make-api.md §11.4); no token
+#: has them unless it is created with them (``World.add_token(..., scopes=...)``).
+WRITE_SCOPES: tuple[str, ...] = ("scenarios:write", "scenarios:run", "dlqs:write")
 
 
 @dataclass(frozen=True)
@@ -463,6 +467,8 @@ class World:
         self.faults = Faults()
         # Analytics, notifications and the operation spread (watcher.simulator.signals).
         self.signals = Signals(self)
+        # The write endpoints' effects and knobs (watcher.simulator.actions).
+        self.actions = Actions(self)
         self.requests: list[RequestRecord] = []
         # Every error, deactivation, DLQ item and recovery the world produced, in the order
         # they were materialised (see LedgerEntry); never trimmed by log retention.
@@ -732,7 +738,10 @@ class World:
         outcome: dict[str, Any],
         manual: bool = False,
         injected: bool = False,
+        dlq: bool = True,
     ) -> LogRow:
+        """Log one run and apply its side effects. ``dlq=False``: a failure stores no new
+        incomplete execution (the retry of one that is already stored)."""
         rng: random.Random = outcome["rng"]
         status: int = outcome["status"]
         check = bool(outcome.get("check"))
@@ -795,7 +804,7 @@ class World:
             self._record(
                 sc, "error", t, row, injected, error_name=err["name"], error_message=err["message"]
             )
-            if sc.store_incomplete:
+            if sc.store_incomplete and dlq:
                 self._add_dlq(sc, row, rng)
                 self._record(sc, "dlq", t, row, injected, dlq_id=sc.dlqs[-1].id)
             if sc.is_active and 0 < sc.max_errors <= sc.consecutive_errors:
