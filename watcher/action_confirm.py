@@ -74,7 +74,8 @@ def confirm_reactivations(db: Any, now: float) -> list[Verdict]:
 
 def _step(db: Any, sid: int, at: float, state: str, now: float) -> tuple[str, str] | None:
     bad = db.execute(
-        "SELECT kind, occurred_at, payload_json FROM events WHERE scenario_id = ? AND occurred_at >= ? "
+        # Strictly after: the deactivation that prompted the click may carry the same second.
+        "SELECT kind, occurred_at, payload_json FROM events WHERE scenario_id = ? AND occurred_at > ? "
         "AND kind IN ('execution_error', 'scenario_deactivated') ORDER BY occurred_at LIMIT 1",
         [sid, at],
     ).fetchone()
@@ -86,7 +87,7 @@ def _step(db: Any, sid: int, at: float, state: str, now: float) -> tuple[str, st
             return "failed_again", f"reactivated, but failed again at {_hhmm(when)} ({name})"
         return "failed_again", f"reactivated, but Make switched it off again at {_hhmm(when)}"
     good = db.execute(
-        "SELECT occurred_at FROM events WHERE scenario_id = ? AND occurred_at >= ? "
+        "SELECT occurred_at FROM events WHERE scenario_id = ? AND occurred_at > ? "
         "AND kind = 'execution_recovered' ORDER BY occurred_at LIMIT 1",
         [sid, at],
     ).fetchone()
