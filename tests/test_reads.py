@@ -120,6 +120,25 @@ def test_hints_lengthen_the_floor_only_by_the_reads_they_take():
     assert longest <= period * 10 / (10 - 3) + 60.0
 
 
+def test_first_step_hints_cannot_starve_the_floor():
+    # At 10,000 scenarios the hints alone outnumber the allowance every cycle; uncapped they
+    # took it all and a scenario that never gave one was never read (bench/detect.py -c).
+    from watcher.reads import HINT_SHARE
+
+    hints = [row(i, reason="newstep", last=NOW - 100) for i in range(100, 140)]
+    overdue = [row(i, last=NOW - 9000 - i) for i in range(1, 21)]
+    exact = [row(200, reason="partial", last=NOW - 50)]
+    chosen = choose_reads([*hints, *overdue, *exact], NOW, 20, round_robin=2000.0)
+    bands = [band for band, _ in chosen]
+    cap = int(20 * HINT_SHARE)
+    assert ids(chosen)[0] == 200  # an exact signal still goes first
+    assert bands.count("signals") == 1 + cap
+    assert bands.count("floor") == 20 - 1 - cap
+    # With nothing due on the floor the hints take what is left, as before.
+    chosen = choose_reads([*hints, *exact], NOW, 20, round_robin=2000.0)
+    assert [band for band, _ in chosen] == ["signals"] * 20
+
+
 @given(
     st.lists(
         st.tuples(
