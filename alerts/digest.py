@@ -41,6 +41,7 @@ from sqlite_utils import Database
 
 from alerts.digest_charts import CHART_PERIODS, complete_day_rate, error_bars, scale
 from alerts.digest_model import (
+    ActionTaken,
     ChannelCount,
     Digest,
     DlqBacklog,
@@ -673,6 +674,52 @@ def _silences(
     return tuple(out)
 
 
+#: The actions of a period the digest lists (the newest; the rest are on the status page).
+ACTIONS_MAX = 20
+_ACTION_WORDS = {
+    "ack": "acknowledged", "silence": "silenced", "start": "reactivated", "stop": "deactivated",
+    "run": "ran once", "replay": "replayed a failed run of", "retry": "retried the incomplete executions of",
+}
+_ACTION_OUTCOMES = {
+    "done": "done", "already": "already so", "refused": "refused by Make", "failed": "no answer from Make",
+    "not_allowed": "not allowed", "pending": "in flight",
+}
+
+
+def _actions(
+    db: Database, clock: _Clock, start: float, end: float, org_ids: set[int]
+) -> tuple[ActionTaken, ...]:
+    """Actions taken in ``[start, end)`` on the organizations shown (or on no organization)."""
+    if not db["actions"].exists():
+        return ()
+    names = {r["id"]: str(r["name"]) for r in db.query("SELECT id, name FROM scenarios")}
+    out = []
+    for row in db.query(
+        "SELECT created_at, actor, action, org_id, scenario_id, alert_id, status, message, confirm_note "
+        "FROM actions WHERE created_at >= ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
+        [start, end, ACTIONS_MAX * 4],
+    ):
+        if row["org_id"] is not None and row["org_id"] not in org_ids:
+            continue
+        what = _ACTION_WORDS.get(row["action"], str(row["action"]))
+        target = names.get(row["scenario_id"]) or (f"scenario {row['scenario_id']}" if row["scenario_id"] else "")
+        if row["action"] in ("ack", "silence"):
+            target = f"the alert on {target}" if target else "an alert"
+        outcome = _ACTION_OUTCOMES.get(row["status"], str(row["status"]))
+        text = f"{what} {target}: {outcome}".strip()
+        if row["status"] not in ("done", "already", "not_allowed") and row["message"]:
+            text += f" ({_one_line(row['message'])[:200]})"
+        if row["confirm_note"]:
+            text += f"; {_one_line(row['confirm_note'])[:200]}"
+        out.append(ActionTaken(
+            at=clock.moment(float(row["created_at"])), who=_one_line(row["actor"]) or "someone", text=text,
+            ok=row["status"] in ("done", "already"),
+        ))
+        if len(out) >= ACTIONS_MAX:
+            break
+    return tuple(out)
+
+
 def _title_date(clock: _Clock, start: float, end: float) -> str:
     last = clock.day(end - 1e-6)
     first = clock.day(start)
@@ -748,6 +795,7 @@ def build_digest(
         organizations=tuple(orgs),
         missing_organizations=tuple(missing),
         silences=_silences(db, clock, period_end, chosen),
+        actions=_actions(db, clock, period_start, period_end, {int(r["id"]) for r in chosen}),
         flood_summaries_sent=int(flood_summaries),
         errors_total=sum(o.errors_total for o in orgs),
         scenarios_with_errors=sum(len(o.errors) for o in orgs),

@@ -189,6 +189,17 @@ class SilenceInForce:
 
 
 @dataclass(frozen=True)
+class ActionTaken:
+    """An action of the period (watcher.actions): who did what, how it ended, the verdict of
+    the next poll on a reactivation. ``text`` is one line for a person."""
+
+    at: Moment
+    who: str
+    text: str
+    ok: bool
+
+
+@dataclass(frozen=True)
 class HealthEvent:
     at: Moment
     problem: str
@@ -343,6 +354,7 @@ class Digest:
     dlq_total: int
     hooks_backlogged: int = 0
     worst_problem: Problem | None = None
+    actions: tuple[ActionTaken, ...] = ()
     chart_max: int = 0
     quota_alerts: tuple[str, ...] = field(default=())
     quiet: bool = False

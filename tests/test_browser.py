@@ -98,6 +98,14 @@ def digest_html(tmp: Path, renderer: Renderer) -> str:
 
         def mark(db: Any) -> None:
             db.execute("UPDATE organizations SET name = ? WHERE id = 2", [f"Globex {BOLD}"])
+            # Actions of the period, one by a person with a long unbroken name: it must wrap.
+            db["actions"].insert_all([
+                {"created_at": START + 3600, "actor": f"@ana {EVIL}", "action": "start", "org_id": 1,
+                 "scenario_id": 103, "status": "done", "message": "scenario 103 is now active",
+                 "confirm_note": "confirmed: it ran without error at 09:15 UTC"},
+                {"created_at": START + 7200, "actor": "@" + "x" * 80, "action": "start", "org_id": 1,
+                 "scenario_id": 103, "status": "not_allowed", "message": "not allowed"},
+            ])
 
         store.write_sync(mark)
         return renderer.render_digest(digest_of(store))[2]
@@ -253,6 +261,14 @@ def test_the_summary_is_above_the_fold(measure: Any, case: str, width: int) -> N
     m = measure(case, width)
     assert m["summary"], "no heading ([data-summary], h1, h2, or the title's text) on the page"
     assert 0 <= m["summary"]["top"] and m["summary"]["bottom"] < m["innerHeight"], m["summary"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_digest_lists_the_actions_taken_as_text(measure: Any, width: int) -> None:
+    text = measure("digest", width)["text"]
+    assert "Actions taken" in text
+    assert f"@ana {EVIL} reactivated Invoice export: done; confirmed: it ran without error" in text
+    assert "@" + "x" * 80 + " reactivated Invoice export: not allowed" in text
 
 
 def test_every_screenshot_was_written(measure: Any) -> None:

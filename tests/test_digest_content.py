@@ -712,3 +712,36 @@ def test_the_subject_never_starts_with_a_folded_space(store: Store, renderer: Re
     assert line.startswith("Subject: [makewatch] Daily digest")
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Subject"] == subject and not subject[:1].isspace()
+
+
+def test_actions_of_the_period_are_listed_newest_first_with_the_next_polls_verdict(
+    store: Store, renderer: Renderer
+) -> None:
+    def add(db: Any) -> None:
+        db["actions"].insert_all([
+            {"created_at": START - 60, "actor": "@old", "action": "ack", "org_id": ACME, "scenario_id": 101,
+             "status": "done", "message": "acknowledged"},  # before the period
+            {"created_at": START + 3600, "actor": f"@ana {EVIL}", "action": "start", "org_id": ACME,
+             "scenario_id": 103, "status": "done", "message": "scenario 103 is now active",
+             "confirm_note": "reactivated, but failed again at 09:16 UTC (ConnectionError)"},
+            {"created_at": START + 7200, "actor": "@bob", "action": "start", "org_id": ACME, "scenario_id": 103,
+             "status": "not_allowed", "message": "not allowed to act on this alert"},
+            {"created_at": START + 7300, "actor": "@carl", "action": "retry", "org_id": GLOBEX, "scenario_id": 201,
+             "status": "refused", "message": "Make refused: the token lacks scope dlqs:write"},
+        ])
+
+    store.write_sync(add)
+    d = digest_of(store)
+    assert [(a.who, a.text, a.ok) for a in d.actions] == [
+        ("@carl", "retried the incomplete executions of Globex CRM: refused by Make "
+                  "(Make refused: the token lacks scope dlqs:write)", False),
+        ("@bob", "reactivated Invoice export: not allowed", False),
+        (f"@ana {EVIL}", "reactivated Invoice export: done; reactivated, but failed again at 09:16 UTC "
+                         "(ConnectionError)", True),
+    ]
+    assert [a.who for a in digest_of(store, ["Globex"]).actions] == ["@carl"]  # its organizations only
+    _, text, html = renderer.render_digest(d)
+    assert "Actions taken:" in text and "@bob reactivated Invoice export: not allowed" in text
+    page = parse(html)
+    assert not page.errors and "<script>" not in html.split("Actions taken", 1)[1]
+    assert f"@ana {EVIL} reactivated Invoice export: done" in page.visible

@@ -49,6 +49,13 @@ async def test_the_status_page_lists_the_alert_fits_a_phone_and_its_silence_form
     assert calls_about(rig, "CRM") == 1 and calls_about(rig, "Invoices") == 1
     status, _, _ = await rig.get("/", token=None)
     assert status == 401  # without the token
+    # Two actions in the audit trail, one by a person whose name is untrusted markup.
+    from watcher.actions import ActionRequest, record_local
+
+    await record_local(rig.store, ActionRequest("ack", "", alert_id=1, actor=f"@ana {EVIL}", source="slack"),
+                       rig.clock.time(), status="done", message="acknowledged")
+    await record_local(rig.store, ActionRequest("start", "", scenario_id=rig.ids["sync"].id, actor="@bob", source="slack"),
+                       rig.clock.time(), status="not_allowed", message="not allowed to act on this alert")
 
     def run(fn: Any, *args: Any) -> Any:
         return asyncio.to_thread(fn, *args)
@@ -77,6 +84,8 @@ async def test_the_status_page_lists_the_alert_fits_a_phone_and_its_silence_form
             assert m["scripts"] == 0
             assert any(f"CRM {EVIL} sync" in h for h in m["alerts"]), m["alerts"]  # listed, as text
             assert "Invoices" in m["text"]
+            assert f"@ana {EVIL} acknowledged" in m["text"]  # as text, not markup
+            assert f"@bob reactivated (start) · scenario {rig.ids['sync'].id}: not allowed" in m["text"]
             await run(browser.screenshot, SCREENSHOTS / f"status-{width}.png")
 
         alert_id = rig.store.read_sync(

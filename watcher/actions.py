@@ -355,3 +355,22 @@ async def list_actions(
         return [ActionRecord.from_row(dict(zip(_COLUMNS, r, strict=True))) for r in rows]
 
     return await store.read(tx)
+
+
+_RECENT_COLUMNS = (
+    "id", "created_at", "source", "actor", "action", "org_id", "scenario_id", "alert_id",
+    "status", "message", "confirm_state", "confirm_note",
+)
+
+
+def recent_actions(db: Any, *, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
+    """The newest actions (inside the caller's transaction), for the status page and the
+    digest: who did what, how it ended, and the poll's verdict on a reactivation."""
+    if not db["actions"].exists():
+        return []
+    where, args = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
+    rows = db.execute(
+        f"SELECT {', '.join(_RECENT_COLUMNS)} FROM actions {where} ORDER BY id DESC LIMIT ?",
+        [*args, limit],
+    ).fetchall()
+    return [dict(zip(_RECENT_COLUMNS, r, strict=True)) for r in rows]

@@ -18,6 +18,7 @@ from sqlite_utils import Database
 
 from alerts.policy import ALERT_KINDS
 from alerts.render import KIND_TITLES, payload_links, safe_url
+from watcher.actions import recent_actions
 from watcher.events import scenario_link, ui_base
 from watcher.resources import templates_dir
 from watcher.status import (
@@ -59,6 +60,7 @@ class Snapshot:
     silences: list[dict[str, Any]]
     outbox: dict[str, int]
     health: Health | None = field(default=None)
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     def open_by_severity(self) -> dict[str, int]:
         return dict(Counter(a["severity"] or "unknown" for a in self.alerts))
@@ -71,6 +73,7 @@ def read_snapshot(db: Database, now: float) -> Snapshot:
         alerts=open_alerts(db, limit=200),
         silences=silences_in_force(db, now),
         outbox=outbox_counts(db),
+        actions=recent_actions(db, limit=20),
     )
 
 
@@ -141,6 +144,35 @@ def _silence_view(s: Mapping[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+#: How an action's outcome reads on the page.
+ACTION_OUTCOMES = {
+    "done": "done", "already": "already so", "refused": "refused by Make", "failed": "no answer from Make",
+    "not_allowed": "not allowed", "pending": "in flight",
+}
+ACTION_NAMES = {
+    "ack": "acknowledged", "silence": "silenced", "start": "reactivated (start)", "stop": "deactivated (stop)",
+    "run": "ran once", "replay": "replayed a run", "retry": "retried incomplete executions",
+}
+
+
+def _action_view(a: Mapping[str, Any]) -> dict[str, Any]:
+    target = f"scenario {a['scenario_id']}" if a["scenario_id"] else ""
+    if a["alert_id"]:
+        target = f"{target} (alert {a['alert_id']})".strip()
+    return {
+        "id": a["id"],
+        "at": a["created_at"],
+        "who": a["actor"] or "",
+        "source": a["source"] or "",
+        "what": ACTION_NAMES.get(a["action"], a["action"]),
+        "target": target,
+        "ok": a["status"] in ("done", "already"),
+        "outcome": ACTION_OUTCOMES.get(a["status"], a["status"]),
+        "message": str(a["message"] or "")[:MAX_FIELD],
+        "verdict": str(a["confirm_note"] or "")[:MAX_FIELD],
+    }
+
+
 def render_status(
     snap: Snapshot,
     *,
@@ -169,6 +201,7 @@ def render_status(
         ok=health.ok,
         alerts=[_alert_view(a, settings, now) for a in snap.alerts],
         silences=[_silence_view(s, now) for s in snap.silences],
+        actions=[_action_view(a) for a in snap.actions],
         orgs=orgs,
         channels=health.channels,
         outbox=snap.outbox,
