@@ -41,7 +41,10 @@ ANA, BOB, CARL = "U0ANA", "U0BOB", "U0CARL"
 WAIT_S = 15.0  # bounds a wait on a loaded machine; never what is asserted
 
 
-def config(tmp_path: Path, sim: Sim, org_id: int, slack_url: str, write_env: str) -> Path:
+SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def config(tmp_path: Path, sim: Sim, org_id: int, slack_url: str, write_env: str, receive: str) -> Path:
     cfg = tmp_path / "makewatch.toml"
     cfg.write_text(
         f"""
@@ -69,7 +72,7 @@ actors = ["S0ONCALL", "{CARL}"]
 [channels.oncall]
 type = "slack_bot"
 token_env = "BOT"
-app_token_env = "APP"
+{receive}
 channel = "#oncall"
 base_url = "{slack_url}/api/"
 """,
@@ -99,11 +102,17 @@ class Stack:
         await self.watcher.cycle()
 
     def deactivation_message(self) -> SlackMessage:
+        return self.message_of("scenario_deactivated")
+
+    def message_of(self, kind: str) -> SlackMessage:
         (msg,) = [
             m for m in self.slack.messages
-            if m.channel == CHANNEL and m.thread_ts is None and "scenario_deactivated" in json.dumps(m.blocks)
+            if m.channel == CHANNEL and m.thread_ts is None and f"makewatch.{kind}." in json.dumps(m.blocks)
         ]
         return msg
+
+    def scenario_named(self, name: str) -> int:
+        return next(sc.id for sc in self.world.scenarios.values() if sc.name == name)
 
     def button(self, msg: SlackMessage, action_id: str) -> dict[str, Any]:
         for block in msg.blocks:
@@ -132,12 +141,16 @@ class Stack:
 async def stack(start_sim, aiohttp_server, tmp_path):
     made: list[Stack] = []
 
-    async def make(write_scopes: tuple[str, ...] = WRITE_SCOPES) -> Stack:
+    async def make(write_scopes: tuple[str, ...] = WRITE_SCOPES, receive: str = 'app_token_env = "APP"') -> Stack:
         clock = ManualClock(START)
         world = World(seed=17, clock=clock)
         org = world.add_organization(name="Kontor", plan="core")
         team = world.add_team(org.id, name="Ops")
-        scenario = world.add_scenario(team.id, name="Leads <!channel> sync", first_run_at=START + 10**8, max_errors=2)
+        far = START + 10**8
+        scenario = world.add_scenario(team.id, name="Leads <!channel> sync", first_run_at=far, max_errors=2)
+        # An instant scenario whose failed runs Make keeps for replay, and one with a DLQ.
+        world.add_scenario(team.id, name="Typeform hook", first_run_at=far, max_errors=0, webhook=True)
+        world.add_scenario(team.id, name="Orders queue", first_run_at=far, max_errors=0, store_incomplete=True)
         read = world.add_token(org_ids=[org.id])
         write = world.add_token(org_ids=[org.id], scopes=[*ALL_READ_SCOPES, *write_scopes])
         sim = await start_sim(world)
@@ -147,18 +160,22 @@ async def stack(start_sim, aiohttp_server, tmp_path):
         )
         server = await aiohttp_server(create_slack_app(slack))
         slack_url = str(server.make_url("")).rstrip("/")
-        env = {"READ": read, "WRITE": write, "BOT": DEFAULT_TOKEN, "APP": DEFAULT_APP_TOKEN}
-        settings = load_config(config(tmp_path, sim, org.id, slack_url, "WRITE"), env=env)
+        env = {"READ": read, "WRITE": write, "BOT": DEFAULT_TOKEN, "APP": DEFAULT_APP_TOKEN, "SIGN": SIGNING}
+        settings = load_config(config(tmp_path, sim, org.id, slack_url, "WRITE", receive), env=env)
         store = Store.open(settings.state.db_path)
         watcher = Watcher(settings, store, sim.session, clock)
         outcomes: list[Outcome] = []
         arrived: asyncio.Queue[Outcome] = asyncio.Queue()
 
+        assert watcher.interactions is not None
+        counted = watcher.interactions.handler.on_outcome  # /metrics counts the presses
+
         def record(outcome: Outcome) -> None:
+            assert counted is not None
+            counted(outcome)
             outcomes.append(outcome)
             arrived.put_nowait(outcome)
 
-        assert watcher.interactions is not None
         watcher.interactions.handler.on_outcome = record
         st = Stack(world, sim, slack, settings, store, watcher, scenario.id, outcomes, arrived)
         made.append(st)
@@ -268,3 +285,79 @@ async def test_acknowledge_and_silence_from_slack(stack):
     silences = st.store.read_sync(lambda db: list(db["silences"].rows))
     assert len(silences) == 1 and json.loads(silences[0]["matchers_json"])["scenario_id"] == st.scenario_id
     assert silences[0]["ends_at"] - silences[0]["starts_at"] == 3600
+
+
+async def test_replay_and_retry_buttons_act_on_make(stack):
+    st = await stack()
+    hook, queue = st.scenario_named("Typeform hook"), st.scenario_named("Orders queue")
+    await st.cycle(0)
+    st.world.inject_run(hook, status=3, error_name="DataError", error_message="bad row")
+    st.world.inject_run(queue, status=3, error_name="ConnectionError", error_message="refused")
+    await st.cycle()
+    await st.watcher.interactions.start()
+    await st.slack.wait_connections(1)
+
+    errors = [m for m in st.slack.messages if m.thread_ts is None and "makewatch.execution_error." in json.dumps(m.blocks)]
+    replay_msg = next(m for m in errors if "Typeform hook" in m.all_text())
+    replayed = await st.click(ANA, "makewatch:replay", replay_msg)
+    assert replayed.status == "done", replayed
+    replays = [r for r in st.world.requests if r.method == "POST" and r.path.endswith("/replay")]
+    assert len(replays) == 1
+    assert any(log.body.get("replayOfExecutionId") for log in st.world.scenarios[hook].logs), "no replayed run"
+
+    dlq_msg = st.message_of("incomplete_executions")
+    assert st.world.scenarios[queue].dlqs
+    retried = await st.click(CARL, "makewatch:retry", dlq_msg)
+    assert retried.status == "done", retried
+    assert [d for d in st.world.scenarios[queue].dlqs if not d.resolved] == []
+    assert any("Retried the incomplete executions by <@U0CARL>" in t for t in st.thread(dlq_msg))
+
+
+async def test_clicks_over_signed_http_and_a_forged_one_changes_nothing(stack, aiohttp_server):
+    from watcher.web.app import create_app
+
+    st = await stack(receive='signing_secret_env = "SIGN"')
+    assert st.watcher.interactions.receivers == []  # no app token: no Socket Mode
+    msg = await deactivated_http(st)
+    server = await aiohttp_server(create_app(st.settings, st.store, st.watcher, st.clock))
+    url = str(server.make_url("/slack/interactions"))
+    value = st.button(msg, "makewatch:start")["value"]
+    payload = st.slack.block_actions_payload(
+        user_id=ANA, action_id="makewatch:start", value=value, channel=CHANNEL, message_ts=msg.ts
+    )
+    forged = await st.slack.post_interaction(url, payload, SIGNING, timestamp=st.clock.time(), forge=True)
+    stale = await st.slack.post_interaction(url, payload, SIGNING, timestamp=st.clock.time() - 600)
+    assert forged[0] == 401 and stale[0] == 401
+    assert st.starts() == [] and st.outcomes == []
+    status, _ = await st.slack.post_interaction(url, payload, SIGNING, timestamp=st.clock.time())
+    assert status == 200
+    outcome = await asyncio.wait_for(st.arrived.get(), WAIT_S)
+    assert outcome.status == "done" and len(st.starts()) == 1
+    assert st.world.scenarios[st.scenario_id].is_active is True
+
+
+async def deactivated_http(st: Stack) -> SlackMessage:
+    await st.cycle(0)
+    for n in range(2):
+        st.world.inject_run(st.scenario_id, status=3, error_name="ConnectionError", error_message=f"refused {n}")
+    await st.cycle()
+    return st.deactivation_message()
+
+
+async def test_healthz_shows_the_socket_and_metrics_count_the_presses(stack, aiohttp_server):
+    from watcher.web.app import create_app
+
+    st = await stack()
+    msg = await deactivated(st)
+    await st.click(BOB, "makewatch:start", msg)
+    await st.click(ANA, "makewatch:start", msg)
+    server = await aiohttp_server(create_app(st.settings, st.store, st.watcher, st.clock))
+    async with st.sim.session.get(server.make_url("/healthz")) as resp:
+        health = await resp.json()
+    (sock,) = health["slack_socket_mode"]
+    assert sock["channel"] == "oncall" and sock["connected"] is True and sock["reconnects"] == 0
+    async with st.sim.session.get(server.make_url("/metrics")) as resp:
+        text = await resp.text()
+    assert 'makewatch_actions_total{action="start",outcome="done"} 1.0' in text
+    assert 'makewatch_actions_total{action="start",outcome="not_allowed"} 1.0' in text
+    assert "makewatch_slack_socket_reconnects_total 0.0" in text
