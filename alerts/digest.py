@@ -67,7 +67,7 @@ from alerts.digest_model import (
 from alerts.digest_severity import RANKS, problems_of, severity_key
 from alerts.digest_silent import SILENT_KINDS, silent_failures
 from alerts.render import safe_url
-from alerts.silences import Silence
+from alerts.silences import Silence, Window
 from watcher import events as ev
 
 __all__ = [
@@ -657,6 +657,19 @@ def _silences(
             continue
         if not isinstance(matchers, dict) or not matchers:
             continue
+        ends_at, prefix = float(row["ends_at"]), ""
+        if row.get("timezone"):
+            # A stored maintenance window: listed only while an occurrence is in force, as
+            # its recurrence and that occurrence's end (its row spans a year).
+            try:
+                window = Window.from_row(dict(row) | {"matchers": matchers})
+            except (ValueError, KeyError):
+                continue
+            found = window.silence_at(at)
+            if found is None or not found.is_active(at):
+                continue
+            ends_at = found.ends_at
+            prefix = f"window {window.name + ' ' if window.name else ''}({window.describe()}): "
         if "org" in matchers:
             probe = Silence(id=row["id"], matchers={"org": matchers["org"]}, starts_at=0.0, ends_at=1.0)
             if not any(probe.matches({"org": o["name"], "org_id": o["id"]}) for o in orgs):
@@ -665,10 +678,10 @@ def _silences(
             SilenceInForce(
                 id=int(row["id"]),
                 matchers=matchers,
-                matchers_text=_matchers_text(matchers, names),
+                matchers_text=prefix + _matchers_text(matchers, names),
                 reason=_one_line(row.get("reason")),
                 created_by=str(row.get("created_by") or ""),
-                ends_at=clock.moment(float(row["ends_at"])),
+                ends_at=clock.moment(ends_at),
             )
         )
     return tuple(out)

@@ -745,3 +745,19 @@ def test_actions_of_the_period_are_listed_newest_first_with_the_next_polls_verdi
     page = parse(html)
     assert not page.errors and "<script>" not in html.split("Actions taken", 1)[1]
     assert f"@ana {EVIL} reactivated Invoice export: done" in page.visible
+
+
+def test_a_maintenance_window_is_listed_while_an_occurrence_is_in_force_with_its_end(store: Store) -> None:
+    from watcher.silences import add_window
+
+    assert datetime.fromtimestamp(END, PARIS).strftime("%a %H:%M") == "Sun 08:00"
+    add_window(store, now=START - 86400, weekdays="sun", start="07:00", end="09:00", timezone="Europe/Paris",
+               reason="weekly upgrade", name="Sunday", kind="quota")
+    add_window(store, now=START - 86400, weekdays="mon", start="02:00", end="04:00", timezone="Europe/Paris",
+               reason="not now", kind="quota")
+    d = digest_of(store)
+    windows = [s for s in d.silences if s.matchers_text.startswith("window")]
+    assert [(s.matchers_text, s.reason) for s in windows] == [
+        ("window Sunday (sun 07:00-09:00 Europe/Paris): kind quota", "weekly upgrade"),
+    ]
+    assert windows[0].ends_at.epoch == END + 3600  # the occurrence's end, not the row's year

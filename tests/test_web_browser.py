@@ -56,6 +56,11 @@ async def test_the_status_page_lists_the_alert_fits_a_phone_and_its_silence_form
                        rig.clock.time(), status="done", message="acknowledged")
     await record_local(rig.store, ActionRequest("start", "", scenario_id=rig.ids["sync"].id, actor="@bob", source="slack"),
                        rig.clock.time(), status="not_allowed", message="not allowed to act on this alert")
+    # A maintenance window (stored): shown as its recurrence, not as a year-long silence.
+    from watcher.silences import add_window
+
+    add_window(rig.store, now=rig.clock.time(), weekdays="sun", start="02:00", end="04:00",
+               timezone="Europe/Berlin", reason="Kontor upgrade", name=f"Nightly {EVIL}", kind="quota")
 
     def run(fn: Any, *args: Any) -> Any:
         return asyncio.to_thread(fn, *args)
@@ -85,6 +90,8 @@ async def test_the_status_page_lists_the_alert_fits_a_phone_and_its_silence_form
             assert any(f"CRM {EVIL} sync" in h for h in m["alerts"]), m["alerts"]  # listed, as text
             assert "Invoices" in m["text"]
             assert f"@ana {EVIL} acknowledged" in m["text"]  # as text, not markup
+            assert f"Nightly {EVIL} · sun 02:00-04:00 Europe/Berlin · next" in m["text"]
+            assert "No silence in force." in m["text"]  # the window is not a silence in force
             assert f"@bob reactivated (start) · scenario {rig.ids['sync'].id}: not allowed" in m["text"]
             await run(browser.screenshot, SCREENSHOTS / f"status-{width}.png")
 
@@ -100,7 +107,9 @@ async def test_the_status_page_lists_the_alert_fits_a_phone_and_its_silence_form
     finally:
         await run(browser.close)
 
-    silences = rig.store.read_sync(lambda db: [json.loads(r["matchers_json"]) for r in db["silences"].rows])
+    silences = rig.store.read_sync(
+        lambda db: [json.loads(r["matchers_json"]) for r in db["silences"].rows_where("timezone IS NULL")]
+    )
     assert silences == [{"scenario_id": rig.ids["sync"].id}]
     rig.clock.advance(700)  # past the repeat interval: both would be notified again
     await rig.fail("sync")

@@ -218,28 +218,6 @@ def next_windows(
 ) -> list[tuple[Window, Silence, bool]]:
     """Every window with an occurrence in force or to come: ``(window, that occurrence,
     from_config)``, stored ones first (by id), then the ``[[silences]]`` of ``settings``."""
-    from alerts.policy import Policy
+    from watcher.status import windows_ahead
 
-    rows = store.read_sync(
-        lambda db: [
-            dict(r)
-            for r in db["silences"].rows_where(
-                "expired_at IS NULL AND ends_at > ? AND timezone IS NOT NULL", [now], order_by="id"
-            )
-        ]
-    )
-    out: list[tuple[Window, Silence, bool]] = []
-    for row in rows:
-        try:
-            window = Window.from_row(row)
-        except (ValueError, KeyError):
-            continue
-        found = window.silence_at(now)
-        if found is not None:
-            out.append((window, found, False))
-    if settings is not None:
-        for window in Policy.from_settings(settings).windows():
-            found = window.silence_at(now)
-            if found is not None:
-                out.append((window, found, True))
-    return out
+    return store.read_sync(lambda db: windows_ahead(db, settings, now))

@@ -24,6 +24,7 @@ __all__ = [
     "org_statuses",
     "outbox_counts",
     "silences_in_force",
+    "windows_ahead",
     "status_report",
     "when",
 ]
@@ -174,17 +175,48 @@ def outbox_counts(db: Database) -> dict[str, int]:
 
 
 def silences_in_force(db: Database, now: float) -> list[dict[str, Any]]:
-    """Silences active at ``now``, ``matchers`` decoded, soonest to end first."""
+    """One-off silences active at ``now``, ``matchers`` decoded, soonest to end first (the
+    maintenance windows are :func:`windows_ahead`'s: a stored window's row spans its whole
+    validity, not an occurrence)."""
+    windows = "timezone IS NULL AND " if "timezone" in db["silences"].columns_dict else ""
     rows = [
         dict(r)
         for r in db.query(
-            "SELECT * FROM silences WHERE expired_at IS NULL AND starts_at <= ? AND ends_at > ? ORDER BY ends_at, id",
+            f"SELECT * FROM silences WHERE {windows}expired_at IS NULL AND starts_at <= ? AND ends_at > ? "
+            "ORDER BY ends_at, id",
             [now, now],
         )
     ]
     for row in rows:
         row["matchers"] = json.loads(row.pop("matchers_json", None) or "{}")
     return rows
+
+
+def windows_ahead(db: Database, settings: Any, now: float) -> list[tuple[Any, Any, bool]]:
+    """Every maintenance window with an occurrence in force or to come: ``(window, that
+    occurrence as a Silence, from_config)``, stored ones first (by id), then those of
+    ``settings`` (``[[silences]]``; None: stored ones only)."""
+    from alerts.policy import Policy
+    from alerts.silences import Window
+
+    out: list[tuple[Any, Any, bool]] = []
+    if "timezone" in db["silences"].columns_dict:
+        for row in db["silences"].rows_where(
+            "expired_at IS NULL AND ends_at > ? AND timezone IS NOT NULL", [now], order_by="id"
+        ):
+            try:
+                window = Window.from_row(dict(row))
+            except (ValueError, KeyError):
+                continue
+            found = window.silence_at(now)
+            if found is not None:
+                out.append((window, found, False))
+    if settings is not None:
+        for window in Policy.from_settings(settings).windows():
+            found = window.silence_at(now)
+            if found is not None:
+                out.append((window, found, True))
+    return out
 
 
 # --- the text of `makewatch status` -----------------------------------------------------------

@@ -139,7 +139,7 @@ class WebContext:
 
     async def snapshot(self, now: float) -> status_page.Snapshot:
         """One consistent read of the store, and the health it implies."""
-        snap = await self.store.read(lambda db: status_page.read_snapshot(db, now))
+        snap = await self.store.read(lambda db: status_page.read_snapshot(db, now, self.settings))
         http = self.settings.http
         snap.health = assess(
             self.runtime(),

@@ -31,6 +31,7 @@ from watcher.status import (
     outbox_counts,
     silences_in_force,
     when,
+    windows_ahead,
 )
 
 if TYPE_CHECKING:
@@ -61,12 +62,13 @@ class Snapshot:
     outbox: dict[str, int]
     health: Health | None = field(default=None)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    windows: list[tuple[Any, Any, bool]] = field(default_factory=list)
 
     def open_by_severity(self) -> dict[str, int]:
         return dict(Counter(a["severity"] or "unknown" for a in self.alerts))
 
 
-def read_snapshot(db: Database, now: float) -> Snapshot:
+def read_snapshot(db: Database, now: float, settings: Settings | None = None) -> Snapshot:
     return Snapshot(
         orgs=org_statuses(db),
         channels=channel_statuses(db),
@@ -74,6 +76,7 @@ def read_snapshot(db: Database, now: float) -> Snapshot:
         silences=silences_in_force(db, now),
         outbox=outbox_counts(db),
         actions=recent_actions(db, limit=20),
+        windows=windows_ahead(db, settings, now),
     )
 
 
@@ -144,6 +147,20 @@ def _silence_view(s: Mapping[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def _window_view(window: Any, found: Any, from_config: bool, now: float) -> dict[str, Any]:
+    return {
+        "id": None if from_config else window.id,
+        "name": window.name or "",
+        "describe": window.describe(),
+        "matchers": ", ".join(f"{k} = {v}" for k, v in sorted(window.matchers.items())),
+        "reason": window.reason or "",
+        "now": found.is_active(now),
+        "starts_at": found.starts_at,
+        "ends_at": found.ends_at,
+        "from_config": from_config,
+    }
+
+
 #: How an action's outcome reads on the page.
 ACTION_OUTCOMES = {
     "done": "done", "already": "already so", "refused": "refused by Make", "failed": "no answer from Make",
@@ -202,6 +219,7 @@ def render_status(
         alerts=[_alert_view(a, settings, now) for a in snap.alerts],
         silences=[_silence_view(s, now) for s in snap.silences],
         actions=[_action_view(a) for a in snap.actions],
+        windows=[_window_view(w, found, from_config, now) for w, found, from_config in snap.windows],
         orgs=orgs,
         channels=health.channels,
         outbox=snap.outbox,
