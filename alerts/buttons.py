@@ -33,7 +33,7 @@ _MAKE_ACTION: dict[str, tuple[str, str, str]] = {
     "scenario_paused": (
         "start", "Reactivate scenario", "Reactivate {scenario} in Make now?",
     ),
-    "execution_error": (
+    "execution_error": (  # only for runs a webhook started (see action_block)
         "replay", "Replay the failed run",
         "Replay the failed run of {scenario} with its original input? It consumes operations like any run.",
     ),
@@ -74,7 +74,10 @@ def action_block(n: Notification, silence_choices_s: Sequence[float]) -> dict[st
         value["s"] = alert["scenario_id"]
     make = _MAKE_ACTION.get(n.kind)
     if make is not None and make[0] == "replay":
-        if payload.get("execution_id"):
+        # Make replays a run with its stored input, which it keeps for runs a webhook started
+        # (a scheduled run had isReplayable false in the recordings; make-api.md §11.4): the
+        # button is offered for those, and Make's own refusal, if any, is told in the thread.
+        if payload.get("execution_id") and payload.get("instant"):
             value["x"] = str(payload["execution_id"])
         else:
             make = None

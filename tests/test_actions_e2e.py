@@ -299,6 +299,8 @@ async def test_replay_and_retry_buttons_act_on_make(stack):
 
     errors = [m for m in st.slack.messages if m.thread_ts is None and "makewatch.execution_error." in json.dumps(m.blocks)]
     replay_msg = next(m for m in errors if "Typeform hook" in m.all_text())
+    scheduled = next(m for m in errors if "Orders queue" in m.all_text())
+    assert "makewatch:replay" not in json.dumps(scheduled.blocks)  # no input kept to replay with
     replayed = await st.click(ANA, "makewatch:replay", replay_msg)
     assert replayed.status == "done", replayed
     replays = [r for r in st.world.requests if r.method == "POST" and r.path.endswith("/replay")]

@@ -42,19 +42,21 @@ def test_each_kind_offers_its_make_action_behind_a_confirmation():
     # plain_text: Slack shows the name as typed, so it is not mrkdwn-escaped (nor parsed).
     assert "Sync <!channel> *now*" in start["confirm"]["text"]["text"]
     assert start["confirm"]["text"]["type"] == "plain_text"
-    replay = buttons(notification("execution_error", execution_id="abc123"))["makewatch:replay"]
+    replay = buttons(notification("execution_error", execution_id="abc123", instant=True))["makewatch:replay"]
     assert json.loads(replay["value"])["x"] == "abc123"
     assert "makewatch:retry" in buttons(notification("incomplete_executions"))
 
 
-def test_no_replay_without_an_execution_and_no_buttons_on_a_resolved_notice():
+def test_no_replay_without_an_execution_or_for_a_scheduled_run_and_no_buttons_on_a_resolved_notice():
     assert "makewatch:replay" not in buttons(notification("execution_error"))
+    # A scheduled run: Make keeps no input to replay it with.
+    assert "makewatch:replay" not in buttons(notification("execution_error", execution_id="e", instant=False))
     assert action_block(notification("execution_error", "resolved", execution_id="x"), CHOICES) is None
     assert action_block(notification("summary"), CHOICES) is None
 
 
 def test_a_click_parses_back_to_the_action_and_what_it_needs():
-    for action_id, element in buttons(notification("execution_error", execution_id="e1")).items():
+    for action_id, element in buttons(notification("execution_error", execution_id="e1", instant=True)).items():
         parsed = parse_action(action_id, element["value"])
         assert parsed is not None
         name, seconds, value = parsed

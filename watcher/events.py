@@ -141,6 +141,9 @@ def execution_event(
             "operations": entry.operations,
             "centicredits": entry.centicredits,
             "run_type": entry.type,
+            # A run a webhook started: Make keeps its input, so it may be replayable
+            # (alerts.buttons offers Replay only for those).
+            "instant": entry.instant,
             "timestamp": entry.timestamp.isoformat(),
             "run_url": run_link(ui, team_id, sid or 0, entry.id),
         }
