@@ -163,22 +163,9 @@ def write_client(
     session: aiohttp.ClientSession, settings: Settings, org: OrganizationSettings, clock: Clock
 ) -> MakeClient:
     """A client that acts with the organization's write token (or its polling token)."""
-    from watcher.config import budget_per_minute
-    from watcher.make.client import MakeClient
-    from watcher.make.ratelimit import SlidingWindowLimiter
+    from watcher.orgs import make_client
 
-    return MakeClient(
-        session,
-        org.api_base_url,
-        org.write_token,
-        auth_scheme=org.auth_scheme,
-        limiter=SlidingWindowLimiter(budget_per_minute(org, None), clock=clock),
-        clock=clock,
-        timeout_s=settings.http.timeout_s,
-        max_attempts=settings.http.max_attempts,
-        user_agent=settings.http.user_agent,
-        budget_share=org.budget_share,
-    )
+    return make_client(session, org, settings.http, clock, token=org.write_token)
 
 
 def allowed_actions(scopes: Sequence[str] | None) -> dict[str, bool | None]:

@@ -12,6 +12,7 @@ from watcher.config import HttpSettings, OrganizationSettings, budget_per_minute
 from watcher.make import MakeClient, Organization, SlidingWindowLimiter
 
 if TYPE_CHECKING:
+    from watcher.settings_base import Secret
     from watcher.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,16 +24,19 @@ def make_client(
     http: HttpSettings,
     clock: Clock,
     metrics: Metrics | None = None,
+    *,
+    token: Secret | None = None,
 ) -> MakeClient:
     """A client whose budget starts from the config (plan, requests_per_minute, or Free).
 
     :func:`calibrate` then replaces it with the share of Make's own ``license.apiLimit``.
-    With ``metrics``, every response is counted under the organization's configured name.
+    With ``metrics``, every response is counted under the organization's configured name;
+    ``token`` replaces the polling token (the write token of watcher.actions).
     """
     return MakeClient(
         session,
         org.api_base_url,
-        org.token,
+        org.token if token is None else token,
         auth_scheme=org.auth_scheme,
         limiter=SlidingWindowLimiter(budget_per_minute(org, None), clock=clock),
         clock=clock,

@@ -56,6 +56,15 @@ def silence_problem(
     return None
 
 
+def _matchers(
+    scenario_id: int | None, org: str | None, kind: str | None, error_contains: str | None
+) -> dict[str, Any]:
+    """The matchers given (a silence's or a window's), in the order they are shown."""
+    given = {"scenario_id": scenario_id, "org": org or None, "kind": kind or None,
+             "error_contains": error_contains or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def add_silence(
     store: Store,
     *,
@@ -69,15 +78,7 @@ def add_silence(
     created_by: str = "",
 ) -> int:
     """Record a silence starting now; returns its id. At least one matcher is required."""
-    matchers: dict[str, Any] = {}
-    if scenario_id is not None:
-        matchers["scenario_id"] = scenario_id
-    if org:
-        matchers["org"] = org
-    if kind:
-        matchers["kind"] = kind
-    if error_contains:
-        matchers["error_contains"] = error_contains
+    matchers = _matchers(scenario_id, org, kind, error_contains)
     silence = Silence(id="new", matchers=matchers, starts_at=now, ends_at=now + duration_s, reason=reason)  # validates
     row = {
         "matchers_json": json.dumps(matchers),
@@ -177,15 +178,7 @@ def add_window(
     """Record a maintenance window (``weekdays`` ``"sun,mon"``, ``HH:MM`` times) in force from
     now for ``duration_s`` (a year by default) or until expired; returns its id. ValueError
     for a bad weekday, time, zone or no matcher."""
-    matchers: dict[str, Any] = {}
-    if scenario_id is not None:
-        matchers["scenario_id"] = scenario_id
-    if org:
-        matchers["org"] = org
-    if kind:
-        matchers["kind"] = kind
-    if error_contains:
-        matchers["error_contains"] = error_contains
+    matchers = _matchers(scenario_id, org, kind, error_contains)
     days = parse_weekdays(weekdays)
     row = {
         "matchers_json": json.dumps(matchers),

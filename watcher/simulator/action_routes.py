@@ -40,8 +40,9 @@ from watcher.simulator.api import (
     bad_request,
     json_body,
     not_found,
-    path_int,
     query_int,
+    resolve_dlq,
+    resolve_scenario,
 )
 from watcher.simulator.world import Scenario, Token, World
 
@@ -56,18 +57,6 @@ def _refused(exc: ActionRefused, org_id: int | None = None) -> ApiError:
 # ------------------------------------------------------------------ resolvers
 
 
-def _scenario(world: World, request: web.Request) -> Resolved:
-    sc = world.scenarios.get(path_int(request))
-    if sc is None:
-        raise not_found("Scenario")
-    return sc.org_id, sc
-
-
-def _dlq(world: World, request: web.Request) -> Resolved:
-    item = world.dlqs.get(request.match_info["dlq_id"])
-    if item is None or item.deleted:
-        raise not_found("Incomplete execution")
-    return world.scenarios[item.scenario_id].org_id, item
 
 
 def _dlqs_query(world: World, request: web.Request) -> Resolved:
@@ -166,19 +155,19 @@ def _retry_many(world: World, request: web.Request, sc: Scenario, token: Token) 
 
 
 ACTION_ROUTES: tuple[Route, ...] = (
-    Route(r"/scenarios/{id:\d+}/start", "scenarios:write", _scenario, _start, method="POST"),
-    Route(r"/scenarios/{id:\d+}/stop", "scenarios:write", _scenario, _stop, method="POST"),
+    Route(r"/scenarios/{id:\d+}/start", "scenarios:write", resolve_scenario, _start, method="POST"),
+    Route(r"/scenarios/{id:\d+}/stop", "scenarios:write", resolve_scenario, _stop, method="POST"),
     Route(
         r"/scenarios/{id:\d+}/run",
         "scenarios:run",
-        _scenario,
+        resolve_scenario,
         _run,
         method="POST",
         bucket_limit=RUN_BUCKET_LIMIT,
     ),
-    Route(r"/scenarios/{id:\d+}/replay", "scenarios:run", _scenario, _replay, method="POST"),
+    Route(r"/scenarios/{id:\d+}/replay", "scenarios:run", resolve_scenario, _replay, method="POST"),
     Route("/dlqs/retry", "dlqs:write", _dlqs_query, _retry_many, method="POST"),
-    Route("/dlqs/{dlq_id}/retry", "dlqs:write", _dlq, _retry_one, method="POST"),
+    Route("/dlqs/{dlq_id}/retry", "dlqs:write", resolve_dlq, _retry_one, method="POST"),
 )
 
 

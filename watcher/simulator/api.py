@@ -193,3 +193,19 @@ class Route:
     authorize: Callable[[World, Any, Token], None] | None = None
     method: str = "GET"
     bucket_limit: int | None = None
+
+
+def resolve_scenario(world: World, request: web.Request) -> Resolved:
+    """The scenario of ``/scenarios/{id}...`` and its organization (404 if unknown)."""
+    sc = world.scenarios.get(path_int(request))
+    if sc is None:
+        raise not_found("Scenario")
+    return sc.org_id, sc
+
+
+def resolve_dlq(world: World, request: web.Request) -> Resolved:
+    """The incomplete execution of ``/dlqs/{dlq_id}...`` and its organization (404 if unknown)."""
+    item = world.dlqs.get(request.match_info["dlq_id"])
+    if item is None or item.deleted:
+        raise not_found("Incomplete execution")
+    return world.scenarios[item.scenario_id].org_id, item

@@ -53,6 +53,8 @@ from watcher.simulator.api import (
     query_int,
     query_page,
     query_sort_dir,
+    resolve_dlq,
+    resolve_scenario,
     token_of,
 )
 from watcher.simulator.signal_routes import SIGNAL_ROUTES, add_signal_admin_routes, license_extra
@@ -318,12 +320,6 @@ def _team(world: World, request: web.Request) -> Resolved:
     return team.org_id, team
 
 
-def _scenario(world: World, request: web.Request) -> Resolved:
-    sc = world.scenarios.get(path_int(request))
-    if sc is None:
-        raise not_found("Scenario")
-    return sc.org_id, sc
-
 
 def _hook(world: World, request: web.Request) -> Resolved:
     hook = world.hooks.get(path_int(request))
@@ -331,12 +327,6 @@ def _hook(world: World, request: web.Request) -> Resolved:
         raise not_found("Hook")
     return hook.org_id, hook
 
-
-def _dlq(world: World, request: web.Request) -> Resolved:
-    item = world.dlqs.get(request.match_info["dlq_id"])
-    if item is None or item.deleted:
-        raise not_found("Incomplete execution")
-    return world.scenarios[item.scenario_id].org_id, item
 
 
 def _team_or_org_query(world: World, request: web.Request) -> Resolved:
@@ -389,7 +379,7 @@ def _hooks_query(world: World, request: web.Request) -> Resolved:
 
 
 def _execution(world: World, request: web.Request) -> Resolved:
-    org_id, sc = _scenario(world, request)
+    org_id, sc = resolve_scenario(world, request)
     row = sc.executions.get(request.match_info["execution_id"])
     if row is None:
         raise not_found("Execution", org_id)
@@ -690,9 +680,9 @@ ROUTES: tuple[Route, ...] = (
     Route(r"/teams/{id:\d+}/usage", "teams:read", _team, _team_usage),
     Route("/scenarios", "scenarios:read", _team_or_org_query, _scenarios),
     Route("/scenarios/consumptions", "scenarios:read", _team_or_org_query, _consumptions),
-    Route(r"/scenarios/{id:\d+}", "scenarios:read", _scenario, _scenario_detail),
-    Route(r"/scenarios/{id:\d+}/usage", "scenarios:read", _scenario, _scenario_usage),
-    Route(r"/scenarios/{id:\d+}/logs", "scenarios:read", _scenario, _scenario_logs),
+    Route(r"/scenarios/{id:\d+}", "scenarios:read", resolve_scenario, _scenario_detail),
+    Route(r"/scenarios/{id:\d+}/usage", "scenarios:read", resolve_scenario, _scenario_usage),
+    Route(r"/scenarios/{id:\d+}/logs", "scenarios:read", resolve_scenario, _scenario_logs),
     Route(r"/scenarios/{id:\d+}/logs/{execution_id}", "scenarios:read", _execution, _scenario_log),
     Route(
         r"/scenarios/{id:\d+}/executions/{execution_id}",
@@ -701,7 +691,7 @@ ROUTES: tuple[Route, ...] = (
         _scenario_execution,
     ),
     Route("/dlqs", "dlqs:read", _dlqs_query, _dlqs),
-    Route("/dlqs/{dlq_id}", "dlqs:read", _dlq, _dlq_detail),
+    Route("/dlqs/{dlq_id}", "dlqs:read", resolve_dlq, _dlq_detail),
     Route("/hooks", "hooks:read", _hooks_query, _hooks),
     Route(r"/hooks/{id:\d+}", "hooks:read", _hook, _hook_detail),
     *SIGNAL_ROUTES,  # /analytics/{organizationId}, /notifications
