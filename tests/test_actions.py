@@ -163,3 +163,15 @@ def test_an_unknown_organization_exits_2_naming_the_configured_ones(tmp_path):
     result = CliRunner().invoke(main, ["scenario", "stop", "42", "--org", "Nope", "--config", str(cfg)], env=ENV)
     assert result.exit_code == 2
     assert "no organization 'Nope' in the config (configured: Acme)" in result.output
+
+
+def test_the_new_secrets_are_redacted_from_logs(tmp_path):
+    from watcher.logs import secrets_of
+
+    extra = (
+        '[channels.s]\ntype = "slack_bot"\ntoken_env = "BOT"\nchannel = "C1"\n'
+        'app_token_env = "APP"\nsigning_secret = "shh-signing"'
+    )
+    settings = load_config(config(tmp_path, 'write_token_env = "MAKE_WRITE"', extra), env=ENV)
+    found = secrets_of(settings)
+    assert {"write-token", "xapp-1-A1-secret", "shh-signing", "read-token", "xoxb-1"} <= set(found)

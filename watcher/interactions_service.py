@@ -71,6 +71,14 @@ class Interactions:
                 self.signing_secret = secret.reveal()
         self._reconnects_told = 0
         self._started: list[SocketModeReceiver] = []
+        if self.signing_secret is not None and not settings.web.enabled:
+            log.warning(
+                "a slack_bot channel has a signing_secret but web.enabled is false: "
+                "Slack's interaction requests to %s cannot be received", settings.actions.http_path,
+            )
+        if not self.receivers and self.signing_secret is None:
+            log.info("actions: no slack_bot channel has an app_token or a signing_secret; "
+                     "alerts carry no buttons (the CLI actions work)")
 
     def _count(self, outcome: Any) -> None:
         if self.metrics is not None:
