@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlite_utils import Database
 from sqlite_utils.db import Table
@@ -49,6 +49,7 @@ __all__ = [
     "MigrationFn",
     "SchemaTooNewError",
     "StateFileError",
+    "BaseStore",
     "Store",
     "StoreClosedError",
     "StoreError",
@@ -992,148 +993,55 @@ def _refuse_lazy(result: T) -> T:
     return result
 
 
-class Store:
-    """The state database: one writer thread, one reader thread, both off the event loop.
+class BaseStore:
+    """What every engine's store shares: the public API over two single-thread executors.
 
-    Open with :meth:`Store.open`; close with :meth:`close` (or ``await aclose()``, or use it as
-    a context manager). See the module docstring for the transaction contract.
+    An engine (:class:`Store` for SQLite, :class:`watcher.pgstore.PgStore` for PostgreSQL)
+    opens one writer and one reader connection, each in its own thread, and implements
+    ``_write_tx``/``_read_tx`` (one transaction around ``fn(db)``) and ``_close_db``.
+    ``describe`` names the store in messages (a path, or a host and database: never a
+    password).
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        migrations: Sequence[MigrationFn] = MIGRATIONS,
-        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-    ) -> None:
-        """Prefer :meth:`Store.open`."""
-        self.path = Path(path)
-        self._busy_timeout_s = busy_timeout_s
+    describe: str = "store"
+    _closed: bool
+    _close_lock: threading.Lock
+    _writer: ThreadPoolExecutor
+    _reader: ThreadPoolExecutor
+    _writer_thread: int | None
+    _wdb: Any
+    _rdb: Any
+
+    def _init_executors(self) -> None:
         self._closed = False
         self._close_lock = threading.Lock()
-        self._wdb: Database | None = None
-        self._rdb: Database | None = None
-        self._writer_thread: int | None = None
-        self._identity: FileIdentity | None = None
+        self._wdb = None
+        self._rdb = None
+        self._writer_thread = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
-        try:
-            _prepare_file(self.path)
-            self.schema_version: int = self._writer.submit(
-                self._open_writer, list(migrations)
-            ).result()
-            # The reader opens after the writer: WAL mode and the -shm file must exist first.
-            self._reader.submit(self._open_reader).result()
-            self._identity = _identity(self.path)
-        except BaseException as exc:
-            self.close()
-            problem = state_file_error(self.path, exc)
-            if problem is None or problem is exc:
-                raise
-            raise problem from exc
 
-    @classmethod
-    def open(
-        cls,
-        path: str | Path,
-        *,
-        migrations: Sequence[MigrationFn] = MIGRATIONS,
-        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
-    ) -> Store:
-        """Open (creating it 0600 if missing) and migrate the state file at ``path``.
+    def _write_tx(self, fn: Callable[[Any], T]) -> T:
+        raise NotImplementedError
 
-        ``migrations`` replaces the schema's migration list (for tests). Raises
-        :class:`SchemaTooNewError` if the file was migrated by a newer makewatch.
-        Blocks while migrating: call it before the event loop starts, or in a thread.
-        """
-        return cls(path, migrations=migrations, busy_timeout_s=busy_timeout_s)
-
-    def state_file_error(self, exc: BaseException) -> StateFileError | None:
-        """:func:`state_file_error` for this store's file (it knows which file was opened)."""
-        return state_file_error(self.path, exc, self._identity)
-
-    def check_file(self) -> None:
-        """Raise :class:`StateFileError` if the path no longer names the file that was opened.
-
-        On Unix a deleted file stays writable through the open connection, so without this
-        a service whose file was deleted would go on writing to a file nobody can read.
-        """
-        try:
-            identity = _identity(self.path)
-        except FileNotFoundError as exc:
-            raise StateFileError(self.path, _describe(self.path, "", "", self._identity)) from exc
-        if identity != self._identity:
-            raise StateFileError(self.path, _describe(self.path, "", "", self._identity))
-
-    # -- connections, each created and closed in the thread that uses it
-
-    def _open_writer(self, migrations: list[MigrationFn]) -> int:
-        self._writer_thread = threading.get_ident()
-        db = Database(sqlite3.connect(self.path, timeout=self._busy_timeout_s))
-        self._wdb = db
-        db.execute("PRAGMA foreign_keys = ON")
-        db.enable_wal()
-        # synchronous stays FULL (the default): with NORMAL, a power cut could undo the commit
-        # that recorded a sent notification, and it would be sent again.
-        if db.journal_mode != "wal":
-            raise StoreError(f"{self.path}: cannot use WAL mode (a network file system?)")
-        version = _migrate(db, migrations, self.path)
-        # SQLite opens a file it cannot write read-only without a word, and BEGIN IMMEDIATE
-        # still succeeds: without a real write here, a read-only state file would only fail
-        # at the first write of the first cycle. Rewriting user_version (unused otherwise)
-        # with its own value is the smallest real write.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            user_version = db.execute("PRAGMA user_version").fetchone()[0]
-            db.execute(f"PRAGMA user_version = {int(user_version)}")
-        except BaseException:
-            db.rollback()
-            raise
-        db.execute("COMMIT")
-        return version
-
-    def _open_reader(self) -> None:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
-        db = Database(sqlite3.connect(uri, uri=True, timeout=self._busy_timeout_s))
-        self._rdb = db
-        db.execute("PRAGMA foreign_keys = ON")
+    def _read_tx(self, fn: Callable[[Any], T]) -> T:
+        raise NotImplementedError
 
     @staticmethod
-    def _close_db(db: Database | None) -> None:
+    def _close_db(db: Any) -> None:
         if db is not None:
             db.close()
 
-    # -- transactions, run in the owning thread
+    def state_file_error(self, exc: BaseException) -> StateFileError | None:
+        """The state problem ``exc`` stands for (fatal for the service), or None."""
+        return None
 
-    def _write_tx(self, fn: Callable[[Database], T]) -> T:
-        db = self._wdb
-        assert db is not None
-        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads first and
-        # writes later can fail with SQLITE_BUSY at once, without waiting busy_timeout, when
-        # another process (a CLI command) writes meanwhile.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = _refuse_lazy(fn(db))
-            if not db.conn.in_transaction:
-                raise StoreError("the write fn ended the transaction itself")
-            db.execute("COMMIT")
-        except BaseException:
-            db.rollback()
-            raise
-        return result
-
-    def _read_tx(self, fn: Callable[[Database], T]) -> T:
-        db = self._rdb
-        assert db is not None
-        db.execute("BEGIN")
-        try:
-            return _refuse_lazy(fn(db))
-        finally:
-            db.rollback()
+    def check_file(self) -> None:
+        """Raise if the store the service opened is no longer the one it writes to."""
 
     def _executor(self, which: str) -> ThreadPoolExecutor:
         if self._closed:
-            raise StoreClosedError(f"store {self.path} is closed")
+            raise StoreClosedError(f"store {self.describe} is closed")
         if which == "writer" and threading.get_ident() == self._writer_thread:
             raise StoreError("a write fn must not start another write: it would deadlock")
         return self._writer if which == "writer" else self._reader
@@ -1182,13 +1090,13 @@ class Store:
         """:meth:`close` without blocking the event loop while queued writes finish."""
         await asyncio.to_thread(self.close)
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -1273,3 +1181,133 @@ class Store:
     def count_events_sync(self, kind: str | None = None) -> dict[str, int]:
         """Synchronous :meth:`count_events`."""
         return self.read_sync(functools.partial(count_events, kind=kind))
+
+
+class Store(BaseStore):
+    """The state database: one writer thread, one reader thread, both off the event loop.
+
+    Open with :meth:`Store.open`; close with :meth:`close` (or ``await aclose()``, or use it as
+    a context manager). See the module docstring for the transaction contract.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        migrations: Sequence[MigrationFn] = MIGRATIONS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> None:
+        """Prefer :meth:`Store.open`."""
+        self.path = Path(path)
+        self.describe = str(self.path)
+        self._busy_timeout_s = busy_timeout_s
+        self._identity: FileIdentity | None = None
+        self._init_executors()
+        try:
+            _prepare_file(self.path)
+            self.schema_version: int = self._writer.submit(
+                self._open_writer, list(migrations)
+            ).result()
+            # The reader opens after the writer: WAL mode and the -shm file must exist first.
+            self._reader.submit(self._open_reader).result()
+            self._identity = _identity(self.path)
+        except BaseException as exc:
+            self.close()
+            problem = state_file_error(self.path, exc)
+            if problem is None or problem is exc:
+                raise
+            raise problem from exc
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        migrations: Sequence[MigrationFn] = MIGRATIONS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> Store:
+        """Open (creating it 0600 if missing) and migrate the state file at ``path``.
+
+        ``migrations`` replaces the schema's migration list (for tests). Raises
+        :class:`SchemaTooNewError` if the file was migrated by a newer makewatch.
+        Blocks while migrating: call it before the event loop starts, or in a thread.
+        """
+        return cls(path, migrations=migrations, busy_timeout_s=busy_timeout_s)
+
+    def state_file_error(self, exc: BaseException) -> StateFileError | None:
+        """:func:`state_file_error` for this store's file (it knows which file was opened)."""
+        return state_file_error(self.path, exc, self._identity)
+
+    def check_file(self) -> None:
+        """Raise :class:`StateFileError` if the path no longer names the file that was opened.
+
+        On Unix a deleted file stays writable through the open connection, so without this
+        a service whose file was deleted would go on writing to a file nobody can read.
+        """
+        try:
+            identity = _identity(self.path)
+        except FileNotFoundError as exc:
+            raise StateFileError(self.path, _describe(self.path, "", "", self._identity)) from exc
+        if identity != self._identity:
+            raise StateFileError(self.path, _describe(self.path, "", "", self._identity))
+
+    # -- connections, each created and closed in the thread that uses it
+
+    def _open_writer(self, migrations: list[MigrationFn]) -> int:
+        self._writer_thread = threading.get_ident()
+        db = Database(sqlite3.connect(self.path, timeout=self._busy_timeout_s))
+        self._wdb = db
+        db.execute("PRAGMA foreign_keys = ON")
+        db.enable_wal()
+        # synchronous stays FULL (the default): with NORMAL, a power cut could undo the commit
+        # that recorded a sent notification, and it would be sent again.
+        if db.journal_mode != "wal":
+            raise StoreError(f"{self.path}: cannot use WAL mode (a network file system?)")
+        version = _migrate(db, migrations, self.path)
+        # SQLite opens a file it cannot write read-only without a word, and BEGIN IMMEDIATE
+        # still succeeds: without a real write here, a read-only state file would only fail
+        # at the first write of the first cycle. Rewriting user_version (unused otherwise)
+        # with its own value is the smallest real write.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            user_version = db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA user_version = {int(user_version)}")
+        except BaseException:
+            db.rollback()
+            raise
+        db.execute("COMMIT")
+        return version
+
+    def _open_reader(self) -> None:
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = Database(sqlite3.connect(uri, uri=True, timeout=self._busy_timeout_s))
+        self._rdb = db
+        db.execute("PRAGMA foreign_keys = ON")
+
+    # -- transactions, run in the owning thread
+
+    def _write_tx(self, fn: Callable[[Database], T]) -> T:
+        db = self._wdb
+        assert db is not None
+        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads first and
+        # writes later can fail with SQLITE_BUSY at once, without waiting busy_timeout, when
+        # another process (a CLI command) writes meanwhile.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = _refuse_lazy(fn(db))
+            if not db.conn.in_transaction:
+                raise StoreError("the write fn ended the transaction itself")
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+        return result
+
+    def _read_tx(self, fn: Callable[[Database], T]) -> T:
+        db = self._rdb
+        assert db is not None
+        db.execute("BEGIN")
+        try:
+            return _refuse_lazy(fn(db))
+        finally:
+            db.rollback()
