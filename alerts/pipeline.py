@@ -21,6 +21,7 @@ from alerts.engine import INHIBITIONS, AlertState, Decision, FloodState, Planned
 from alerts.fingerprint import fingerprint
 from alerts.policy import Policy
 from alerts.silences import Silence, silences_at
+from watcher import dialect
 from watcher import store as st
 from watcher.store import Store
 
@@ -66,7 +67,7 @@ def outbox_payload(p: Planned) -> dict[str, Any]:
 #: Loads the alerts a decision on ``events`` at ``now`` can touch (see :func:`load_alerts`).
 AlertLoader = Callable[[Database, Sequence[Mapping[str, Any]], float, Policy], dict[str, AlertState]]
 
-_INHIBITING_KINDS = json.dumps(sorted({source for source, _ in INHIBITIONS}))
+_INHIBITING_KINDS = sorted({source for source, _ in INHIBITIONS})
 
 
 def load_alerts(
@@ -81,23 +82,20 @@ def load_alerts(
     fps = sorted({fingerprint(e, policy.alerts.group_by) for e in events})
     scenarios = sorted({e["scenario_id"] for e in events if e.get("scenario_id") is not None})
     orgs = sorted({e["org_id"] for e in events if e.get("scenario_id") is None and e.get("org_id") is not None})
+    def open_in(column: str, values: list[Any], extra: str = "") -> tuple[str, list[Any]]:
+        where, args = dialect.in_list(db, column, values)
+        return f"state != 'resolved'{extra} AND {where}", args
+
     parts: list[tuple[str, list[Any]]] = [
         ("state != 'resolved' AND due_at <= ?", [now]),
-        ("state != 'resolved' AND kind IN (SELECT value FROM json_each(?))", [_INHIBITING_KINDS]),
+        open_in("kind", _INHIBITING_KINDS),
     ]
     if fps:
-        parts.append(("fingerprint IN (SELECT value FROM json_each(?))", [json.dumps(fps)]))
+        parts.append(dialect.in_list(db, "fingerprint", fps))
     if scenarios:
-        parts.append(
-            ("state != 'resolved' AND scenario_id IN (SELECT value FROM json_each(?))", [json.dumps(scenarios)])
-        )
+        parts.append(open_in("scenario_id", scenarios))
     if orgs:
-        parts.append(
-            (
-                "state != 'resolved' AND scenario_id IS NULL AND org_id IN (SELECT value FROM json_each(?))",
-                [json.dumps(orgs)],
-            )
-        )
+        parts.append(open_in("org_id", orgs, " AND scenario_id IS NULL"))
     alerts: dict[str, AlertState] = {}
     for where, args in parts:
         for row in db["alerts"].rows_where(where, args):
@@ -125,20 +123,16 @@ def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: 
     if decision.alerts:
         rows = [st._encode("alerts", alert.to_row()) for alert in decision.alerts]
         columns = list(rows[0])
-        names = ", ".join(f"[{c}]" for c in columns)
-        updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c != "fingerprint")
-        db.conn.executemany(
+        names = ", ".join(f'"{c}"' for c in columns)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != "fingerprint")
+        dialect.executemany(
+            db,
             f"INSERT INTO alerts ({names}) VALUES ({', '.join('?' * len(columns))}) "  # noqa: S608 - column names from AlertState
             f"ON CONFLICT(fingerprint) DO UPDATE SET {updates}",
             [[row[c] for c in columns] for row in rows],
         )
-    ids = {
-        r["fingerprint"]: r["id"]
-        for r in db.query(
-            "SELECT id, fingerprint FROM alerts WHERE fingerprint IN (SELECT value FROM json_each(?))",
-            [json.dumps([p.fingerprint for p in decision.notifications if p.fingerprint])],
-        )
-    }
+    where, args = dialect.in_list(db, "fingerprint", [p.fingerprint for p in decision.notifications if p.fingerprint])
+    ids = {r["fingerprint"]: r["id"] for r in db.query(f"SELECT id, fingerprint FROM alerts WHERE {where}", args)}  # noqa: S608 - fixed text
     by_key = {e["key"]: e for e in events}
     outbox = []
     for p in decision.notifications:
@@ -156,17 +150,23 @@ def _write(db: Database, decision: Decision, events: list[dict[str, Any]], now: 
                 p.dedup_key,
             ]
         )
-    db.conn.executemany(
-        # OR IGNORE: the same decision replayed never queues a message twice (dedup_key).
-        "INSERT OR IGNORE INTO outbox (alert_id, channel, kind, payload_json, status, attempts, "
-        "next_attempt_at, created_at, dedup_key) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+    # The same decision replayed (or taken by two replicas) never queues a message twice:
+    # dedup_key is unique. Not sorted by key (the ids keep the decision's order, which delivery
+    # follows): writers are serialised, so concurrent inserts of the same keys cannot deadlock.
+    dialect.executemany(
+        db,
+        "INSERT INTO outbox (alert_id, channel, kind, payload_json, status, attempts, "
+        "next_attempt_at, created_at, dedup_key) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
+        "ON CONFLICT (dedup_key) DO NOTHING",
         outbox,
     )
-    db.conn.executemany(
+    dialect.executemany(
+        db,
         "UPDATE events SET processed_at = ?, reason = ? WHERE id = ?",
         [[now, reason, by_key[key]["id"]] for key, reason in decision.event_reasons.items() if key in by_key],
     )
-    db.conn.executemany(
+    dialect.executemany(
+        db,
         "UPDATE events SET processed_at = ? WHERE id = ?",
         [[now, by_key[key]["id"]] for key in sorted(by_key.keys() - decision.event_reasons.keys())],
     )

@@ -25,7 +25,7 @@ async def acknowledge(store: Store, alert_id: int, by: str, now: float) -> bool:
         return bool(
             db.execute(
                 # Due now: the alert tick decides only alerts with news (alerts.engine, "Timers").
-                "UPDATE alerts SET acked_at = ?, acked_by = ?, due_at = MIN(COALESCE(due_at, ?), ?) "
+                "UPDATE alerts SET acked_at = ?, acked_by = ?, due_at = CASE WHEN due_at < ? THEN due_at ELSE ? END "
                 "WHERE id = ? AND state != 'resolved' AND acked_at IS NULL",
                 [now, who, now, now, alert_id],
             ).rowcount

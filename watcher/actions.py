@@ -18,7 +18,6 @@ Behind ``makewatch scenario …`` / ``makewatch dlq retry`` and the Slack button
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -199,21 +198,21 @@ async def _insert(
             ).fetchone()
             if old is not None:
                 return dict(zip(_COLUMNS, old, strict=True)), True
-        try:
-            cur = db.execute(
-                "INSERT INTO actions (dedup_key, created_at, source, actor, actor_id, action, "
-                "org_id, scenario_id, alert_id, target_json, status, message) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [req.dedup_key, now, req.source, req.actor, req.actor_id, req.action, org_id,
-                 req.scenario_id, req.alert_id, json.dumps(target, sort_keys=True), status, message],
-            )
-        except sqlite3.IntegrityError:  # a concurrent writer inserted the same key first
+        inserted = db.execute(
+            "INSERT INTO actions (dedup_key, created_at, source, actor, actor_id, action, "
+            "org_id, scenario_id, alert_id, target_json, status, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            [req.dedup_key, now, req.source, req.actor, req.actor_id, req.action, org_id,
+             req.scenario_id, req.alert_id, json.dumps(target, sort_keys=True), status, message],
+        ).fetchone()
+        if inserted is None:  # another writer (a replica, a CLI) recorded the same key first
             old = db.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM actions WHERE dedup_key = ?", [req.dedup_key]
             ).fetchone()
             return dict(zip(_COLUMNS, old, strict=True)), True
         row = db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM actions WHERE id = ?", [cur.lastrowid]
+            f"SELECT {', '.join(_COLUMNS)} FROM actions WHERE id = ?", [inserted[0]]
         ).fetchone()
         return dict(zip(_COLUMNS, row, strict=True)), False
 

@@ -26,6 +26,7 @@ from alerts.silences import (
     parse_clock,
     parse_weekdays,
 )
+from watcher import dialect
 from watcher.store import Store
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ def mark_matching_due(db: Any, silence: Silence, at: float) -> int:
     kinds = silence.matchers.get("kind")
     if kinds is not None:
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-        where, args = where + " AND kind IN (SELECT value FROM json_each(?))", [*args, json.dumps(kinds)]
+        kind_in, kind_args = dialect.in_list(db, "kind", kinds)
+        where, args = f"{where} AND {kind_in}", [*args, *kind_args]
     ids = []
     for r in db.query(
         f"SELECT id, kind, severity, org_id, team_id, scenario_id, payload_json FROM alerts WHERE {where}",  # noqa: S608 - fixed text, values bound
@@ -124,15 +126,16 @@ def mark_matching_due(db: Any, silence: Silence, at: float) -> int:
         if silence.matches(labels(alert)):
             ids.append(r["id"])
     if ids:
+        id_in, id_args = dialect.in_list(db, "id", ids)
         db.execute(
-            "UPDATE alerts SET due_at = MIN(COALESCE(due_at, ?), ?) WHERE id IN (SELECT value FROM json_each(?))",
-            [at, at, json.dumps(ids)],
+            f"UPDATE alerts SET due_at = CASE WHEN due_at < ? THEN due_at ELSE ? END WHERE {id_in}",  # noqa: S608 - fixed text
+            [at, at, *id_args],
         )
     return len(ids)
 
 
 def list_silences(store: Store, now: float, *, include_ended: bool = False) -> list[dict[str, Any]]:
-    where = "1" if include_ended else "expired_at IS NULL AND ends_at > ?"
+    where = "1 = 1" if include_ended else "expired_at IS NULL AND ends_at > ?"
     args: list[Any] = [] if include_ended else [now]
     rows = store.read_sync(lambda db: [dict(r) for r in db["silences"].rows_where(where, args, order_by="id")])
     for row in rows:
@@ -148,8 +151,9 @@ def expire_silence(store: Store, silence_id: int, now: float) -> bool:
         if row is None:
             return False
         db.execute(
-            "UPDATE silences SET expired_at = ?, ends_at = MIN(ends_at, ?) WHERE id = ?",
-            [now, now, silence_id],
+            # As SQLite's MIN(ends_at, now): a window's NULL end stays NULL.
+            "UPDATE silences SET expired_at = ?, ends_at = CASE WHEN ends_at > ? THEN ? ELSE ends_at END WHERE id = ?",
+            [now, now, now, silence_id],
         )
         mark_matching_due(db, Silence.from_row(row), now)  # as it was: it may end before it began
         return True

@@ -125,12 +125,16 @@ def channel_statuses(db: Database) -> list[ChannelStatus]:
         )
     }
     parked = dict(db.execute("SELECT channel, COUNT(*) FROM outbox WHERE status = 'parked' GROUP BY channel").fetchall())
-    # SQLite: a bare column beside MAX() comes from the row holding the maximum.
+    # The error of each channel's latest failed attempt (on a tie, the latest row wins).
     errors = {
         r["channel"]: (r["error"], r["at"])
         for r in db.query(
-            "SELECT o.channel AS channel, d.error AS error, MAX(d.attempted_at) AS at "
-            "FROM deliveries d JOIN outbox o ON o.id = d.outbox_id WHERE d.ok = 0 GROUP BY o.channel"
+            "SELECT o.channel AS channel, d.error AS error, d.attempted_at AS at "
+            "FROM deliveries d JOIN outbox o ON o.id = d.outbox_id JOIN ("
+            " SELECT o2.channel AS channel, MAX(d2.attempted_at) AS at FROM deliveries d2"
+            " JOIN outbox o2 ON o2.id = d2.outbox_id WHERE d2.ok = 0 GROUP BY o2.channel"
+            ") latest ON latest.channel = o.channel AND latest.at = d.attempted_at "
+            "WHERE d.ok = 0 ORDER BY d.id"
         )
     }
     states: dict[str, dict[str, Any]] = {}

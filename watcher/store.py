@@ -43,6 +43,8 @@ from sqlite_utils import Database
 from sqlite_utils.db import Table
 from sqlite_utils.migrations import Migrations
 
+from watcher import dialect
+
 __all__ = [
     "MIGRATIONS",
     "STREAMS",
@@ -598,8 +600,7 @@ def insert_events(db: Database, events: Iterable[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
     table = _table(db, "events")
-    where = "key IN (SELECT value FROM json_each(?))"
-    keys = [json.dumps([row["key"] for row in rows])]
+    where, keys = dialect.in_list(db, "key", [row["key"] for row in rows])
     before = table.count_where(where, keys)
     table.insert_all(rows, ignore=True)
     return table.count_where(where, keys) - before
@@ -610,10 +611,8 @@ def new_event_keys(db: Database, keys: Iterable[str]) -> set[str]:
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return set()
-    found = {
-        row["key"]
-        for row in db.query("SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?))", [json.dumps(wanted)])
-    }
+    where, args = dialect.in_list(db, "key", wanted)
+    found = {row["key"] for row in db.query(f"SELECT key FROM events WHERE {where}", args)}  # noqa: S608 - fixed text
     return set(wanted) - found
 
 
@@ -761,15 +760,16 @@ def compact_history(db: Database, before: float, sent_before: float | None = Non
         if keep is None:
             done["events"] += db.execute(f"DELETE FROM events {where}", [since, before, kind]).rowcount  # noqa: S608 - fixed text
             continue
-        value = "json_object(" + ", ".join(f"'{k}', json_extract(payload_json, '$.{k}')" for k in keep) + ")"
+        value = dialect.json_object(db, [(k, dialect.json_get(db, "payload_json", k)) for k in keep])
         done["events"] += db.execute(
             f"UPDATE events SET payload_json = {value} {where}",  # noqa: S608 - fixed names
             [since, before, kind],
         ).rowcount
+        error_name = dialect.json_get(db, "payload_json", "error_name", cast="text")
         done["events"] += db.execute(
-            "DELETE FROM events WHERE kind = ? AND processed_at <= ? AND id NOT IN "
+            "DELETE FROM events WHERE kind = ? AND processed_at <= ? AND id NOT IN "  # noqa: S608 - fixed text
             "(SELECT MAX(id) FROM events WHERE kind = ? AND processed_at <= ? "
-            "GROUP BY org_id, scenario_id, json_extract(payload_json, '$.error_name'))",
+            f"GROUP BY org_id, scenario_id, {error_name})",
             [kind, before, kind, before],
         ).rowcount
     top = db.execute(
@@ -778,11 +778,14 @@ def compact_history(db: Database, before: float, sent_before: float | None = Non
     if top is not None:
         # A notice of an alert needs nothing: the digest takes the org from the alert row,
         # which prune keeps while a notice refers to it. A summary keeps its org (none).
+        get = functools.partial(dialect.json_get, db, "payload_json")
+        summary = dialect.json_object(db, [
+            ("kind", get("kind")),
+            ("phase", get("phase")),
+            ("alert", dialect.json_object(db, [("org_id", get("alert.org_id"))], nested=True)),
+        ])
         done["outbox"] = db.execute(
-            "UPDATE outbox SET payload_json = CASE WHEN alert_id IS NOT NULL THEN NULL ELSE "
-            "json_object('kind', json_extract(payload_json, '$.kind'), "
-            "'phase', json_extract(payload_json, '$.phase'), "
-            "'alert', json_object('org_id', json_extract(payload_json, '$.alert.org_id'))) END "
+            f"UPDATE outbox SET payload_json = CASE WHEN alert_id IS NOT NULL THEN NULL ELSE {summary} END "  # noqa: S608 - fixed text
             "WHERE id > ? AND id <= ? AND status = 'sent' AND created_at <= ?",
             [last_outbox, top, sent_before],
         ).rowcount
