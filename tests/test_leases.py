@@ -384,3 +384,91 @@ async def test_a_replica_that_cannot_reach_the_database_drops_its_leases_after_t
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # logged once, however many retries
     assert a.counters.lost == 4
+
+
+@pg
+async def test_rebalancing_skips_a_name_under_a_write_in_flight_instead_of_waiting(
+    new_manager: Any, lease_db: str
+) -> None:
+    clock = Clock()
+    a = await new_manager("a", clock)
+    await a.tick()  # alone: all 30
+    b = await new_manager("b", clock)
+    far = NAMES[-1]  # a keeps the front half, releases the back half
+    with psycopg.connect(lease_db) as conn:
+        with conn.transaction():
+            fence(conn, a.lease(far), now=clock())
+            changes = await asyncio.wait_for(a.tick(), timeout=5)
+            assert far not in changes.lost and far in a.held  # skipped, not waited for
+            assert changes.lost == set(NAMES[15:29])
+        changes = await a.tick()
+    # 16 is within share + 1: kept (the band that keeps replicas from trading names).
+    assert changes.lost == set() and len(a.held) == 16 and far in a.held
+    await b.tick()
+    assert set(b.held) == set(NAMES[15:29])
+    assert a.counters.released == 14 and a.counters.lost == 0
+    assert_consistent(lease_db, [a, b], clock())
+
+
+@pg
+async def test_without_an_injected_clock_the_database_server_keeps_time(pg_url: str) -> None:  # noqa: F811
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        m016_leases(conn)
+        a, b = LeaseManager(pg_url, "a"), LeaseManager(pg_url, "b")
+        try:
+            for manager in (a, b):
+                await manager.open()
+                await manager.register(NAMES[:2])
+            assert set((await a.tick()).gained) == {NAMES[0]}  # b is live: half each
+            assert set((await b.tick()).gained) == {NAMES[1]}
+            (server_now,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+            holder, gen, expires_at = (await a.holders())[NAMES[0]]
+            assert (holder, gen) == ("a", 1)
+            assert server_now < expires_at <= server_now + TTL_S
+            with conn.transaction():
+                fence(conn, a.lease(NAMES[0]))
+            with pytest.raises(LeaseLost), conn.transaction():
+                fence(conn, Lease(NAMES[0], "b", 1))
+            assert [r["id"] for r in await a.replicas()] == ["a", "b"]
+            await a.release_all()
+            assert [r["id"] for r in await b.replicas()] == ["b"]
+        finally:
+            await a.close()
+            await b.close()
+
+
+@pg
+async def test_a_tick_hung_on_a_lock_is_cut_short_and_the_leases_lapse(
+    new_manager: Any, lease_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partition hangs rather than fails: the heartbeat waits on a row lock held by
+    another session; every tick is cut after tick_timeout_s and after the TTL the names are
+    dropped. Once the lock goes, the manager claims them again under a new generation."""
+    clock = Clock()
+    a = await new_manager("a", clock, names=NAMES[:3])
+    stop = asyncio.Event()
+    seen: list[Changes] = []
+    blocker = psycopg.connect(lease_db)
+    steps = 0
+
+    async def sleep(seconds: float) -> None:
+        nonlocal steps
+        steps += 1
+        clock.advance(seconds)
+        if steps == 1:
+            blocker.execute("SELECT * FROM replicas WHERE id = 'a' FOR UPDATE")
+        if any(c.lost for c in seen):
+            blocker.rollback()
+        if len(seen) == 3 or steps >= 50:
+            stop.set()
+        await asyncio.sleep(0)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="watcher.leases"):
+            await run(a, seen.append, stop, sleep=sleep, tick_timeout_s=0.2)
+    finally:
+        blocker.close()
+    assert [set(c.gained) for c in seen] == [set(NAMES[:3]), set(), set(NAMES[:3])]
+    assert seen[1].lost == set(NAMES[:3])
+    assert set(seen[2].gained.values()) == {2}
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1

@@ -252,13 +252,21 @@ UPDATE leases AS l SET holder = %(me)s, generation = l.generation + 1,
 RETURNING l.name, l.generation, c.holder, c.renewed_at, c.budget_json
 """
 # Release keeps renewed_at and the budget for the next holder; expires_at = now: free at once.
-RELEASE = f"""
+# Rebalancing skips a row under a fence (released next tick); release_all waits for it.
+_RELEASE = f"""
+WITH mine AS (
+  SELECT l.name, u.budget FROM leases l
+    JOIN unnest(%(names)s::text[], %(budgets)s::text[]) AS u(name, budget) ON l.name = u.name
+   WHERE l.holder = %(me)s
+     FOR UPDATE OF l SKIP_LOCKED
+)
 UPDATE leases AS l SET holder = NULL, expires_at = {NOW}, renewed_at = {NOW},
-       budget_json = COALESCE(u.budget, l.budget_json)
-  FROM unnest(%(names)s::text[], %(budgets)s::text[]) AS u(name, budget)
- WHERE l.name = u.name AND l.holder = %(me)s
+       budget_json = COALESCE(mine.budget, l.budget_json)
+  FROM mine WHERE l.name = mine.name
 RETURNING l.name
 """
+RELEASE_SKIPPING = _RELEASE.replace("SKIP_LOCKED", "SKIP LOCKED")
+RELEASE_WAITING = _RELEASE.replace("SKIP_LOCKED", "")
 HOLDERS = "SELECT name, holder, generation, expires_at FROM leases ORDER BY name"
 
 
@@ -419,11 +427,18 @@ class LeaseManager:
     async def _release(self, names: Sequence[str]) -> set[str]:
         names = sorted(names)
         budgets = [self._budgets.get(n) for n in names]
-        await self._execute(RELEASE, {"names": names, "budgets": budgets})
-        # Released or not (already taken): either way no longer ours.
-        self._forget(set(names))
-        self.counters.released += len(names)
-        return set(names)
+        params = {"names": names, "budgets": budgets}
+        released = {r[0] for r in await self._execute(RELEASE_SKIPPING, params)}
+        missing = [n for n in names if n not in released]
+        kept: set[str] = set()
+        if missing:  # skipped (a write in flight holds it): ours until the next tick
+            params = {"names": missing, "gens": [self._held[n] for n in missing]}
+            kept = {r[0] for r in await self._execute(STILL_MINE, params)}
+        gone = set(names) - kept
+        self._forget(gone)
+        self.counters.released += len(released)
+        self.counters.lost += len(gone - released)
+        return gone
 
     def _forget(self, names: Iterable[str]) -> None:
         for name in names:
@@ -445,7 +460,7 @@ class LeaseManager:
         the live set, so the others' fair share grows without waiting for the TTL."""
         held = sorted(self._held)
         budgets = [self._budgets.get(n) for n in held]
-        rows = await self._execute(RELEASE, {"names": held, "budgets": budgets})
+        rows = await self._execute(RELEASE_WAITING, {"names": held, "budgets": budgets})
         # Anything still recorded as ours (a claim whose answer was lost) goes too.
         rows += await self._execute(
             f"UPDATE leases SET holder = NULL, expires_at = {NOW} WHERE holder = %(me)s RETURNING name", {}
@@ -485,6 +500,7 @@ async def run(
     stop_event: asyncio.Event,
     interval: float | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    tick_timeout_s: float | None = None,
 ) -> None:
     """Tick every ``interval`` (default ttl/3) until ``stop_event`` is set; call
     ``on_change(changes)`` (sync or async) when something was gained or lost.
@@ -493,8 +509,11 @@ async def run(
     is logged once and retried with backoff; once a held name's local deadline passes (ttl
     after its last renewal was sent) it is reported lost without the database's word. Does
     not release on exit: the caller calls ``release_all`` after its last write. ``sleep``:
-    injectable for tests (default: wait on ``stop_event``, real seconds)."""
+    injectable for tests (default: wait on ``stop_event``, real seconds); a tick is cut
+    after ``tick_timeout_s`` real seconds (default ``interval``): a partitioned network
+    hangs rather than fails."""
     interval = manager.ttl_s / 3 if interval is None else interval
+    tick_timeout_s = interval if tick_timeout_s is None else tick_timeout_s
     failures = 0
 
     async def notify(changes: Changes) -> None:
@@ -505,7 +524,7 @@ async def run(
 
     while not stop_event.is_set():
         try:
-            changes = await asyncio.wait_for(manager.tick(), timeout=interval)
+            changes = await asyncio.wait_for(manager.tick(), timeout=tick_timeout_s)
         except (OSError, TimeoutError, _db_error()) as exc:
             if failures == 0:
                 log.warning("lease renewal failed, retrying (leases lapse after %.0f s): %s", manager.ttl_s, exc)
