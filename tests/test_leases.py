@@ -472,3 +472,22 @@ async def test_a_tick_hung_on_a_lock_is_cut_short_and_the_leases_lapse(
     assert seen[1].lost == set(NAMES[:3])
     assert set(seen[2].gained.values()) == {2}
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+@pg
+async def test_a_claim_whose_answer_was_lost_is_claimed_again_under_a_new_generation(
+    new_manager: Any, lease_db: str
+) -> None:
+    """A tick cut short after the server committed a claim: the table says a holds the name,
+    a does not know it. The next tick claims it again rather than leaving it idle for a TTL."""
+    clock = Clock()
+    a = await new_manager("a", clock, names=NAMES[:2])
+    with psycopg.connect(lease_db, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE leases SET holder = 'a', generation = 1, expires_at = %s WHERE name = %s",
+            [clock() + TTL_S, NAMES[0]],
+        )
+    changes = await a.tick()
+    assert changes.gained == {NAMES[0]: 2, NAMES[1]: 1}
+    assert a.counters.taken_over == 0
+    assert_consistent(lease_db, [a], clock())

@@ -41,6 +41,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -209,10 +211,10 @@ ON CONFLICT (name) DO NOTHING
 # Replicas dead for ten TTLs: their rows only clutter /healthz (ids are new at every start).
 PRUNE_REPLICAS = f"DELETE FROM replicas WHERE heartbeat_at < {NOW} - 10 * %(ttl)s AND id <> %(me)s"
 LIVE = f"SELECT id FROM replicas WHERE heartbeat_at > {NOW} - %(ttl)s ORDER BY id"
-FREE = f"""
-SELECT name FROM leases
- WHERE name = ANY(%(names)s) AND (holder IS NULL OR expires_at IS NULL OR expires_at <= {NOW})
-"""
+# Claimable: free, expired, or recorded as mine though I do not know it (a claim whose answer
+# was lost when a tick was cut short): claimed again under a new generation, not left idle.
+CLAIMABLE = f"(holder IS NULL OR holder = %(me)s OR expires_at IS NULL OR expires_at <= {NOW})"
+FREE = f"SELECT name FROM leases WHERE name = ANY(%(names)s) AND {CLAIMABLE}"
 # Renew by the holder of this very generation while still valid (an expired lease is lost
 # even if nobody took it yet). SKIP LOCKED: a row under a fence (a write in flight) is skipped,
 # not waited for; STILL_MINE then tells a skipped name from a lost one.
@@ -241,7 +243,7 @@ SELECT l.name FROM leases l
 CLAIM = f"""
 WITH candidates AS (
   SELECT name, holder, renewed_at, budget_json FROM leases
-   WHERE name = ANY(%(names)s) AND (holder IS NULL OR expires_at IS NULL OR expires_at <= {NOW})
+   WHERE name = ANY(%(names)s) AND {CLAIMABLE}
    ORDER BY name
    LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED
@@ -337,9 +339,7 @@ class LeaseManager:
         return self.clock() if self.clock else None
 
     async def open(self) -> None:
-        import psycopg  # only PostgreSQL deployments need the driver loaded
-
-        self._conn = await psycopg.AsyncConnection.connect(
+            self._conn = await psycopg.AsyncConnection.connect(
             self.url,
             autocommit=True,
             connect_timeout=max(1, int(self.ttl_s / 3)),
@@ -525,7 +525,7 @@ async def run(
     while not stop_event.is_set():
         try:
             changes = await asyncio.wait_for(manager.tick(), timeout=tick_timeout_s)
-        except (OSError, TimeoutError, _db_error()) as exc:
+        except (OSError, TimeoutError, psycopg.Error) as exc:
             if failures == 0:
                 log.warning("lease renewal failed, retrying (leases lapse after %.0f s): %s", manager.ttl_s, exc)
             failures += 1
@@ -540,10 +540,4 @@ async def run(
             await notify(changes)
             delay = interval
         await (sleep(delay) if sleep else _wait(stop_event, delay))
-
-
-def _db_error() -> type[Exception]:
-    import psycopg
-
-    return psycopg.Error
 
