@@ -487,29 +487,45 @@ class PgTable:
         per_batch = max(1, min(batch_size, MAX_PARAMS // len(columns)))
         head = f"INSERT INTO {self._q} ({', '.join(map(quote_identifier, columns))}) VALUES "  # noqa: S608
         tail = conflict + (" RETURNING " + ", ".join(map(quote_identifier, returning)) if returning else "")
-        top_id: int | None = None
         result = None
-        for start in range(0, len(rows), per_batch):
-            batch = rows[start : start + per_batch]
-            groups, params = [], []
-            for row in batch:
-                marks = []
-                for c in columns:
-                    value = row.get(c)
-                    if c == id_col and value is None:
-                        marks.append("DEFAULT")
-                        continue
-                    if c == id_col and isinstance(value, int):
-                        top_id = value if top_id is None else max(top_id, value)
-                    marks.append("?")
-                    params.append(_value(value))
-                groups.append("(" + ", ".join(marks) + ")")
-            result = self.db.execute(head + ", ".join(groups) + tail, params)
-        if identity is not None and top_id is not None and top_id >= 1:
-            self._advance_identity(identity[1], top_id)
+        for segment in self._segments(rows, id_col):
+            top_id: int | None = None
+            for start in range(0, len(segment), per_batch):
+                groups, params = [], []
+                for row in segment[start : start + per_batch]:
+                    marks = []
+                    for c in columns:
+                        value = row.get(c)
+                        if c == id_col and value is None:
+                            marks.append("DEFAULT")
+                            continue
+                        if c == id_col and isinstance(value, int):
+                            top_id = value if top_id is None else max(top_id, value)
+                        marks.append("?")
+                        params.append(_value(value))
+                    groups.append("(" + ", ".join(marks) + ")")
+                result = self.db.execute(head + ", ".join(groups) + tail, params)
+            if identity is not None and top_id is not None and top_id >= 1:
+                self._advance_identity(identity[1], top_id)
         if returning and result is not None:
             self._set_last_pk(result, rows[0], returning)
         return self
+
+    @staticmethod
+    def _segments(rows: list[dict[str, Any]], id_col: str | None) -> list[list[dict[str, Any]]]:
+        """Runs of rows that all bring an identity id or all leave it out, in order: SQLite
+        numbers a row without id max + 1 at its turn, so the identity is moved past the
+        explicit ids of a run before the next run generates any."""
+        if id_col is None:
+            return [rows]
+        segments: list[list[dict[str, Any]]] = []
+        for row in rows:
+            explicit = row.get(id_col) is not None
+            if segments and (segments[-1][0].get(id_col) is not None) == explicit:
+                segments[-1].append(row)
+            else:
+                segments.append([row])
+        return segments
 
     def upsert_all(self, records: Iterable[Mapping[str, Any]], *, pk: Any = None) -> PgTable:
         """Insert rows, or update the row with the same ``pk`` (default: the table's primary
