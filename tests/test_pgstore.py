@@ -489,3 +489,31 @@ def test_the_password_is_in_no_description_error_or_log(
             PgStore.open(bad)
         assert_no_secret(caught.value, caplog)
 
+
+
+def test_a_write_chosen_as_a_deadlock_victim_is_retried_once(store: PgStore, pg_url: str) -> None:  # noqa: F811 - fixture
+    store.write_sync(lambda db: db["watch_state"].insert_all([{"key": "a", "value_json": "0"}, {"key": "b", "value_json": "0"}]))
+    holds_b = threading.Event()
+    attempts: list[int] = []
+
+    def a_after_b(db: Any) -> None:
+        attempts.append(1)
+        db.execute("UPDATE watch_state SET value_json = 'w' WHERE key = 'b'")
+        holds_b.set()
+        db.execute("UPDATE watch_state SET value_json = 'w' WHERE key = 'a'")  # waits for other
+
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        # The other side checks for a deadlock late, so the store's write is the victim.
+        other.execute("SET deadlock_timeout = '10s'")
+        other.execute("BEGIN")
+        other.execute("UPDATE watch_state SET value_json = 'o' WHERE key = 'a'")
+        writer = threading.Thread(target=store.write_sync, args=(a_after_b,))
+        writer.start()
+        assert holds_b.wait(10)
+        other.execute("UPDATE watch_state SET value_json = 'o' WHERE key = 'b'")  # the cycle
+        other.execute("COMMIT")
+        writer.join(30)
+    assert len(attempts) == 2
+    assert store.read_sync(lambda db: sorted((r["key"], r["value_json"]) for r in db["watch_state"].rows)) == [
+        ("a", "w"), ("b", "w"),
+    ]
