@@ -108,7 +108,7 @@ def scenario(db: Any) -> list[Any]:
     with pytest.raises(PrimaryKeyRequired):
         kv.upsert_all([{"value": "no key"}], pk="key")
     out.append(list(kv.rows_where(order_by="key")))
-    out.append(kv.upsert({"key": "k4", "n": 4}, pk="key").last_pk)
+    out.append(kv.upsert_all([{"key": "k4", "n": 4}], pk="key").last_pk)
     out.append((t.exists(), db["missing"].exists(), list(db["missing"].rows_where())))
     out.append(t.columns_dict)
     out.append(kv.columns_dict)

@@ -22,6 +22,7 @@ The facade runs no transaction control: the store opens and ends the transaction
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -112,11 +113,6 @@ _TYPES = {
     list: "text",
     tuple: "text",
 }
-_TYPE_NAMES = {
-    "integer": "bigint", "int": "bigint", "bigint": "bigint",
-    "float": "double precision", "real": "double precision", "double precision": "double precision",
-    "text": "text", "str": "text", "blob": "bytea", "bytes": "bytea",
-}
 
 
 def pg_type(column_type: Any) -> str:
@@ -125,15 +121,8 @@ def pg_type(column_type: Any) -> str:
     Flags (``bool``) are ``bigint``, so a row reads back the same Python values on both
     engines (SQLite has no boolean type).
     """
-    if column_type is None:
-        return "text"
-    if isinstance(column_type, str):
-        try:
-            return _TYPE_NAMES[column_type.lower()]
-        except KeyError:
-            raise ValueError(f"unknown column type {column_type!r}") from None
     try:
-        return _TYPES[column_type]
+        return _TYPES[str if column_type is None else column_type]
     except KeyError:
         raise ValueError(f"unknown column type {column_type!r}") from None
 
@@ -311,9 +300,6 @@ class PgTable:
         self.last_pk: Any = None
         self.last_rowid: Any = None
 
-    def __repr__(self) -> str:
-        return f"<PgTable {self.name}>"
-
     @property
     def _q(self) -> str:
         return quote_identifier(self.name)
@@ -419,18 +405,9 @@ class PgTable:
         self.db.execute(f"DELETE FROM {self._q} WHERE {where}", values)  # noqa: S608
         return self
 
-    def delete_where(self, where: str | None = None, where_args: Sequence[Any] | None = None) -> PgTable:
-        if self.exists():
-            sql = f"DELETE FROM {self._q}" + ("" if where is None else " WHERE " + where)  # noqa: S608
-            self.db.execute(sql, where_args or [])
-        return self
-
     def insert(self, record: Mapping[str, Any], *, pk: Any = None, ignore: bool = False) -> PgTable:
         """Insert one row; ``last_pk`` is its primary key (the generated id, for instance)."""
         return self.insert_all([record], pk=pk, ignore=ignore)
-
-    def upsert(self, record: Mapping[str, Any], *, pk: Any = None) -> PgTable:
-        return self.upsert_all([record], pk=pk)
 
     def insert_all(
         self,
@@ -461,14 +438,7 @@ class PgTable:
         self.last_pk = self.last_rowid = None
         returning = self.pks if len(rows) == 1 and self.pks else None
         if not columns:
-            sql = f"INSERT INTO {self._q} DEFAULT VALUES"  # noqa: S608
-            if ignore:
-                sql += " ON CONFLICT DO NOTHING"
-            if returning:
-                sql += " RETURNING " + ", ".join(map(quote_identifier, returning))
-            result = self.db.execute(sql, [])
-            self._set_last_pk(result, rows[0], returning)
-            return self
+            raise ValueError(f"insert into {self.name}: a row without any column")
         if upsert:
             missing = [c for c in pk_cols if c not in columns or any(r.get(c) is None for r in rows)]
             if missing:
@@ -488,7 +458,11 @@ class PgTable:
         head = f"INSERT INTO {self._q} ({', '.join(map(quote_identifier, columns))}) VALUES "  # noqa: S608
         tail = conflict + (" RETURNING " + ", ".join(map(quote_identifier, returning)) if returning else "")
         result = None
-        for segment in self._segments(rows, id_col):
+        # Runs of rows that bring an identity id, or leave it out, in order: SQLite numbers a
+        # row without id max + 1 at its turn, so the identity moves past a run's explicit ids
+        # before the next run generates any.
+        for _, run in itertools.groupby(rows, key=lambda r: id_col is not None and r.get(id_col) is not None):
+            segment = list(run)
             top_id: int | None = None
             for start in range(0, len(segment), per_batch):
                 groups, params = [], []
@@ -510,22 +484,6 @@ class PgTable:
         if returning and result is not None:
             self._set_last_pk(result, rows[0], returning)
         return self
-
-    @staticmethod
-    def _segments(rows: list[dict[str, Any]], id_col: str | None) -> list[list[dict[str, Any]]]:
-        """Runs of rows that all bring an identity id or all leave it out, in order: SQLite
-        numbers a row without id max + 1 at its turn, so the identity is moved past the
-        explicit ids of a run before the next run generates any."""
-        if id_col is None:
-            return [rows]
-        segments: list[list[dict[str, Any]]] = []
-        for row in rows:
-            explicit = row.get(id_col) is not None
-            if segments and (segments[-1][0].get(id_col) is not None) == explicit:
-                segments[-1].append(row)
-            else:
-                segments.append([row])
-        return segments
 
     def upsert_all(self, records: Iterable[Mapping[str, Any]], *, pk: Any = None) -> PgTable:
         """Insert rows, or update the row with the same ``pk`` (default: the table's primary
@@ -575,10 +533,8 @@ class PgTable:
         columns: Mapping[str, Any],
         pk: str | Sequence[str] | None = None,
         foreign_keys: Sequence[tuple[str, str, str]] | None = None,
-        column_order: Sequence[str] | None = None,
         not_null: Iterable[str] | None = None,
         defaults: Mapping[str, Any] | None = None,
-        if_not_exists: bool = False,
     ) -> PgTable:
         """``CREATE TABLE`` with sqlite-utils' arguments and PostgreSQL types (:func:`pg_type`).
 
@@ -590,14 +546,10 @@ class PgTable:
         for name in (*not_null, *defaults):
             if name not in columns:
                 raise ValueError(f"{name!r} is not a column of {self.name}")
-        items = list(columns.items())
-        if column_order:
-            order = list(column_order)
-            items.sort(key=lambda kv: order.index(kv[0]) if kv[0] in order else 999)
         fks = {fk[0]: fk for fk in foreign_keys or ()}
         single_pk = pk if isinstance(pk, str) else None
         parts = []
-        for name, kind in items:
+        for name, kind in columns.items():
             sql_type = pg_type(kind)
             part = f"{quote_identifier(name)} {sql_type}"
             if name == single_pk:
@@ -614,8 +566,7 @@ class PgTable:
             parts.append(part)
         if pk is not None and single_pk is None:
             parts.append("PRIMARY KEY (" + ", ".join(map(quote_identifier, pk)) + ")")
-        exists = "IF NOT EXISTS " if if_not_exists else ""
-        self.db.execute(f"CREATE TABLE {exists}{self._q} (\n   " + ",\n   ".join(parts) + "\n)", [])
+        self.db.execute(f"CREATE TABLE {self._q} (\n   " + ",\n   ".join(parts) + "\n)", [])
         self.db._forget(self.name)
         self.db._known_tables.add(self.name)
         return self
