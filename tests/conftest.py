@@ -257,3 +257,41 @@ def json_paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from json_paths(v, (*at, i))
+
+
+# MAKEWATCH_TEST_ENGINE=postgres runs a test module on PostgreSQL instead of SQLite: every
+# Store.open of the test process opens a fresh database on the session's server (the same
+# path, the same database, within a test), so a module written against the store's contract
+# proves it on both engines. .ci/run lists the modules it runs this way; a module that tests
+# the SQLite file itself (modes, WAL, locks) is not among them.
+TEST_ENGINE = os.environ.get("MAKEWATCH_TEST_ENGINE", "sqlite")
+
+if TEST_ENGINE == "postgres":
+    from pg_fixture import pg_server  # noqa: F401 - the session's server, as a fixture
+
+    @pytest.fixture(autouse=True)
+    def _stores_on_postgres(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        import uuid
+
+        import psycopg
+
+        from watcher.pgstore import PgStore
+
+        server = request.getfixturevalue("pg_server")
+        made: dict[str, str] = {}
+
+        def open_on_postgres(path: str | os.PathLike[str], **kwargs: Any) -> PgStore:
+            key = str(Path(path).absolute())
+            if key not in made:
+                name = "t_" + uuid.uuid4().hex[:16]
+                with psycopg.connect(server.base_url, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                made[key] = name
+            kwargs.pop("busy_timeout_s", None)
+            return PgStore.open(server.url(made[key]), **kwargs)
+
+        monkeypatch.setattr(Store, "open", staticmethod(open_on_postgres))
+        yield
+        with psycopg.connect(server.base_url, autocommit=True) as conn:
+            for name in made.values():
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -555,3 +555,58 @@ def test_a_shortest_poll_interval_above_the_longest_is_refused(tmp_path: Path) -
     path = write(tmp_path, {"organizations": [org()], "polling": {"poll_interval_s": 20.0, "min_poll_interval_s": 30.0}})
     with pytest.raises(ConfigError, match=r"polling.min_poll_interval_s: must not be larger than poll_interval_s"):
         load_config(path, env={"MAKE_TOKEN": "t"})
+
+
+# --- [state] on PostgreSQL ----------------------------------------------------------------
+
+PG_URL = "postgresql://makewatch:s3cr3t-pw@db.internal:5432/makewatch"
+
+
+def test_without_a_url_the_state_is_the_sqlite_file(tmp_path: Path) -> None:
+    state = load_config(write(tmp_path, {"organizations": [org()]}), env=ENV).state
+    assert (state.engine, state.url, state.lease_ttl_s, state.replica_id) == ("sqlite", None, 30.0, None)
+
+
+def test_a_state_url_from_the_environment_selects_postgresql(tmp_path: Path) -> None:
+    data = {"organizations": [org()], "state": {"url_env": "STATE_URL", "lease_ttl_s": 12.0, "replica_id": "w-1"}}
+    state = load_config(write(tmp_path, data), env={**ENV, "STATE_URL": PG_URL + "\n"}).state
+    assert state.engine == "postgres"
+    assert state.url is not None and state.url.reveal() == PG_URL
+    assert (state.lease_ttl_s, state.replica_id) == (12.0, "w-1")
+    assert "s3cr3t" not in repr(state)
+
+
+def test_a_state_url_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "pg.url").write_text(PG_URL, encoding="utf-8")
+    data = {"organizations": [org()], "state": {"url_file": "pg.url"}}
+    assert load_config(write(tmp_path, data), env=ENV).state.url.reveal() == PG_URL
+
+
+@pytest.mark.parametrize(
+    ("state", "env", "key", "message"),
+    [
+        ({"url": "mysql://u:s3cr3t-pw@h/db"}, {}, "state.url", "must be a PostgreSQL URL"),
+        ({"url_env": "STATE_URL"}, {}, "state.url_env", "environment variable STATE_URL is not set"),
+        ({"url_env": "STATE_URL"}, {"STATE_URL": "http://x:s3cr3t-pw@h/"}, "state.url_env", "must be a PostgreSQL URL"),
+        ({"url_env": "postgresql://x:s3cr3t-pw@h/db"}, {}, "state.url_env", "must be the name of an environment variable"),
+        ({"url": PG_URL, "url_env": "STATE_URL"}, {"STATE_URL": PG_URL}, "state.url", "keep exactly one"),
+        ({"lease_ttl_s": 1.0}, {}, "state.lease_ttl_s", "greater than or equal to 5"),
+        ({"replica_id": "has space"}, {}, "state.replica_id", "letters, digits"),
+    ],
+)
+def test_a_bad_state_url_names_the_key_and_never_the_password(
+    tmp_path: Path, state: dict[str, Any], env: dict[str, str], key: str, message: str
+) -> None:
+    error = load_error(write(tmp_path, {"organizations": [org()], "state": state}), env={**ENV, **env})
+    text = str(error)
+    assert f"{key}: " in text and message in text
+    assert "s3cr3t" not in text
+
+
+def test_an_inline_state_url_with_a_password_logs_a_warning_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="watcher.config"):
+        load_config(write(tmp_path, {"organizations": [org()], "state": {"url": PG_URL}}), env=ENV)
+    assert "state.url is inline and holds a password" in caplog.text
+    assert "s3cr3t" not in caplog.text

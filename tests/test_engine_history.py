@@ -10,6 +10,7 @@ from conftest import START
 
 from alerts.pipeline import process_batch
 from alerts.policy import AlertsSettings, Policy
+from watcher import dialect
 from watcher import store as st
 from watcher.store import Store
 
@@ -77,7 +78,7 @@ def test_old_events_and_sent_notices_keep_only_what_is_read_of_them(tmp_path: Pa
         # A digest's "seen before" questions get the same answers.
         seen = store.read_sync(
             lambda db: db.execute(
-                "SELECT DISTINCT scenario_id, json_extract(payload_json, '$.error_name') FROM events "
+                f"SELECT DISTINCT scenario_id, {dialect.json_get(db, 'payload_json', 'error_name', cast='text')} FROM events "
                 "WHERE kind = 'execution_error' AND occurred_at < ?",
                 [START + 2000],
             ).fetchall()

@@ -49,7 +49,7 @@ class Rig:
 
     def events(self, kind: str | None = None) -> list[dict]:
         def q(db):
-            where = "kind = ?" if kind else "1"
+            where = "kind = ?" if kind else "1 = 1"
             return [dict(r) for r in db["events"].rows_where(where, [kind] if kind else [], order_by="id")]
 
         return self.store.read_sync(q)

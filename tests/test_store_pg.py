@@ -33,8 +33,7 @@ from test_store import (  # noqa: F401 - collected here, with this module's `sto
     test_unprocessed_events_come_back_oldest_first_with_payload_decoded,
 )
 
-import watcher.store
-from watcher.store import EVENT_FIELDS, Store, _encode
+from watcher.store import Store
 
 pytest.importorskip("psycopg", reason="psycopg is in the [test] extra")
 
@@ -42,26 +41,6 @@ from watcher.pgstore import PgStore  # noqa: E402
 
 # Every test here, imported ones included, runs once per engine.
 pytestmark = pytest.mark.usefixtures("engine")
-
-
-def _insert_events_without_json_each(db: Any, events: Any) -> int:
-    """Stand-in for ``watcher.store.insert_events`` while its ``json_each(?)`` (store.py:600-604,
-    SQLite only) is being rewritten on main: the same checks and result, with ``= ANY(?)``.
-    Without it every test that records events stops there, and hides what comes after."""
-    rows = []
-    for event in events:
-        unexpected = set(event) - set(EVENT_FIELDS)
-        if unexpected:
-            raise ValueError(f"event has unexpected fields: {sorted(unexpected)}")
-        if not event.get("key"):
-            raise ValueError("event without a key")
-        rows.append(_encode("events", {f: event.get(f) for f in EVENT_FIELDS}))
-    if not rows:
-        return 0
-    keys = sorted(row["key"] for row in rows)
-    before = db["events"].count_where("key = ANY(?)", [keys])
-    db["events"].insert_all(sorted(rows, key=lambda r: r["key"]), ignore=True)
-    return db["events"].count_where("key = ANY(?)", [keys]) - before
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -78,8 +57,6 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
                 return PgStore.open(url, **kwargs)
 
         monkeypatch.setattr(test_store, "Store", PgShim)
-        for module in (watcher.store, test_store):
-            monkeypatch.setattr(module, "insert_events", _insert_events_without_json_each)
     return request.param
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from watcher.cli_common import CONFIG_OPTION, load_config_or_exit, state_file_guard
+from watcher.cli_common import CONFIG_OPTION, load_config_or_exit, state_guard
 
 if TYPE_CHECKING:
     from watcher.actions import ActionRecord, ActionRequest
@@ -50,14 +50,14 @@ def _act(settings: Settings, req: ActionRequest) -> ActionRecord:
 
     from watcher.actions import ActionsDisabled, UnknownOrganization, perform
     from watcher.clock import SystemClock
-    from watcher.store import Store
+    from watcher.store import BaseStore, open_state
 
-    async def go(store: Store) -> ActionRecord:
+    async def go(store: BaseStore) -> ActionRecord:
         async with aiohttp.ClientSession() as session:
             return await perform(settings, store, req, session=session, clock=SystemClock())
 
     try:
-        with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+        with state_guard(settings.state), open_state(settings.state) as store:
             return asyncio.run(go(store))
     except (ActionsDisabled, UnknownOrganization) as exc:
         click.echo(f"makewatch: {exc}", err=True)
@@ -201,13 +201,13 @@ def ack(config_path: Path, until_resolved: bool, by: str | None, alert_id: int) 
     """Acknowledge an open alert: someone is on it, no more repeats until it resolves."""
     from watcher.acks import acknowledge
     from watcher.actions import ActionRequest, record_local
-    from watcher.store import Store
+    from watcher.store import BaseStore, open_state
 
     settings = load_config_or_exit(config_path)
     who = _actor(by)
     now = time.time()
 
-    async def go(store: Store) -> tuple[bool, dict[str, Any] | None]:
+    async def go(store: BaseStore) -> tuple[bool, dict[str, Any] | None]:
         ok = await acknowledge(store, alert_id, who, now)
         row = await store.read(lambda db: _alert_row(db, alert_id))
         if row is not None:
@@ -218,7 +218,7 @@ def ack(config_path: Path, until_resolved: bool, by: str | None, alert_id: int) 
             )
         return ok, row
 
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         ok, row = asyncio.run(go(store))
     if row is None:
         click.echo(f"makewatch: no alert {alert_id} (see `makewatch alerts`)", err=True)
@@ -256,13 +256,13 @@ def _alert_row(db: Any, alert_id: int) -> dict[str, Any] | None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="At most this many.")
 def alerts_command(config_path: Path, firing: bool, limit: int) -> None:
     """List alerts (newest first) with who acknowledged them and the actions taken on them."""
-    from watcher.store import Store
+    from watcher.store import open_state
 
     settings = load_config_or_exit(config_path)
-    if not Path(settings.state.db_path).exists():
+    if settings.state.url is None and not Path(settings.state.db_path).exists():
         click.echo(f"No state yet at {settings.state.db_path} (run `makewatch once` or `makewatch run`).")
         return
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         text = store.read_sync(lambda db: alerts_report(db, firing=firing, limit=limit))
     click.echo(text)
 

@@ -8,11 +8,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from watcher import __version__
-from watcher.cli_common import CONFIG_OPTION, load_config_or_exit, state_file_guard
+from watcher.cli_common import CONFIG_OPTION, load_config_or_exit, state_guard
+
+if TYPE_CHECKING:
+    from watcher.config import StateSettings
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -166,7 +170,7 @@ def once(config_path: Path) -> None:
     from watcher.runner import run_once
 
     settings = load_config_or_exit(config_path)
-    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+    with state_guard(settings.state), single_writer(settings.state):
         ok, text = asyncio.run(run_once(settings))
     click.echo(text)
     sys.exit(0 if ok else 1)
@@ -195,7 +199,7 @@ def run(config_path: Path, log_format: str | None) -> None:
     configure(level, log_format or settings.logging.format, secrets_of(settings))
     from watcher.web.app import WebServerError
 
-    with state_file_guard(settings.state.db_path), single_writer(settings.state.db_path):
+    with state_guard(settings.state), single_writer(settings.state):
         try:
             asyncio.run(run_forever(settings))
         except WebServerError as exc:
@@ -262,7 +266,7 @@ def silence_add(
     import time
 
     from watcher.silences import add_silence
-    from watcher.store import Store
+    from watcher.store import open_state
 
     if scenario_id is None and not org and not kind:
         raise click.UsageError("give --scenario, --org or --kind (a silence must match something)")
@@ -278,7 +282,7 @@ def silence_add(
     assert duration is not None
     seconds = _parse_for(duration)
     _check_silence(settings, seconds, org, kind, reason)
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         sid = add_silence(
             store,
             now=time.time(),
@@ -311,7 +315,7 @@ def _add_window(  # noqa: PLR0913 - the options of `silence add --every`
 
     from alerts.silences import parse_clock, parse_weekdays
     from watcher.silences import add_window, next_windows
-    from watcher.store import Store
+    from watcher.store import open_state
 
     every = ",".join(("mon", "tue", "wed", "thu", "fri", "sat", "sun")) if weekdays.strip() == "day" else weekdays
     for option, value, check in (("--every", every, parse_weekdays), ("--from", start, parse_clock), ("--to", end, parse_clock)):
@@ -331,7 +335,7 @@ def _add_window(  # noqa: PLR0913 - the options of `silence add --every`
     reason = str(matchers.pop("reason"))
     _check_silence(settings, seconds, matchers.get("org"), matchers.get("kind"), reason)  # type: ignore[arg-type]
     now = time.time()
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         wid = add_window(
             store, now=now, weekdays=every, start=start, end=end, timezone=timezone,  # type: ignore[arg-type]
             reason=reason, name=name, duration_s=seconds, notify_resolved=notify_resolved,
@@ -365,11 +369,11 @@ def silence_list(config_path: Path, include_ended: bool) -> None:
     from datetime import UTC, datetime
 
     from watcher.silences import list_silences, next_windows
-    from watcher.store import Store
+    from watcher.store import open_state
 
     settings = load_config_or_exit(config_path)
     now = time.time()
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         rows = list_silences(store, now, include_ended=include_ended)
         windows = next_windows(store, settings, now)
     rows = [r for r in rows if not r.get("timezone")]
@@ -398,10 +402,10 @@ def silence_expire(config_path: Path, silence_id: int) -> None:
     import time
 
     from watcher.silences import expire_silence
-    from watcher.store import Store
+    from watcher.store import open_state
 
     settings = load_config_or_exit(config_path)
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         ok = expire_silence(store, silence_id, time.time())
     if not ok:
         click.echo(f"no silence {silence_id} in force", err=True)
@@ -520,7 +524,7 @@ def digest(
         raise click.UsageError("--record goes with --send")
     settings = load_config_or_exit(config_path)
     try:
-        with state_file_guard(settings.state.db_path):
+        with state_guard(settings.state):
             text, html, run = asyncio.run(
                 run_digest_command(settings, recipient, time.time(), send=send, record=record)
             )
@@ -549,13 +553,13 @@ def status(config_path: Path) -> None:
     import time
 
     from watcher.status import status_report
-    from watcher.store import Store
+    from watcher.store import open_state
 
     settings = load_config_or_exit(config_path)
-    if not Path(settings.state.db_path).exists():
+    if settings.state.url is None and not Path(settings.state.db_path).exists():
         click.echo(f"No state yet at {settings.state.db_path} (run `makewatch once` or `makewatch run`).")
         return
-    with state_file_guard(settings.state.db_path), Store.open(settings.state.db_path) as store:
+    with state_guard(settings.state), open_state(settings.state) as store:
         click.echo(store.read_sync(lambda db: status_report(db, time.time())))
 
 
@@ -590,12 +594,17 @@ def health(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def single_writer(db_path: Path) -> Iterator[None]:
+def single_writer(state: StateSettings) -> Iterator[None]:
     """Hold the state file's lock (see watcher.lock) around ``run`` and ``once``; exit 1 if
-    another makewatch holds it."""
+    another makewatch holds it. On PostgreSQL several replicas share the database (they
+    lease the organizations): there is no file to lock."""
     from watcher.lock import AlreadyRunningError, StateLock
     from watcher.store import state_file_error
 
+    if state.url is not None:
+        yield
+        return
+    db_path = state.db_path
     lock = StateLock(db_path)
     try:
         lock.acquire()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["CONFIG_OPTION", "load_config_or_exit", "state_file_guard"]
+__all__ = ["CONFIG_OPTION", "load_config_or_exit", "state_file_guard", "state_guard"]
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -45,6 +45,24 @@ def state_file_guard(db_path: Path) -> Iterator[None]:
         if problem is None:
             raise
         click.echo(f"makewatch: {problem}", err=True)
+        sys.exit(1)
+
+
+@contextmanager
+def state_guard(state) -> Iterator[None]:  # noqa: ANN001 - watcher.config.StateSettings
+    """:func:`state_file_guard` for whichever engine ``[state]`` names: a PostgreSQL server
+    that cannot be reached or refuses makewatch is told in one line (host and database, never
+    the password); exit 1."""
+    if state.url is None:
+        with state_file_guard(state.db_path):
+            yield
+        return
+    from watcher.store import StoreError
+
+    try:
+        yield
+    except StoreError as exc:
+        click.echo(f"makewatch: {exc}", err=True)
         sys.exit(1)
 
 

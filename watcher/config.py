@@ -342,11 +342,73 @@ class OrganizationSettings(Section):
         return self
 
 
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
+
+
 class StateSettings(Section):
-    """``[state]``: where makewatch keeps what it has seen and sent."""
+    """``[state]``: where makewatch keeps what it has seen and sent.
+
+    SQLite at ``db_path`` (one process), or PostgreSQL when a URL is given (``url_env``,
+    ``url_file`` or ``url``: several replicas share it and lease the organizations).
+    """
 
     db_path: Path = Path("makewatch.db")
     retention_days: Annotated[int, Strict(), Field(ge=7)] = 90
+    url_env: str | None = None
+    url_file: Path | None = None
+    # The TOML key is ``url``; the attribute ``url`` is the resolved secret (it may hold a
+    # password), whatever its source.
+    inline_url: Secret | None = Field(default=None, alias="url")
+    lease_ttl_s: Annotated[StrictFloat, Field(ge=5, le=600)] = 30.0
+    replica_id: str | None = None
+
+    _url: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def url(self) -> Secret | None:
+        """The PostgreSQL URL (``postgresql://…``), or None for SQLite at ``db_path``."""
+        return self._url
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgres"]:
+        """Which engine keeps the state."""
+        return "sqlite" if self._url is None else "postgres"
+
+    @field_validator("url_env")
+    @classmethod
+    def _check_url_env(cls, value: str | None) -> str | None:
+        return check_env_name(value)
+
+    @field_validator("url_file")
+    @classmethod
+    def _check_url_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_file(value, info)
+
+    @field_validator("replica_id")
+    @classmethod
+    def _check_replica_id(cls, value: str | None) -> str | None:
+        if value is not None and not _REPLICA_ID.fullmatch(value):
+            raise ValueError("must be 1-100 letters, digits or . _ : @ -")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_url(self, info: ValidationInfo) -> StateSettings:
+        resolved = resolve_secret(self, info, "url", required=False)
+        if resolved is None:
+            return self
+        secret, source = resolved
+        parts = urlsplit(secret.reveal().strip())
+        # The message never repeats the value: it may carry a password.
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.path):
+            raise KeyProblem((source,), "must be a PostgreSQL URL: postgresql://user@host:5432/dbname")
+        self._url = Secret(secret.reveal().strip())
+        return self
+
+    def risky_choices(self) -> list[str]:
+        """Warnings for the loader to log (never containing the secret)."""
+        if self.inline_url is not None and urlsplit(self.inline_url.reveal()).password:
+            return ["state.url is inline and holds a password; prefer state.url_env or state.url_file"]
+        return []
 
     @field_validator("db_path")
     @classmethod
@@ -822,6 +884,8 @@ def _warn_about_risky_choices(path: Path, data: dict[str, Any], settings: Settin
     for name, channel in settings.channels.items():
         for warning in channel.risky_choices(name):
             log.warning("%s: %s", path, warning)
+    for warning in settings.state.risky_choices():
+        log.warning("%s: %s", path, warning)
 
 
 def _toml_syntax_message(exc: tomllib.TOMLDecodeError) -> str:

@@ -7,7 +7,7 @@ import aiohttp
 from alerts.digest_send import DigestRun, digest_now
 from alerts.service import Alerter
 from watcher.config import Settings
-from watcher.store import Store
+from watcher.store import open_state
 
 
 async def run_digest_command(
@@ -19,7 +19,7 @@ async def run_digest_command(
     record: bool,
 ) -> tuple[str, str, DigestRun | None]:
     """Returns the text (with its subject), the HTML part, and the send, if any."""
-    with Store.open(settings.state.db_path) as store:
+    with open_state(settings.state) as store:
         async with aiohttp.ClientSession() as session:
             alerter = Alerter(settings, store, session)
             try:

@@ -11,14 +11,14 @@ import aiohttp
 from watcher.clock import Clock
 from watcher.config import Settings
 from watcher.service import Watcher, format_reports
-from watcher.store import Store
+from watcher.store import open_state
 from watcher.web.app import start_web
 
 log = logging.getLogger(__name__)
 
 
 async def run_once(settings: Settings, clock: Clock | None = None) -> tuple[bool, str]:
-    with Store.open(settings.state.db_path) as store:
+    with open_state(settings.state) as store:
         async with aiohttp.ClientSession() as session:
             watcher = Watcher(settings, store, session, clock)
             try:
@@ -42,7 +42,7 @@ async def run_forever(settings: Settings, clock: Clock | None = None) -> None:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
     timeout = settings.service.shutdown_timeout_s
-    with Store.open(settings.state.db_path) as store:
+    with open_state(settings.state) as store:
         async with aiohttp.ClientSession() as session:
             watcher = Watcher(settings, store, session, clock)
             web_server = await start_web(settings, store, watcher)  # None with [web] enabled = false

@@ -88,8 +88,10 @@ def org_statuses(db: Database) -> list[OrgStatus]:
         total, active, off, dlq, pending = (
             v or 0
             for v in db.execute(
-                "SELECT COUNT(*), SUM(is_active), SUM(is_invalid AND NOT is_active), SUM(dlq_count), "
-                "SUM(pending_since IS NOT NULL) FROM scenarios WHERE org_id = ?",
+                # CASE, not a boolean summed: PostgreSQL has no SUM of a boolean.
+                "SELECT COUNT(*), SUM(is_active), "
+                "SUM(CASE WHEN is_invalid = 1 AND is_active = 0 THEN 1 ELSE 0 END), SUM(dlq_count), "
+                "SUM(CASE WHEN pending_since IS NOT NULL THEN 1 ELSE 0 END) FROM scenarios WHERE org_id = ?",
                 [oid],
             ).fetchone()
         )

@@ -44,6 +44,7 @@ from sqlite_utils.db import Table
 from sqlite_utils.migrations import Migrations
 
 from watcher import dialect
+from watcher.leases import m016_leases
 
 __all__ = [
     "MIGRATIONS",
@@ -60,6 +61,7 @@ __all__ = [
     "get_organization",
     "get_scenarios",
     "insert_events",
+    "open_state",
     "record_progress",
     "state_file_error",
     "unprocessed_events",
@@ -479,6 +481,7 @@ MIGRATIONS: tuple[MigrationFn, ...] = (
     m013_step_profile,
     m014_maintenance_windows,
     m015_actions,
+    m016_leases,
 )
 
 
@@ -985,6 +988,17 @@ def _describe(path: Path, code: str, detail: str, identity: FileIdentity | None)
     if code.startswith("SQLITE_IOERR"):
         return f"disk I/O error (SQLite: {detail}); check the disk and file system it is on"
     return f"cannot be used ({detail}); check that it is a makewatch state file you can write"
+
+
+def open_state(state: Any, **kwargs: Any) -> BaseStore:
+    """Open the store ``[state]`` names: PostgreSQL when it has a URL (``state.url``), else
+    the SQLite file at ``state.db_path``. ``state`` is a ``watcher.config.StateSettings``
+    (duck-typed: this module does not import the config). Blocks while migrating."""
+    if getattr(state, "url", None) is not None:
+        from watcher.pgstore import PgStore  # psycopg only when PostgreSQL is configured
+
+        return PgStore.open(state.url.reveal(), **kwargs)
+    return Store.open(state.db_path, **kwargs)
 
 
 def _refuse_lazy(result: T) -> T:
