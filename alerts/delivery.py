@@ -286,6 +286,11 @@ class _Pass:
                 if session is None:
                     session = await stack.enter_async_context(notifier.session())
                 refs = await store.read(lambda db, a=alert_id: _thread_refs(db, a))
+                check = getattr(store, "check_lease", None)
+                if check is not None:
+                    # A replica that lost the alerts lease while paused must not send what
+                    # its successor sends: look right before the message leaves.
+                    await check()
                 try:
                     ref = await session.send(_notification(row, refs))
                 except DeliveryError as exc:

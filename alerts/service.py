@@ -43,6 +43,11 @@ class AlertsReport:
     delivered: DeliveryReport
     digests: list = field(default_factory=list)
 
+    @classmethod
+    def empty(cls) -> AlertsReport:
+        """Nothing decided, nothing sent (a replica without the alerts lease)."""
+        return cls(ProcessReport(), DeliveryReport())
+
     def summary(self) -> str:
         d = self.delivered
         return (

@@ -22,7 +22,13 @@ from watcher.store import MIGRATIONS, SchemaTooNewError, Store, StoreError
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is in the [test] extra")
 
-from watcher.pgstore import MIGRATE_LOCK, WRITE_LOCK, PgStore, StateDatabaseError  # noqa: E402
+from watcher.pgstore import (  # noqa: E402
+    MIGRATE_LOCK,
+    WRITE_LOCK,
+    PgStore,
+    StateDatabaseError,
+    StateDatabaseUnavailable,
+)
 from watcher.pgtx import PgDatabase, translate  # noqa: E402
 
 pytestmark = pytest.mark.postgres
@@ -411,18 +417,44 @@ def test_a_failing_migration_is_not_recorded_and_releases_the_lock(pg_url: str) 
     assert applied(pg_url) == [fn.__name__ for fn in MIGRATIONS]
 
 
-def test_a_lost_connection_is_a_state_database_error(store: PgStore, pg_url: str) -> None:  # noqa: F811 - fixture
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'makewatch' AND datname = current_database()"
-        )
-    with pytest.raises(psycopg.OperationalError) as caught:
-        store.write_sync(lambda db: db["watch_state"].count)
-    problem = store.state_file_error(caught.value)
-    assert isinstance(problem, StateDatabaseError)
-    assert store.describe in str(problem)
+def test_a_lost_connection_fails_that_transaction_and_the_next_one_connects_again(
+    store: PgStore, pg_url: str, caplog: pytest.LogCaptureFixture  # noqa: F811 - fixture
+) -> None:
+    """A server restart or failover, or a frozen process whose idle transaction the server
+    ended: not fatal. The transaction in flight is lost (rolled back by the server), the next
+    one reconnects; the service retries the round (watcher.service)."""
+    store.write_sync(lambda db: db["watch_state"].insert({"key": "a", "value_json": "1", "updated_at": 1.0}))
+
+    def kill_backends() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'makewatch' AND datname = current_database()"
+            )
+
+    def killed_midway(db: Any) -> None:
+        db["watch_state"].insert({"key": "b", "value_json": "2", "updated_at": 2.0})
+        kill_backends()
+        db["watch_state"].insert({"key": "b2", "value_json": "2", "updated_at": 2.0})
+
+    with pytest.raises(StateDatabaseUnavailable) as caught:
+        store.write_sync(killed_midway)
+    assert store.state_file_error(caught.value) is None  # not fatal: the service retries
+    assert store.describe in str(caught.value)
+    with caplog.at_level(logging.WARNING, logger="watcher.pgstore"):
+        store.write_sync(lambda db: db["watch_state"].insert({"key": "c", "value_json": "3", "updated_at": 3.0}))
+        # The reader's connection died too (found dead at its BEGIN, replaced at once).
+        assert store.read_sync(lambda db: sorted(r["key"] for r in db["watch_state"].rows)) == ["a", "c"]
+    assert "connected again (writer)" in caplog.text and "connected again (reader)" in caplog.text
+    kill_backends()  # between transactions: the next ones just connect again
+    assert store.read_sync(lambda db: db["watch_state"].count) == 2
     assert store.state_file_error(ValueError("not ours")) is None
+
+
+def test_an_unreachable_server_is_fatal_at_open_but_retried_later(pg_url: str) -> None:  # noqa: F811
+    dead = "postgresql://makewatch@127.0.0.1:1/none"
+    with pytest.raises(StateDatabaseError, match="127.0.0.1:1/none"):
+        PgStore.open(dead, connect_timeout_s=1)
 
 
 # --------------------------------------------------------------------- no password

@@ -135,3 +135,22 @@ async def test_arrivals_never_exceed_the_budget_in_any_window_however_late_reque
     assert len(arrivals) == 24
     worst = max(sum(1 for u in arrivals if t <= u < t + 60) for t in arrivals)
     assert worst <= 5
+
+
+async def test_requests_seeded_from_a_previous_holder_count_against_the_budget():
+    # A replica taking an organization's lease seeds its limiter with the requests the
+    # previous holder made (watcher.replicas): together they never exceed the budget.
+    clock = ManualClock(start=1000.0)
+    lim = SlidingWindowLimiter(3, window_s=60, margin_s=1, clock=clock)
+    lim.seed([950.0, 990.0])
+    assert lim.recent() == [950.0, 990.0]
+    await lim.acquire()  # 2 seeded + 1 = the budget
+    blocked = asyncio.create_task(lim.acquire())
+    await settle()
+    assert not blocked.done()
+    clock.advance(11.5)  # 950 + 61 s: the oldest seeded request leaves the window
+    await settle()
+    assert blocked.done()
+    assert lim.recent() == [990.0, 1000.0, 1011.5]
+    lim.seed([900.0])  # older than the window: forgotten at once
+    assert lim.recent() == [990.0, 1000.0, 1011.5]

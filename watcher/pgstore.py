@@ -16,7 +16,12 @@ Contracts (those of :class:`watcher.store.Store`, and how they hold here)
   at once apply each migration once.
 * **Connections**: one per thread, created and closed in the thread that uses it. Each sets
   ``idle_in_transaction_session_timeout`` so that a frozen process's open transaction (and its
-  advisory lock) ends on its own.
+  advisory lock) ends on its own. A connection that was lost (the server restarted, a
+  failover, a replica frozen past that timeout) fails the transaction it was in, which is
+  rolled back by the server, and is opened again at the next transaction: the service rides
+  out a database outage (:class:`StateDatabaseUnavailable`, retried) instead of exiting.
+  What cannot mend by retrying (authentication, a missing database, missing privileges, a
+  read-only server) is a :class:`StateDatabaseError` and stops the service.
 * **No password anywhere**: ``describe`` is ``postgresql://user@host:port/dbname``; psycopg's
   errors can quote the connection string, so every error raised while connecting is
   rewritten without it (and without its chain).
@@ -42,11 +47,19 @@ from watcher.store import (
     MigrationFn,
     StateFileError,
     StoreError,
+    StoreUnavailable,
     _check_history,
     _refuse_lazy,
 )
 
-__all__ = ["MIGRATE_LOCK", "WRITE_LOCK", "PgStore", "StateDatabaseError", "describe_url"]
+__all__ = [
+    "MIGRATE_LOCK",
+    "WRITE_LOCK",
+    "PgStore",
+    "StateDatabaseError",
+    "StateDatabaseUnavailable",
+    "describe_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +96,11 @@ class StateDatabaseError(StateFileError):
         StoreError.__init__(self, f"state database {describe}: {problem}")
 
 
+class StateDatabaseUnavailable(StoreUnavailable):
+    """The state database cannot be reached right now (connection refused or lost): the
+    transaction did not happen; the next one connects again. Not fatal for the service."""
+
+
 def describe_url(url: str) -> tuple[str, str | None]:
     """``(postgresql://user@host:port/dbname, password)`` of a connection URL or conninfo.
 
@@ -113,13 +131,13 @@ _FATAL_SQLSTATES = {
     "3D000": "the database does not exist",
     "42501": "permission denied; makewatch's role must own (or be granted) its tables",
     "25006": "the server is read-only (a standby?); point makewatch at the primary",
-    "57P01": "the server was shut down (admin shutdown)",
-    "57P02": "the server crashed",
-    "57P03": "the server is not accepting connections yet",
 }
+# Those mean the connection is gone, not the database: a new connection may well work.
+_TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 class PgStore(BaseStore):
+    engine = "postgres"
     """The state on PostgreSQL. Open with :meth:`PgStore.open`; the API is :class:`BaseStore`'s."""
 
     def __init__(
@@ -165,31 +183,40 @@ class PgStore(BaseStore):
     def state_file_error(self, exc: BaseException) -> StateFileError | None:
         """``exc`` as a :class:`StateDatabaseError` if the database is unusable, else None.
 
-        Lost connection (the store does not reconnect: every later statement would fail
-        too), authentication failure, missing database, missing privileges, read-only
-        server. A constraint violation or a bug in a query is not the database's fault: None.
+        Authentication failure, missing database, missing privileges, read-only server. A
+        lost connection is not (the next transaction connects again), nor is a constraint
+        violation or a bug in a query.
         """
         if isinstance(exc, StateFileError):
             return exc
-        if not isinstance(exc, psycopg.Error):
+        if not isinstance(exc, psycopg.Error) or self._transient(exc):
             return None
         detail = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._password)
         problem = _FATAL_SQLSTATES.get(exc.sqlstate or "")
         if problem is None and exc.sqlstate == "42P01":
             problem = f"a table is missing ({detail}); is this makewatch's database?"
-        if problem is None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            if exc.sqlstate is None or exc.sqlstate.startswith("08"):
-                problem = f"cannot reach the server or lost the connection ({detail})"
         if problem is None:
             return None
         return StateDatabaseError(self.describe, problem)
+
+    @staticmethod
+    def _transient(exc: psycopg.Error) -> bool:
+        """A lost or refused connection, or a server going down: a new connection may work."""
+        if exc.sqlstate in _TRANSIENT_SQLSTATES:
+            return True
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+            exc.sqlstate is None or exc.sqlstate.startswith("08")
+        )
 
     def check_file(self) -> None:
         """Nothing to check: there is no file that could be swapped under a connection."""
 
     # -- connections, each created and closed in the thread that uses it
 
-    def _connect(self) -> PgDatabase:
+    def _connect(self, *, opening: bool = True) -> PgDatabase:
+        """A new connection. While opening the store any failure is a StateDatabaseError
+        (the service does not start); later, an unreachable server is a
+        StateDatabaseUnavailable (retried at the next transaction)."""
         try:
             conn = psycopg.connect(
                 self._url,
@@ -198,9 +225,12 @@ class PgStore(BaseStore):
                 application_name="makewatch",
             )
         except psycopg.Error as exc:
-            problem = self.state_file_error(exc) or StateDatabaseError(
-                self.describe, _scrub(str(exc).strip(), self._password)
-            )
+            detail = _scrub(str(exc).strip(), self._password)
+            if self._transient(exc):
+                if not opening:
+                    raise StateDatabaseUnavailable(f"state database {self.describe}: unreachable ({detail})") from None
+                raise StateDatabaseError(self.describe, f"cannot reach the server ({detail})") from None
+            problem = self.state_file_error(exc) or StateDatabaseError(self.describe, detail)
             raise problem from None
         for setting, value in (
             ("idle_in_transaction_session_timeout", f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s"),
@@ -282,13 +312,27 @@ class PgStore(BaseStore):
             return
         db.connection.rollback()
 
-    def _write_tx(self, fn: Callable[[Any], T]) -> T:
-        db = self._wdb
+    def _live(self, which: str) -> PgDatabase:
+        """The thread's connection, connected again first if it was lost."""
+        db = self._wdb if which == "writer" else self._rdb
         assert db is not None
+        if db.connection.closed or db.connection.broken:
+            db.close()
+            db = self._connect(opening=False)
+            if which == "writer":
+                self._wdb = db
+            else:
+                self._rdb = db
+            logger.warning("state %s: connected again (%s)", self.describe, which)
+        return db
+
+    def _write_tx(self, fn: Callable[[Any], T]) -> T:
+        db = self._begin("writer", "BEGIN")
         conn = db.connection
         for attempt in (1, 2):
-            conn.execute("BEGIN")
             try:
+                if attempt == 2:
+                    conn.execute("BEGIN")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 result = _refuse_lazy(fn(db))
                 status = conn.info.transaction_status
@@ -308,16 +352,51 @@ class PgStore(BaseStore):
                 if attempt == 2:
                     raise
                 logger.info("state %s: write retried after %s", self.describe, type(exc).__name__)
+            except psycopg.Error as exc:
+                self._rollback(db)
+                if self._transient(exc):
+                    raise self._unavailable(exc) from None
+                raise
             except BaseException:
                 self._rollback(db)
                 raise
         raise AssertionError("unreachable")
 
-    def _read_tx(self, fn: Callable[[Any], T]) -> T:
-        db = self._rdb
-        assert db is not None
-        db.connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    def _begin(self, which: str, statement: str) -> PgDatabase:
+        """The thread's connection with a transaction begun. A connection found dead at that
+        first statement (the server restarted since the last transaction) is replaced and
+        the BEGIN tried once more: nothing had been sent yet, so that is safe. A failure
+        later in a transaction is never retried here: a lost COMMIT may have committed."""
+        db = self._live(which)
         try:
-            return _refuse_lazy(fn(db))
-        finally:
-            self._rollback(db)
+            db.connection.execute(statement)
+        except psycopg.Error as exc:
+            if not self._transient(exc):
+                raise
+            db = self._live(which)
+            try:
+                db.connection.execute(statement)
+            except psycopg.Error as again:
+                if self._transient(again):
+                    raise self._unavailable(again) from None
+                raise
+        return db
+
+    def _unavailable(self, exc: psycopg.Error) -> StateDatabaseUnavailable:
+        detail = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._password)
+        return StateDatabaseUnavailable(
+            f"state database {self.describe}: lost the connection ({detail}); the transaction was "
+            "rolled back, the next one connects again"
+        )
+
+    def _read_tx(self, fn: Callable[[Any], T]) -> T:
+        db = self._begin("reader", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            try:
+                return _refuse_lazy(fn(db))
+            finally:
+                self._rollback(db)
+        except psycopg.Error as exc:
+            if self._transient(exc):
+                raise self._unavailable(exc) from None
+            raise

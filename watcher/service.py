@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
 
 from watcher.clock import Clock, SystemClock
 from watcher.config import Settings
+from watcher.leases import LeaseLost
 from watcher.orgs import make_client
 from watcher.poller import CycleReport, OrgPoller
-from watcher.store import StateFileError, Store
+from watcher.store import StateFileError, Store, StoreUnavailable
 from watcher.web.metrics import Metrics
 
 if TYPE_CHECKING:
     from watcher.interactions_service import Interactions
+    from watcher.replicas import Replica
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class Watcher:
         *,
         alert_tick_s: float = 5.0,
         metrics: Metrics | None = None,
+        lease_clock: Callable[[], float] | None = None,
     ) -> None:
         from alerts.service import Alerter
 
@@ -66,6 +70,19 @@ class Watcher:
             )
             for org in settings.organizations
         ]
+        #: On PostgreSQL: this replica's leases (watcher.replicas); None on SQLite.
+        self.replica: Replica | None = None
+        if getattr(store, "engine", "sqlite") == "postgres" and settings.state.url is not None:
+            from watcher.replicas import ALERTS_LEASE, Replica, org_lease
+
+            self.replica = Replica(
+                settings.state.url.reveal(),
+                [org_lease(o.organization_id) for o in settings.organizations] + [ALERTS_LEASE],
+                replica_id=settings.state.replica_id,
+                ttl_s=settings.state.lease_ttl_s,
+                clock=self.clock,
+                lease_clock=lease_clock,
+            )
 
     async def _poll(self, poller: OrgPoller) -> CycleReport:
         """One cycle of one organization, timed and counted (watcher.web.metrics)."""
@@ -74,18 +91,37 @@ class Watcher:
         self.metrics.cycle_done(poller.org.name, self.clock.time() - started, report.events)
         return report
 
+    def _held_pollers(self) -> list[OrgPoller]:
+        """The pollers to run now: all of them, or on a replica those whose lease it holds
+        (each given a store fenced by its lease)."""
+        if self.replica is None:
+            return list(self.pollers)
+        from watcher.replicas import org_lease
+
+        held = []
+        for poller in self.pollers:
+            lease = self.replica.lease(org_lease(poller.org.organization_id))
+            if lease is not None:
+                poller.store = self.replica.fenced(self.store, lease)
+                held.append(poller)
+        return held
+
     async def poll_once(self) -> list[CycleReport]:
-        """One cycle of every organization, concurrently.
+        """One cycle of every organization (on a replica: every one it holds), concurrently.
 
         A failing organization (Make errors are reported in its CycleReport; anything else is
         logged) never stops or delays the others.
         """
-        results = await asyncio.gather(*(self._poll(p) for p in self.pollers), return_exceptions=True)
+        pollers = self._held_pollers()
+        results = await asyncio.gather(*(self._poll(p) for p in pollers), return_exceptions=True)
         reports: list[CycleReport] = []
-        for poller, result in zip(self.pollers, results, strict=True):
+        for poller, result in zip(pollers, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
+                if isinstance(result, LeaseLost):
+                    reports.append(CycleReport(poller.org.name, error="lease lost to another replica"))
+                    continue
                 problem = self.store.state_file_error(result)
                 if problem is not None:
                     raise problem from result
@@ -97,17 +133,42 @@ class Watcher:
 
     async def alert(self, budget_s: float | None = None):  # noqa: ANN201 - alerts.service.AlertsReport
         """Decide on new events (and elapsed group waits), then deliver what is due (for about
-        ``budget_s`` at most when given: alerts.service.PASS_BUDGET_S)."""
-        report = await self.alerter.tick(self.clock.time(), budget_s=budget_s)
+        ``budget_s`` at most when given: alerts.service.PASS_BUDGET_S).
+
+        A replica does so only while it holds the ``alerts`` lease, with every write fenced
+        by it; otherwise (or once it is lost midway) the report is empty."""
+        if self.replica is not None:
+            from alerts.service import AlertsReport
+            from watcher.replicas import ALERTS_LEASE
+
+            lease = self.replica.lease(ALERTS_LEASE)
+            if lease is None:
+                return AlertsReport.empty()
+            self.alerter.store = self.replica.fenced(self.store, lease)
+            try:
+                report = await self.alerter.tick(self.clock.time(), budget_s=budget_s)
+            except LeaseLost:
+                log.info("replica %s: the alerts lease was lost during a tick", self.replica.id)
+                return AlertsReport.empty()
+        else:
+            report = await self.alerter.tick(self.clock.time(), budget_s=budget_s)
         if self.interactions is not None:
             # After the alerts: a reactivation's verdict follows its own notices.
             await self.interactions.tick(self.clock.time())
         return report
 
     async def cycle(self) -> tuple[list[CycleReport], object]:
-        """``makewatch once``: poll every organization, then alert."""
-        reports = await self.poll_once()
-        return reports, await self.alert()
+        """``makewatch once``: poll every organization, then alert. A replica polls what its
+        leases give it (everything, when no other replica runs) and hands them back after."""
+        if self.replica is None:
+            reports = await self.poll_once()
+            return reports, await self.alert()
+        await self.replica.start()
+        try:
+            reports = await self.poll_once()
+            return reports, await self.alert()
+        finally:
+            await self.replica.stop()
 
     async def _every(self, interval, stop: asyncio.Event, work, name: str = "task", wake: asyncio.Event | None = None) -> None:  # noqa: ANN001
         """Run ``work`` every ``interval`` seconds (a number, or a function giving the next one).
@@ -129,6 +190,18 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, LeaseLost):
+                    # Another replica holds it now: not a crash; the caller waits for a lease.
+                    log.info("%s: %s; this replica stops it", name, exc)
+                    raise
+                if isinstance(exc, StoreUnavailable):
+                    # The database server is restarting or unreachable: a round later.
+                    pause = min(restart_backoff_s(crashes + 1), 30.0)
+                    crashes += 1
+                    log.warning("%s: %s; again in %.0f s", name, exc, pause)
+                    if not await self._sleep_unless(stop, pause):
+                        return
+                    continue
                 problem = self._state_file_problem(exc)
                 if problem is not None:
                     # Retrying cannot mend the file: stop everything, run() raises it.
@@ -210,10 +283,23 @@ class Watcher:
             if report.delivered.deferred:
                 self._news.set()  # a backlog: decide on what came meanwhile, then deliver on
 
-        polls = [
-            asyncio.create_task(self._supervised("poll", stop, lambda p=p: self._poll_loop(p, stop)))
-            for p in self.pollers
-        ]
+        if self.replica is not None:
+            # Leases first: each organization's loop starts polling once its lease is held.
+            await self.replica.start()
+            polls = [
+                asyncio.create_task(self._supervised("poll", stop, lambda i=i: self._leased_poll_loop(i, stop)))
+                for i in range(len(self.pollers))
+            ]
+            polls.append(
+                asyncio.create_task(
+                    self._supervised("leases", stop, lambda: self.replica.run(stop, self._publish_budgets))
+                )
+            )
+        else:
+            polls = [
+                asyncio.create_task(self._supervised("poll", stop, lambda p=p: self._poll_loop(p, stop)))
+                for p in self.pollers
+            ]
         alerts = asyncio.create_task(
             self._supervised("alerts", stop, lambda: self._every(self.alert_tick_s, stop, alert, "alerts", self._news))
         )
@@ -237,6 +323,13 @@ class Watcher:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.interactions is not None:
                 await self.interactions.stop()
+            if self.replica is not None:
+                # After the last write: the others take over at once, not after the TTL.
+                try:
+                    await self.replica.stop()
+                except Exception as exc:  # the database is gone: the leases expire by themselves
+                    log.warning("replica %s: could not release the leases (%s); they expire in %.0f s",
+                                self.replica.id, type(exc).__name__, self.replica.ttl_s)
         if self.fatal is not None:
             raise self.fatal
 
@@ -256,6 +349,46 @@ class Watcher:
             interval = poller.next_interval_s(report)
 
         await self._every(lambda: interval, stop, poll, "poll")
+
+    def _publish_budgets(self) -> None:
+        """Hand each held organization's recent requests to the lease manager (stored with the
+        next renewal, for whoever holds the organization next)."""
+        assert self.replica is not None
+        from watcher.replicas import org_lease
+
+        for poller in self.pollers:
+            name = org_lease(poller.org.organization_id)
+            if self.replica.lease(name) is not None:
+                self.replica.manager.set_budget(name, poller.client.limiter.recent())
+
+    async def _leased_poll_loop(self, index: int, stop: asyncio.Event) -> None:
+        """A replica's loop for one organization: poll it while its lease is held, with a
+        fresh poller each time the lease is (re)gained (what another replica did meanwhile
+        is in the database, not in a poller's memory), and stop as soon as it is lost."""
+        assert self.replica is not None
+        from watcher.replicas import org_lease, takeover_budget
+
+        replica = self.replica
+        old = self.pollers[index]
+        name = org_lease(old.org.organization_id)
+        while not stop.is_set():
+            lease = replica.lease(name)
+            if lease is None:
+                await replica.wait_change(stop)
+                continue
+            poller = OrgPoller(old.org, old.client, replica.fenced(self.store, lease), self.settings.polling, self.clock)
+            self.pollers[index] = old = poller
+            seed = takeover_budget(replica.previous.pop(name, None), self.clock.time(), replica.ttl_s)
+            if seed:
+                poller.client.limiter.seed(seed)
+            task = asyncio.create_task(self._poll_loop(poller, stop))
+            while not stop.is_set() and not task.done() and replica.lease(name) == lease:
+                await replica.wait_change(stop, task)
+            task.cancel()
+            results = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(results[0], LeaseLost) and replica.lease(name) == lease:
+                # The database says it is gone before the manager noticed: wait for its tick.
+                await replica.wait_change(stop, timeout_s=replica.ttl_s / 3)
 
     async def aclose(self) -> None:
         await self.alerter.aclose()

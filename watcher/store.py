@@ -56,6 +56,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailable",
     "count_events",
     "get_cursor",
     "get_organization",
@@ -107,6 +108,12 @@ class StoreError(Exception):
 
 class SchemaTooNewError(StoreError):
     """The database was migrated by a newer makewatch than this one."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (a database server restarting): the transaction
+    did not happen, a later one may. The service retries; nothing is lost (the work is done
+    again from the cursors)."""
 
 
 class StoreClosedError(StoreError):
@@ -1021,6 +1028,8 @@ class BaseStore:
     """
 
     describe: str = "store"
+    #: Which engine: "sqlite" or "postgres" (several replicas can share only the latter).
+    engine: str = "sqlite"
     _closed: bool
     _close_lock: threading.Lock
     _writer: ThreadPoolExecutor

@@ -95,6 +95,20 @@ class SlidingWindowLimiter:
         """Requests granted by :meth:`slot` whose response is not in yet."""
         return self._in_flight
 
+    def recent(self) -> list[float]:
+        """Completion times still counting against the budget, oldest first (what a replica
+        hands over with the organization's lease: watcher.replicas)."""
+        self._expire(self.clock.time())
+        return list(self._done)
+
+    def seed(self, completions: list[float]) -> None:
+        """Count requests another process made (the previous holder of the organization's
+        lease) as if this one had completed them at those times."""
+        for t in completions:
+            bisect.insort(self._done, float(t))
+        self._expire(self.clock.time())
+        self._changed.set()
+
     def used(self) -> int:
         """Requests counting against the budget now: in flight or completed in the window."""
         self._expire(self.clock.time())

@@ -1,0 +1,194 @@
+"""Several ``makewatch run`` on one PostgreSQL (issue 18), as processes: the simulator with
+injected errors, the Slack stand-in, real SIGKILL and SIGSTOP. Every error is told exactly
+once; a killed replica's organizations move within the lease TTL plus a cycle; a replica
+frozen past its lease cannot write when it wakes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import AppThread, SimThread, makewatch
+from pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
+
+from watcher.clock import SystemClock
+from watcher.simulator import World
+from watcher.testing import DEFAULT_TOKEN, SlackState, create_slack_app
+
+pytestmark = pytest.mark.postgres
+
+ORGS = 4
+TTL_S = 5.0
+
+
+@dataclass
+class Rig:
+    cfg: Path
+    env: dict[str, str]
+    url: str
+    sim: SimThread
+    slack: SlackState
+    scenarios: list[tuple[int, str]]  # (id, name): two per organization
+    procs: list[subprocess.Popen[str]]
+
+    def start(self) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            makewatch("run", "--config", str(self.cfg)),
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def holders(self) -> dict[str, str | None]:
+        with psycopg.connect(self.url) as conn:
+            if conn.execute("SELECT to_regclass('leases')").fetchone()[0] is None:
+                return {}  # not migrated yet
+            rows = conn.execute(
+                "SELECT name, holder FROM leases WHERE expires_at > extract(epoch FROM clock_timestamp())"
+            ).fetchall()
+        return {name: holder for name, holder in rows}
+
+    def polled(self) -> int:
+        """Organizations with a finished cycle (the first one is the baseline: an error
+        before it is history, not news)."""
+        with psycopg.connect(self.url) as conn:
+            if conn.execute("SELECT to_regclass('cycles')").fetchone()[0] is None:
+                return 0
+            return conn.execute("SELECT COUNT(DISTINCT org_id) FROM cycles WHERE ok = 1").fetchone()[0]
+
+    def told(self) -> Counter[str]:
+        """Notices in Slack per scenario name (a first notice of an error names it)."""
+        counts: Counter[str] = Counter()
+        for message in list(self.slack.messages):
+            if message.thread_ts:
+                continue
+            for _, name in self.scenarios:
+                if name in message.text:
+                    counts[name] += 1
+        return counts
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> float:  # noqa: ANN001
+    """Seconds it took until ``predicate()``; fails after ``timeout_s``."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def rig(tmp_path: Path, pg_url: str) -> Iterator[Rig]:  # noqa: F811 - the fixture
+    world = World(seed=18, clock=SystemClock())
+    scenarios, tokens, tables = [], {}, []
+    for i in range(ORGS):
+        org = world.add_organization(name=f"Client {i}", plan="pro")
+        team = world.add_team(org.id, name=f"T{i}")
+        tokens[f"TOK_{i}"] = world.add_token(org_ids=[org.id])
+        for what in ("invoices", "orders"):
+            sc = world.add_scenario(team.id, name=f"Client {i} {what}", first_run_at=time.time() + 10**8, max_errors=0)
+            scenarios.append((sc.id, sc.name))
+        tables.append((org.id, i))
+    slack = SlackState()
+    with SimThread(world) as sim, AppThread(create_slack_app(slack)) as stand_in:
+        text = "".join(
+            f'[[organizations]]\nname = "Client {i}"\nbase_url = "http://127.0.0.1:{sim.port}/api/v2"\n'
+            f'organization_id = {org_id}\ntoken_env = "TOK_{i}"\n'
+            for org_id, i in tables
+        )
+        cfg = tmp_path / "makewatch.toml"
+        cfg.write_text(
+            text
+            + f'[state]\nurl_env = "STATE_URL"\nlease_ttl_s = {TTL_S}\n'
+            + "[polling]\npoll_interval_s = 1.0\n[web]\nlisten = \"127.0.0.1:0\"\n"
+            + "[alerts]\ngroup_wait_s = 0\ndefault_channels = [\"slack\"]\n"
+            + '[channels.slack]\ntype = "slack_bot"\ntoken_env = "BOT"\nchannel = "#alerts"\n'
+            + f'base_url = "http://127.0.0.1:{stand_in.port}/api/"\n'
+        )
+        env = {**os.environ, **tokens, "BOT": DEFAULT_TOKEN, "STATE_URL": pg_url}
+        rig = Rig(cfg, env, pg_url, sim, slack, scenarios, [])
+        try:
+            yield rig
+        finally:
+            for proc in rig.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.kill()
+                _, stderr = proc.communicate(timeout=15)
+                print(f"--- replica pid {proc.pid} (exit {proc.returncode}):\n{stderr[-4000:]}")
+
+
+def all_held(rig: Rig, by: int) -> bool:
+    holders = rig.holders()
+    return len(holders) == ORGS + 1 and None not in holders.values() and len(set(holders.values())) == by
+
+
+def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_a_sigkill(rig: Rig) -> None:
+    first, second = rig.start(), rig.start()
+    wait_for(lambda: all_held(rig, 2), 30, "both replicas to hold leases")
+    share = Counter(rig.holders().values())
+    assert sorted(share.values()) == [2, 3], share  # fair share of 5 names: ceil(5 / 2) = 3
+    wait_for(lambda: rig.polled() == ORGS, 30, "a first cycle of every organization")
+
+    wave_1, wave_2 = rig.scenarios[0::2], rig.scenarios[1::2]  # one scenario of each org each
+    for scenario_id, _ in wave_1:
+        rig.sim.inject_error(scenario_id, 1)
+    wait_for(lambda: len(rig.told()) == ORGS, 30, "every error told")
+
+    # SIGKILL the replica holding the most: no release, its leases must expire.
+    victim_pid = _pid(Counter(rig.holders().values()).most_common(1)[0][0])
+    victim, survivor = (first, second) if first.pid == victim_pid else (second, first)
+    assert victim.pid == victim_pid
+    victim.kill()
+    victim.communicate(timeout=15)
+    took = wait_for(lambda: all_held(rig, 1), 60, "the survivor to take every lease")
+    assert took <= TTL_S + TTL_S / 3 + 3, took  # TTL + a lease tick + slack for a busy machine
+    assert {_pid(h) for h in rig.holders().values()} == {survivor.pid}
+
+    for scenario_id, _ in wave_2:
+        rig.sim.inject_error(scenario_id, 1)
+    wait_for(lambda: len(rig.told()) == 2 * ORGS, 40, "the second wave told")
+    time.sleep(3.0)  # three more poll cycles: nothing more may come
+    assert rig.told() == Counter({name: 1 for _, name in rig.scenarios})
+    assert survivor.poll() is None
+
+
+def test_a_replica_frozen_past_its_lease_cannot_write_when_it_wakes(rig: Rig) -> None:
+    frozen = rig.start()
+    wait_for(lambda: all_held(rig, 1), 30, "the first replica to hold every lease")
+    wait_for(lambda: rig.polled() == ORGS, 30, "a first cycle of every organization")
+    other = rig.start()
+    frozen.send_signal(signal.SIGSTOP)
+    wait_for(lambda: all_held(rig, 1) and {_pid(h) for h in rig.holders().values()} == {other.pid}, 60,
+             "the other replica to take every lease")
+    for scenario_id, _ in rig.scenarios:
+        rig.sim.inject_error(scenario_id, 1)
+    wait_for(lambda: len(rig.told()) == 2 * ORGS, 30, "every error told by the other replica")
+    frozen.send_signal(signal.SIGCONT)
+    time.sleep(3.0)  # its poll and alert loops wake with stale leases
+    assert rig.told() == Counter({name: 1 for _, name in rig.scenarios})
+    assert other.poll() is None and frozen.poll() is None
+    frozen.send_signal(signal.SIGTERM)
+    _, stderr = frozen.communicate(timeout=15)
+    assert frozen.returncode == 0, stderr
+    # It woke up holding stale leases: the lease loop or a refused (fenced) write told it so.
+    assert "no longer held" in stderr or "lost ['" in stderr or "lapse" in stderr, stderr[-3000:]
+    assert all(_pid(h) == other.pid for h in rig.holders().values())
+
+
+def _pid(holder: str | None) -> int | None:
+    try:
+        return int((holder or "").split(":")[1])
+    except (IndexError, ValueError):
+        return None
