@@ -5,10 +5,13 @@ frozen past its lease cannot write when it wakes."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,17 +41,26 @@ class Rig:
     slack: SlackState
     scenarios: list[tuple[int, str]]  # (id, name): two per organization
     procs: list[subprocess.Popen[str]]
+    logs: dict[int, Path]
 
     def start(self) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            makewatch("run", "--config", str(self.cfg)),
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        log = self.cfg.parent / f"replica-{len(self.procs)}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                makewatch("run", "--config", str(self.cfg)), env=self.env, stdout=subprocess.DEVNULL, stderr=err
+            )
         self.procs.append(proc)
+        self.logs[proc.pid] = log
         return proc
+
+    def log_of(self, proc: subprocess.Popen[str]) -> str:
+        return self.logs[proc.pid].read_text()
+
+    def web_url(self, proc: subprocess.Popen[str]) -> str:
+        """The replica's status page address, from its log (it listens on a free port)."""
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/)", self.log_of(proc))
+        assert found, self.log_of(proc)
+        return found[1]
 
     def holders(self) -> dict[str, str | None]:
         with psycopg.connect(self.url) as conn:
@@ -117,7 +129,7 @@ def rig(tmp_path: Path, pg_url: str) -> Iterator[Rig]:  # noqa: F811 - the fixtu
             + f'base_url = "http://127.0.0.1:{stand_in.port}/api/"\n'
         )
         env = {**os.environ, **tokens, "BOT": DEFAULT_TOKEN, "STATE_URL": pg_url}
-        rig = Rig(cfg, env, pg_url, sim, slack, scenarios, [])
+        rig = Rig(cfg, env, pg_url, sim, slack, scenarios, [], {})
         try:
             yield rig
         finally:
@@ -125,8 +137,8 @@ def rig(tmp_path: Path, pg_url: str) -> Iterator[Rig]:  # noqa: F811 - the fixtu
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGCONT)
                     proc.kill()
-                _, stderr = proc.communicate(timeout=15)
-                print(f"--- replica pid {proc.pid} (exit {proc.returncode}):\n{stderr[-4000:]}")
+                proc.wait(timeout=15)
+                print(f"--- replica pid {proc.pid} (exit {proc.returncode}):\n{rig.log_of(proc)[-4000:]}")
 
 
 def all_held(rig: Rig, by: int) -> bool:
@@ -141,6 +153,29 @@ def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_
     assert sorted(share.values()) == [2, 3], share  # fair share of 5 names: ceil(5 / 2) = 3
     wait_for(lambda: rig.polled() == ORGS, 30, "a first cycle of every organization")
 
+    # Who holds what: `makewatch status` (from the database), /healthz and /metrics (each
+    # replica of itself).
+    status = subprocess.run(
+        makewatch("status", "--config", str(rig.cfg)), env=rig.env, capture_output=True, text=True, timeout=30
+    )
+    assert status.returncode == 0, status.stderr
+    assert "replicas: 2 holding leases" in status.stdout, status.stdout
+    for proc in (first, second):
+        held = sorted(n for n, h in rig.holders().items() if _pid(h) == proc.pid)
+        line = next(x for x in status.stdout.splitlines() if f":{proc.pid}:" in x)
+        assert all(name in line for name in held), (line, held)
+        with urllib.request.urlopen(rig.web_url(proc) + "healthz", timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["replica"]["holds"] == held and f":{proc.pid}:" in body["replica"]["id"]
+        with urllib.request.urlopen(rig.web_url(proc) + "metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert f"makewatch_leases_held {float(len(held))}" in metrics, metrics
+        changes = {
+            m[1]: float(m[2]) for m in re.finditer(r'makewatch_lease_changes_total\{change="(\w+)"\} (\S+)', metrics)
+        }
+        # The first one up took everything, then handed the second its share.
+        assert changes["gained"] - changes["released"] - changes["lost"] == len(held), changes
+
     wave_1, wave_2 = rig.scenarios[0::2], rig.scenarios[1::2]  # one scenario of each org each
     for scenario_id, _ in wave_1:
         rig.sim.inject_error(scenario_id, 1)
@@ -151,7 +186,7 @@ def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_
     victim, survivor = (first, second) if first.pid == victim_pid else (second, first)
     assert victim.pid == victim_pid
     victim.kill()
-    victim.communicate(timeout=15)
+    victim.wait(timeout=15)
     took = wait_for(lambda: all_held(rig, 1), 60, "the survivor to take every lease")
     assert took <= TTL_S + TTL_S / 3 + 3, took  # TTL + a lease tick + slack for a busy machine
     assert {_pid(h) for h in rig.holders().values()} == {survivor.pid}
@@ -180,7 +215,8 @@ def test_a_replica_frozen_past_its_lease_cannot_write_when_it_wakes(rig: Rig) ->
     assert rig.told() == Counter({name: 1 for _, name in rig.scenarios})
     assert other.poll() is None and frozen.poll() is None
     frozen.send_signal(signal.SIGTERM)
-    _, stderr = frozen.communicate(timeout=15)
+    frozen.wait(timeout=15)
+    stderr = rig.log_of(frozen)
     assert frozen.returncode == 0, stderr
     # It woke up holding stale leases: the lease loop or a refused (fenced) write told it so.
     assert "no longer held" in stderr or "lost ['" in stderr or "lapse" in stderr, stderr[-3000:]

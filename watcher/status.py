@@ -261,6 +261,39 @@ def _channel_lines(channels: list[ChannelStatus], now: float) -> list[str]:
     return lines
 
 
+def lease_lines(db: Database, now: float) -> list[str]:
+    """Who holds what, on PostgreSQL with replicas (watcher.replicas): each replica with its
+    heartbeat and leases, then any lease nobody holds. Nothing on SQLite (no leases)."""
+    if not db["leases"].exists():
+        return []
+    leases = list(db.query("SELECT name, holder, generation, expires_at FROM leases ORDER BY name"))
+    if not leases:
+        return []
+    names = {f"org:{r['id']}": r["name"] for r in db.query("SELECT id, name FROM organizations")}
+    replicas = {r["id"]: r for r in db.query("SELECT id, heartbeat_at FROM replicas ORDER BY id")}
+
+    def label(name: str) -> str:
+        return f"{name} ({names[name]})" if name in names else name
+
+    held: dict[str, list[str]] = {}
+    free: list[str] = []
+    for lease in leases:
+        if lease["holder"] and (lease["expires_at"] or 0) > now:
+            held.setdefault(lease["holder"], []).append(label(lease["name"]))
+        else:
+            was = f", last held by {lease['holder']}" if lease["holder"] else ""
+            free.append(f"{label(lease['name'])}{was}")
+    live = [rid for rid, r in replicas.items() if rid in held or (r["heartbeat_at"] or 0) > now - 120]
+    lines = [f"replicas: {len(held)} holding leases, {len(live)} seen in the last 2 minutes"]
+    for rid in sorted(set(held) | set(live)):
+        beat = replicas.get(rid, {}).get("heartbeat_at")
+        seen = f"heartbeat {max(0, round(now - beat))} s ago" if beat else "no heartbeat"
+        lines.append(f"  {rid} ({seen}): " + (", ".join(held.get(rid, [])) or "holds nothing (standby)"))
+    if free:
+        lines.append("  held by nobody: " + "; ".join(free))
+    return lines
+
+
 def status_report(db: Database, now: float) -> str:
     """Organizations (last cycle, failures, budget), open alerts, the outbox, silences."""
     lines: list[str] = []
@@ -296,4 +329,5 @@ def status_report(db: Database, now: float) -> str:
     lines.append(f"outbox: {counts['pending']} pending, {counts['sent']} sent, {counts['parked']} parked")
     lines += _channel_lines(channel_statuses(db), now)
     lines.append(f"silences in force: {len(silences_in_force(db, now))}")
+    lines += lease_lines(db, now)
     return "\n".join(lines)

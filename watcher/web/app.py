@@ -24,6 +24,7 @@ key; another site cannot read it (same-origin policy), so it cannot forge a writ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -196,6 +197,10 @@ async def healthz(request: web.Request) -> web.Response:
     snap = await ctx.snapshot(now)
     health: Health = snap.health  # type: ignore[assignment]
     body = health.to_json(detailed=ctx.authenticated(request))
+    replica = getattr(ctx.watcher, "replica", None)
+    if replica is not None:
+        # Which replica this is and what it polls; the whole table on `makewatch status`.
+        body["replica"] = {"id": replica.id, "holds": sorted(replica.manager.held), "of": len(replica.names)}
     interactions = getattr(ctx.watcher, "interactions", None)
     if interactions is not None and interactions.receivers:
         # Buttons are a convenience: a lost Socket Mode link is shown, not a 503.
@@ -231,6 +236,10 @@ async def metrics(request: web.Request) -> web.Response:
         ],
         open_alerts=snap.open_by_severity(),
     )
+    replica = getattr(ctx.watcher, "replica", None)
+    if replica is not None:
+        state.leases_held = len(replica.manager.held)
+        state.lease_changes = dataclasses.asdict(replica.counters)
     body = ctx.watcher.metrics.exposition(state)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -84,6 +84,10 @@ class ScrapeState:
     orgs: Sequence[OrgGauges] = ()
     channels: Sequence[ChannelGauges] = ()
     open_alerts: dict[str, int] = field(default_factory=dict)  # by severity
+    #: A replica on PostgreSQL (watcher.replicas): leases held now, and lease changes since
+    #: start by kind (gained, lost, released, taken_over). None on SQLite: not exported.
+    leases_held: int | None = None
+    lease_changes: dict[str, int] = field(default_factory=dict)
 
 
 class _StateCollector(Collector):
@@ -151,6 +155,22 @@ class _StateCollector(Collector):
         for severity, n in sorted(s.open_alerts.items()):
             alerts.add_metric([severity], n)
         yield alerts
+        if s.leases_held is not None:
+            held = GaugeMetricFamily(
+                "makewatch_leases_held", "Leases (organizations, the alert loop) this replica holds now."
+            )
+            held.add_metric([], s.leases_held)
+            yield held
+            changes = CounterMetricFamily(
+                "makewatch_lease_changes",
+                "Lease changes of this replica since it started: gained, lost (expired, taken, "
+                "or not renewable), released (handed over), taken_over (gained from a replica "
+                "whose lease had expired).",
+                labels=["change"],
+            )
+            for change, n in sorted(s.lease_changes.items()):
+                changes.add_metric([change], n)
+            yield changes
 
 
 class Metrics:
