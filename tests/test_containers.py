@@ -179,7 +179,7 @@ def test_compose_runs_makewatch_and_mailpit_with_the_config_mounted_and_a_named_
     services = re.search(r"^services:\n(.*?)^\S", text, re.M | re.S)
     assert services, "no services: section"
     names = re.findall(r"^  (\w[\w-]*):$", services.group(1), re.M)
-    assert names == ["makewatch", "mailpit"]
+    assert names == ["makewatch", "makewatch-2", "postgres", "mailpit"]
     assert re.search(r"^\s+dockerfile: docker/Dockerfile$", text, re.M)
     assert re.search(rf"^\s+- \.\./makewatch\.toml:{CONTAINER_CONFIG}:ro$", text, re.M)
     volume = re.search(r"^\s+- (\w[\w-]*):/data$", text, re.M)
@@ -188,6 +188,31 @@ def test_compose_runs_makewatch_and_mailpit_with_the_config_mounted_and_a_named_
     # Its healthcheck is the image's.
     test = re.search(r"^\s+test: (\[.*\])$", text, re.M)
     assert test and json.loads(test.group(1)) == ["CMD", *healthcheck_command()]
+
+
+def _service(text: str, name: str) -> str:
+    block = re.search(rf"^  {re.escape(name)}:\n(.*?)(?=^  \w|^\S)", text, re.M | re.S)
+    assert block, name
+    return block.group(1)
+
+
+def test_compose_has_a_postgres_profile_with_two_replicas_sharing_one_database() -> None:
+    text = COMPOSE.read_text()
+    first, second, postgres = (_service(text, n) for n in ("makewatch", "makewatch-2", "postgres"))
+    assert "profiles" not in first  # without the profile: one makewatch, on SQLite
+    for block in (second, postgres):
+        assert re.search(r'^    profiles: \["postgres"\]$', block, re.M)
+    # Both replicas: the same image, the same config, the same database URL without a
+    # password in it (libpq reads PGPASSWORD from makewatch.env), waiting for the server.
+    assert re.search(r"^    image: makewatch:local$", second, re.M)
+    assert re.search(rf"^\s+- \.\./makewatch\.toml:{CONTAINER_CONFIG}:ro$", second, re.M)
+    url = re.search(r"MAKEWATCH_STATE_URL: (\S+)", first)
+    assert url and url.group(1) == "postgresql://makewatch@postgres:5432/makewatch"
+    assert "environment: *state-url" in second and "depends_on: *depends" in second
+    assert re.search(r"postgres:\n\s+condition: service_healthy\n\s+required: false", first)
+    assert "pg_isready" in postgres and "--locale=C" in postgres
+    assert re.search(r"^\s+- makewatch-pg:/var/lib/postgresql/data$", postgres, re.M)
+    assert re.search(r"^volumes:\n(  \S+:\n)*  makewatch-pg:", text, re.M)
 
 
 def test_the_systemd_unit_restarts_on_failure_and_is_hardened() -> None:
