@@ -146,11 +146,14 @@ def all_held(rig: Rig, by: int) -> bool:
     return len(holders) == ORGS + 1 and None not in holders.values() and len(set(holders.values())) == by
 
 
-def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_a_sigkill(rig: Rig) -> None:
-    first, second = rig.start(), rig.start()
-    wait_for(lambda: all_held(rig, 2), 30, "both replicas to hold leases")
+@pytest.mark.parametrize(("replicas", "shares"), [(2, [2, 3]), (3, [1, 2, 2])])
+def test_replicas_share_the_organizations_and_tell_every_error_once_through_a_sigkill(
+    rig: Rig, replicas: int, shares: list[int]
+) -> None:
+    procs = [rig.start() for _ in range(replicas)]
+    wait_for(lambda: all_held(rig, replicas), 30, "every replica to hold leases")
     share = Counter(rig.holders().values())
-    assert sorted(share.values()) == [2, 3], share  # fair share of 5 names: ceil(5 / 2) = 3
+    assert sorted(share.values()) == shares, share  # a fair share of the 5 leases each
     wait_for(lambda: rig.polled() == ORGS, 30, "a first cycle of every organization")
 
     # Who holds what: `makewatch status` (from the database), /healthz and /metrics (each
@@ -159,8 +162,8 @@ def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_
         makewatch("status", "--config", str(rig.cfg)), env=rig.env, capture_output=True, text=True, timeout=30
     )
     assert status.returncode == 0, status.stderr
-    assert "replicas: 2 holding leases" in status.stdout, status.stdout
-    for proc in (first, second):
+    assert f"replicas: {replicas} holding leases" in status.stdout, status.stdout
+    for proc in procs:
         held = sorted(n for n, h in rig.holders().items() if _pid(h) == proc.pid)
         line = next(x for x in status.stdout.splitlines() if f":{proc.pid}:" in x)
         assert all(name in line for name in held), (line, held)
@@ -183,20 +186,20 @@ def test_two_replicas_share_the_organizations_and_tell_every_error_once_through_
 
     # SIGKILL the replica holding the most: no release, its leases must expire.
     victim_pid = _pid(Counter(rig.holders().values()).most_common(1)[0][0])
-    victim, survivor = (first, second) if first.pid == victim_pid else (second, first)
-    assert victim.pid == victim_pid
+    (victim,) = [p for p in procs if p.pid == victim_pid]
+    survivors = [p for p in procs if p is not victim]
     victim.kill()
     victim.wait(timeout=15)
-    took = wait_for(lambda: all_held(rig, 1), 60, "the survivor to take every lease")
+    took = wait_for(lambda: all_held(rig, replicas - 1), 60, "the survivors to take every lease")
     assert took <= TTL_S + TTL_S / 3 + 3, took  # TTL + a lease tick + slack for a busy machine
-    assert {_pid(h) for h in rig.holders().values()} == {survivor.pid}
+    assert {_pid(h) for h in rig.holders().values()} == {p.pid for p in survivors}
 
     for scenario_id, _ in wave_2:
         rig.sim.inject_error(scenario_id, 1)
     wait_for(lambda: len(rig.told()) == 2 * ORGS, 40, "the second wave told")
     time.sleep(3.0)  # three more poll cycles: nothing more may come
     assert rig.told() == Counter({name: 1 for _, name in rig.scenarios})
-    assert survivor.poll() is None
+    assert all(p.poll() is None for p in survivors)
 
 
 def test_a_replica_frozen_past_its_lease_cannot_write_when_it_wakes(rig: Rig) -> None:
