@@ -427,7 +427,7 @@ def migrate_state(config_path: Path, to: str | None, to_env: str | None, batch_r
             _fail(f"{type(exc).__name__}: {first}; nothing was written to the target", 1, target.password)
     width = max(map(len, copied), default=0)
     for table, n in copied.items():
-        click.echo(f"  {table:<{width}}  {n:>9} rows")
+        click.echo(f"  {table:<{width}}  {n:>9} row{'' if n == 1 else 's'}")
     click.echo(f"  ({', '.join(NOT_COPIED)}: not copied, they describe the processes running on the source)")
     click.echo(
         f"copied {sum(copied.values())} rows in {len(copied)} tables to {store.describe} "
