@@ -203,10 +203,14 @@ def copy_state(
     (two open :class:`watcher.store.BaseStore`): one source snapshot, one target transaction.
     Returns the rows copied, by table, in copy order. Raises :class:`MigrateRefused` if the
     target holds any row (checked again under the target's write lock)."""
+    from watcher.store import StoreError
+
     tables = source.read_sync(schema_tables)
     plan = source.read_sync(
         lambda db: [(t, _columns(db, t), _pks(db, t)) for t in tables if t not in NOT_COPIED]
     )
+    # Two batches in flight at most: the reader waits no longer than one insert, well inside
+    # PostgreSQL's idle_in_transaction_session_timeout (watcher.pgstore) on its snapshot.
     handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
     failed = threading.Event()
 
@@ -230,7 +234,15 @@ def copy_state(
             failed.set()
             raise
 
+    attempts: list[int] = []
+
     def write_all(db: Any) -> dict[str, int]:
+        # PgStore runs a write fn again after a deadlock: the batches taken by the first
+        # attempt are gone from the queue, so a second one would commit a partial copy.
+        attempts.append(1)
+        if len(attempts) > 1:
+            failed.set()
+            raise StoreError("the target's transaction was interrupted (deadlock); nothing was written, run it again")
         try:
             _refuse_non_empty(_counts(db, schema_tables(db)), target.describe)
             copied = {table: 0 for table, _, _ in plan}
@@ -254,7 +266,12 @@ def copy_state(
     async def both() -> list[Any]:
         return await asyncio.gather(source.read(read_all), target.write(write_all), return_exceptions=True)
 
-    read_result, write_result = asyncio.run(both())
+    try:
+        read_result, write_result = asyncio.run(both())
+    except BaseException:
+        # Ctrl-C: the threads would otherwise go on and commit the copy after all.
+        failed.set()
+        raise
     # The first failure is the one to report; the other side only stopped because of it.
     for result in (write_result, read_result):
         if isinstance(result, BaseException) and not isinstance(result, _Stopped):
