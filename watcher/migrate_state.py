@@ -37,7 +37,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -197,7 +197,6 @@ def copy_state(
     target: Any,
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
-    on_batch: Callable[[str, int], None] = lambda table, n: None,
 ) -> dict[str, int]:
     """Copy every table of the schema but :data:`NOT_COPIED` from ``source`` to ``target``
     (two open :class:`watcher.store.BaseStore`): one source snapshot, one target transaction.
@@ -258,7 +257,6 @@ def copy_state(
                 table, batch = item
                 db[table].insert_all(batch)
                 copied[table] += len(batch)
-                on_batch(table, len(batch))
         except BaseException:
             failed.set()
             raise
