@@ -629,7 +629,15 @@ def _add_action_commands() -> None:
         main.add_command(command)
 
 
+def _add_state_commands() -> None:
+    """``migrate-state`` lives in watcher.migrate_state."""
+    from watcher.migrate_state import COMMAND
+
+    main.add_command(COMMAND)
+
+
 _add_action_commands()
+_add_state_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover
