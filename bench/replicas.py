@@ -671,7 +671,7 @@ def render(b: Bench, t: Tally, command: str) -> str:
     if t.worst is not None:
         w = t.worst
         lines.append(
-            f"  requests per organization: mean {mean:.1f}/min; busiest 60 s: worst {w.name} "
+            f"  requests per organization: mean {mean:.1f}/min over {b.span_s:.0f} s; busiest 60 s: worst {w.name} "
             f"{w.max_per_60s} against a budget of {w.budget_per_minute}/min; over budget "
             f"{len(t.over_budget)} of {len(b.budgets)}; 429s {t.status_429}"
         )
