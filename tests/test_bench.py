@@ -167,7 +167,7 @@ def test_replicas_quick_runs_three_replicas_through_kills_and_a_handover(tmp_pat
     """bench/replicas.py --quick: its figures come from what ran (structure, not speed).
 
     Runs on its own PostgreSQL (tests/pg_fixture.py's start_pg, or MAKEWATCH_TEST_PG_URL's
-    server). The budget verdict is not asserted here: see bench/README.md (issue 18, point 6)."""
+    server)."""
     pytest.importorskip("psycopg")
     from pg_fixture import find_pg_bin
 
@@ -190,8 +190,10 @@ def test_replicas_quick_runs_three_replicas_through_kills_and_a_handover(tmp_pat
     assert took and figures["takeover_unfinished"] == 0 and max(took) <= 60, text
     orgs = figures["organizations"]
     assert len(orgs) == 6 and all(o["budget_per_minute"] == 30 and o["requests"] > 0 for o in orgs)
-    # Not asserted: over_budget == 0 (a takeover after a SIGKILL can overrun by a request or
-    # two; bench/README.md, "bench/replicas.py"). The count must match the figures, though.
-    assert figures["over_budget"] == sum(1 for o in orgs if o["max_per_60s"] > o["budget_per_minute"])
+    # Each organization's budget held in every 60 s window, across kills and the handover
+    # (the limiter is seeded with what the previous holder reported, or, after a death, with
+    # the rest of its window spent at its lease's expiry: watcher.replicas.takeover_budget).
+    assert figures["over_budget"] == 0, text
+    assert all(o["max_per_60s"] <= o["budget_per_minute"] for o in orgs), text
     assert figures["status_429"] == 0, text
     assert "takeover after SIGKILL" in text and "busiest 60 s" in text

@@ -267,6 +267,32 @@ async def test_a_killed_replicas_names_are_taken_over_after_the_ttl_with_its_bud
 
 
 @pg
+async def test_a_holder_killed_before_its_first_renewal_passes_on_its_predecessors_budget(
+    new_manager: Any, lease_db: str
+) -> None:
+    """Found by bench/replicas.py: a claim used to clear the stored budget, so a holder killed
+    before its first renewal handed the next one nothing, and the requests of both were
+    forgotten (41 in one window against 30)."""
+    clock = Clock()
+    names = ["org:1"]
+    a = await new_manager("a", clock, names)
+    await a.tick()
+    a.set_budget("org:1", [clock() - 3, clock() - 2])
+    await a.tick()
+    await a.close()  # SIGKILL
+    clock.advance(TTL_S + 1)
+    b = await new_manager("b", clock, names)
+    assert set((await b.tick()).gained) == {"org:1"}
+    await b.close()  # killed before it renewed: it never stored a budget of its own
+    clock.advance(TTL_S + 1)
+    c = await new_manager("c", clock, names)
+    changes = await c.tick()
+    prev = changes.previous["org:1"]
+    assert prev.holder == "b"  # the dead one: the taker assumes it spent up to its expiry
+    assert prev.budget == [clock() - 2 * (TTL_S + 1) - 3, clock() - 2 * (TTL_S + 1) - 2]  # a's, kept
+
+
+@pg
 async def test_release_all_hands_everything_over_at_once(new_manager: Any, lease_db: str) -> None:
     clock = Clock()
     a, b = await new_manager("a", clock), await new_manager("b", clock)

@@ -154,3 +154,13 @@ async def test_requests_seeded_from_a_previous_holder_count_against_the_budget()
     assert lim.recent() == [990.0, 1000.0, 1011.5]
     lim.seed([900.0])  # older than the window: forgotten at once
     assert lim.recent() == [990.0, 1000.0, 1011.5]
+
+
+async def test_what_a_replica_hands_over_counts_the_requests_in_flight():
+    clock = ManualClock(start=1000.0)
+    lim = SlidingWindowLimiter(5, clock=clock)
+    await lim.acquire()
+    clock.advance(1)
+    async with lim.slot():
+        assert lim.recent() == [1000.0, 1001.0]  # the one in flight reaches Make after now
+    assert lim.recent() == [1000.0, 1001.0]

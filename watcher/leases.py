@@ -249,7 +249,7 @@ WITH candidates AS (
      FOR UPDATE SKIP LOCKED
 )
 UPDATE leases AS l SET holder = %(me)s, generation = l.generation + 1,
-       expires_at = {NOW} + %(ttl)s, renewed_at = {NOW}, budget_json = NULL
+       expires_at = {NOW} + %(ttl)s, renewed_at = {NOW}
   FROM candidates c WHERE l.name = c.name
 RETURNING l.name, l.generation, c.holder, c.renewed_at, c.budget_json
 """
@@ -331,6 +331,13 @@ class LeaseManager:
         """The fencing token for writes about ``name``, or None when not held."""
         gen = self._held.get(name)
         return None if gen is None else Lease(name, self.replica_id, gen)
+
+    def still_held(self, lease: Lease) -> bool:
+        """``lease`` is still this replica's by its own clock: held in that generation and
+        its last renewal less than a TTL ago. Checked before every request to Make, so a
+        replica waking from a pause does not spend an organization's budget another replica
+        holds now (the database would refuse its writes; only this stops its requests)."""
+        return self._held.get(lease.name) == lease.generation and self._deadline.get(lease.name, 0.0) > self.local_time()
 
     def local_time(self) -> float:
         return self.clock() if self.clock else time.monotonic()
@@ -455,6 +462,18 @@ class LeaseManager:
         self.counters.lost += len(lost)
         return Changes(lost=lost, held=dict(self._held))
 
+    async def save_budget(self, name: str, timestamps: Sequence[float]) -> None:
+        """Store ``name``'s request times now, not with the next renewal: what a taker seeded
+        its limiter with must survive it dying before that renewal."""
+        lease = self.lease(name)
+        if lease is None:
+            return
+        await self._execute(
+            "UPDATE leases SET budget_json = %(budget)s WHERE name = %(name)s AND holder = %(me)s "
+            "AND generation = %(gen)s",
+            {"budget": json.dumps([round(t, 3) for t in timestamps]), "name": name, "gen": lease.generation},
+        )
+
     async def release_all(self) -> set[str]:
         """SIGTERM: hand every lease over at once (after the last shielded write) and leave
         the live set, so the others' fair share grows without waiting for the TTL."""
@@ -501,9 +520,11 @@ async def run(
     interval: float | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     tick_timeout_s: float | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
     """Tick every ``interval`` (default ttl/3) until ``stop_event`` is set; call
-    ``on_change(changes)`` (sync or async) when something was gained or lost.
+    ``on_change(changes)`` (sync or async) when something was gained or lost, and
+    ``on_tick()`` after every tick that succeeded (every held lease was renewed then).
 
     A failed tick (database unreachable, connection lost, statement hung past ``interval``)
     is logged once and retried with backoff; once a held name's local deadline passes (ttl
@@ -537,6 +558,8 @@ async def run(
             if failures:
                 log.info("lease renewal works again after %d failed attempts", failures)
             failures = 0
+            if on_tick is not None:
+                on_tick()
             await notify(changes)
             delay = interval
         await (sleep(delay) if sleep else _wait(stop_event, delay))

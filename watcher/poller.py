@@ -38,6 +38,7 @@ from watcher import silent
 from watcher import store as st
 from watcher.clock import Clock
 from watcher.config import OrganizationSettings, PollingSettings, budget_per_minute
+from watcher.leases import LeaseLost
 from watcher.logs import ContextLog
 from watcher.make import MakeApiError, MakeClient, Organization, Scenario
 from watcher.make.client import SCENARIO_PAGE_SIZE
@@ -368,6 +369,8 @@ class OrgPoller:
         }
         try:
             await self.store.write(lambda db: db["cycles"].insert(row))
+        except LeaseLost:
+            raise  # another replica holds the organization now: stop, not a statistics hiccup
         except Exception:  # statistics must never fail a cycle
             self.log.exception("organization %s: could not record cycle statistics", self.org.name)
 

@@ -14,15 +14,18 @@ paused or cut off cannot commit cursors, events or sent marks for it when it wak
 (``LeaseLost``: the write is rolled back, the task stops quietly and waits for the lease).
 
 Budget across a takeover: each renewal stores the holder's recent request times with the
-lease; the next holder seeds its rate limiter with them and assumes the previous holder went
-on at the same pace until its lease expired (:func:`takeover_budget`), so no 60-second window
-holds more than the organization's budget.
+lease, and between two renewals a holder makes at most :func:`tick_quota` requests for the
+organization (its limiter's gate holds the next one until the renewal). The next holder
+seeds its rate limiter with what was stored and, after a death, that quota spent at the
+lease's expiry (:func:`takeover_budget`), so no 60-second window holds more than the
+organization's budget, and a takeover costs the taker a few requests, not a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -38,6 +41,17 @@ T = TypeVar("T")
 
 ALERTS_LEASE = "alerts"
 BUDGET_WINDOW_S = 60.0
+#: How often a request held by the quota looks again (a renewal comes every ttl/3).
+QUOTA_RECHECK_S = 0.25
+#: Headroom of :func:`tick_quota` over the budget's steady pace: a cycle's burst still fits.
+QUOTA_HEADROOM = 2.0
+
+
+def tick_quota(per_window: int, ttl_s: float) -> int:
+    """Requests a holder may make for an organization between two renewals of its lease
+    (every ttl/3): twice its budget's pace, so polling is not slowed, and what a taker must
+    assume a dead holder spent after its last renewal."""
+    return max(2, math.ceil(per_window * (ttl_s / 3) / BUDGET_WINDOW_S * QUOTA_HEADROOM))
 
 
 def org_lease(organization_id: int) -> str:
@@ -50,24 +64,27 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def takeover_budget(previous: lz.PreviousHolder | None, now: float, ttl_s: float) -> list[float]:
+def takeover_budget(
+    previous: lz.PreviousHolder | None, now: float, ttl_s: float, per_window: int
+) -> list[float]:
     """The request times to count against an organization's budget when taking its lease.
 
-    What the previous holder reported at its last renewal (``budget``), plus, when it did not
-    hand the lease over (it died or froze: ``holder`` is set), the same pace again from that
-    renewal until its lease expired: it may have gone on polling meanwhile. Times older than
-    the budget window are left out.
+    What the last holders reported (``budget``: the times stored with the last renewal or
+    release, or by a taker at once; a claim keeps them). A release reports everything. A
+    holder that died or froze (``holder`` is set) may have gone on after its last renewal:
+    at most :func:`tick_quota` requests (its gate holds more until a renewal that never
+    came), and no more than its window's budget allowed; they are counted at its lease's
+    expiry, the latest moment they could have been made, so that no 60-second window holds
+    more than ``per_window`` requests of the holders together. Times older than the window
+    are left out.
     """
     if previous is None:
         return []
     times = sorted(float(t) for t in previous.budget)
-    if previous.holder is not None and previous.renewed_at is not None and times:
-        recent = [t for t in times if t > previous.renewed_at - BUDGET_WINDOW_S]
-        pace = len(recent) / BUDGET_WINDOW_S  # requests per second over the last window
-        until = min(previous.renewed_at + ttl_s, now)
-        n = int(pace * max(0.0, until - previous.renewed_at))
-        step = (until - previous.renewed_at) / n if n else 0.0
-        times += [previous.renewed_at + step * (i + 1) for i in range(n)]
+    if previous.holder is not None and previous.renewed_at is not None:
+        expiry = previous.renewed_at + ttl_s
+        seen = sum(1 for t in times if t > expiry - BUDGET_WINDOW_S)
+        times += [expiry] * max(0, min(tick_quota(per_window, ttl_s), per_window - seen))
     return [t for t in times if t > now - BUDGET_WINDOW_S]
 
 
@@ -124,6 +141,9 @@ class Replica:
         self.previous: dict[str, lz.PreviousHolder] = {}
         self._changed = asyncio.Event()
         self.started = False
+        # Per lease: service-clock time since which its requests count against tick_quota.
+        self._quota_start: dict[str, float] = {}
+        self._pending_start: float | None = None
 
     @property
     def ttl_s(self) -> float:
@@ -139,6 +159,40 @@ class Replica:
 
     def fenced(self, store: Any, lease: lz.Lease) -> FencedStore:
         return FencedStore(store, lease, self.fence_now)
+
+    def gate(self, lease: lz.Lease, limiter: Any) -> Callable[[], float | None]:
+        """For the organization's rate limiter (its ``gate``): refuse any request once
+        ``lease`` lapsed by this replica's own clock (LeaseManager.still_held), and hold one
+        while :func:`tick_quota` requests were made since the last renewal began."""
+
+        def check() -> float | None:
+            if not self.manager.still_held(lease):
+                raise lz.LeaseLost(lease.name)
+            since = self._quota_start.get(lease.name)
+            if since is None or self.clock is None:
+                return None
+            if limiter.count_since(since) < tick_quota(limiter.per_window, self.ttl_s):
+                return None
+            return self.clock.time() + QUOTA_RECHECK_S  # until the next renewal resets it
+
+        return check
+
+    def quota_from_now(self, name: str) -> None:
+        """A lease was (re)gained: its quota counts from now."""
+        if self.clock is not None:
+            self._quota_start[name] = self.clock.time()
+
+    def before_tick(self) -> None:
+        """The budgets are being handed to the manager: requests from now on belong to the
+        next renewal's quota, once that renewal succeeds (:meth:`after_tick`)."""
+        if self.clock is not None:
+            self._pending_start = self.clock.time()
+
+    def after_tick(self) -> None:
+        """Every held lease was just renewed: their quotas count from the hand-over."""
+        if self._pending_start is not None:
+            for name in self.manager.held:
+                self._quota_start[name] = self._pending_start
 
     @property
     def counters(self) -> lz.LeaseCounters:
@@ -201,13 +255,15 @@ class Replica:
             except TimeoutError:
                 pass
             publish()  # before the next tick renews: the budgets travel with the renewal
+            self.before_tick()
 
         def on_change(changes: lz.Changes) -> None:
             self._apply(changes)
             publish()
 
         publish()
-        await lz.run(self.manager, on_change, stop, sleep=quiet_sleep)
+        self.before_tick()
+        await lz.run(self.manager, on_change, stop, sleep=quiet_sleep, on_tick=self.after_tick)
 
     async def stop(self) -> None:
         """SIGTERM: hand every lease over (after the last write), then disconnect."""

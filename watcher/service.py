@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from watcher.clock import Clock, SystemClock
-from watcher.config import Settings
+from watcher.config import Settings, budget_per_minute
 from watcher.leases import LeaseLost
 from watcher.orgs import make_client
 from watcher.poller import CycleReport, OrgPoller
@@ -103,6 +103,8 @@ class Watcher:
             lease = self.replica.lease(org_lease(poller.org.organization_id))
             if lease is not None:
                 poller.store = self.replica.fenced(self.store, lease)
+                self.replica.quota_from_now(org_lease(poller.org.organization_id))
+                poller.client.limiter.gate = self.replica.gate(lease, poller.client.limiter)
                 held.append(poller)
         return held
 
@@ -324,8 +326,10 @@ class Watcher:
             if self.interactions is not None:
                 await self.interactions.stop()
             if self.replica is not None:
-                # After the last write: the others take over at once, not after the TTL.
+                # After the last write: the others take over at once, not after the TTL,
+                # knowing every request this one made (the budget travels with the release).
                 try:
+                    self._publish_budgets()
                     await self.replica.stop()
                 except Exception as exc:  # the database is gone: the leases expire by themselves
                     log.warning("replica %s: could not release the leases (%s); they expire in %.0f s",
@@ -378,9 +382,25 @@ class Watcher:
                 continue
             poller = OrgPoller(old.org, old.client, replica.fenced(self.store, lease), self.settings.polling, self.clock)
             self.pollers[index] = old = poller
-            seed = takeover_budget(replica.previous.pop(name, None), self.clock.time(), replica.ttl_s)
-            if seed:
-                poller.client.limiter.seed(seed)
+            limiter = poller.client.limiter
+            previous = replica.previous.pop(name, None)
+            if previous is not None:
+                # The window the previous holder may have filled is its budget, known from the
+                # organization's API limit (stored by whoever calibrated it), not this fresh
+                # limiter's start value (the Free plan's until the first calibration).
+                known = await self.store.get_organization(old.org.organization_id)
+                budget = budget_per_minute(old.org, (known or {}).get("api_limit"))
+                seed = takeover_budget(previous, self.clock.time(), replica.ttl_s, max(budget, limiter.per_window))
+                if seed:
+                    limiter.seed(seed)
+                    # Stored now: if this replica dies before its first renewal, the next
+                    # taker still knows what the previous holders spent.
+                    try:
+                        await replica.manager.save_budget(name, limiter.recent())
+                    except Exception as exc:  # the lease loop will notice a lost database
+                        log.warning("replica %s: could not store %s's budget now: %s", replica.id, name, exc)
+            replica.quota_from_now(name)
+            limiter.gate = replica.gate(lease, limiter)
             task = asyncio.create_task(self._poll_loop(poller, stop))
             while not stop.is_set() and not task.done() and replica.lease(name) == lease:
                 await replica.wait_change(stop, task)

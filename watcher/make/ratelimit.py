@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from watcher.clock import Clock, SystemClock
@@ -63,6 +63,10 @@ class SlidingWindowLimiter:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self.granted = 0
+        #: Asked right before each grant is handed out (watcher.replicas, for a replica's
+        #: lease on the organization): it raises to refuse the request, returns a clock time
+        #: to hold it until, or None to let it go. None: always granted.
+        self.gate: Callable[[], float | None] | None = None
 
     @property
     def per_window(self) -> int:
@@ -96,10 +100,12 @@ class SlidingWindowLimiter:
         return self._in_flight
 
     def recent(self) -> list[float]:
-        """Completion times still counting against the budget, oldest first (what a replica
-        hands over with the organization's lease: watcher.replicas)."""
-        self._expire(self.clock.time())
-        return list(self._done)
+        """What counts against the budget now, oldest first: completion times in the window,
+        and each request in flight as if it completed now (what a replica hands over with the
+        organization's lease: watcher.replicas; a request in flight reaches Make after now)."""
+        now = self.clock.time()
+        self._expire(now)
+        return list(self._done) + [now] * self._in_flight
 
     def seed(self, completions: list[float]) -> None:
         """Count requests another process made (the previous holder of the organization's
@@ -108,6 +114,11 @@ class SlidingWindowLimiter:
             bisect.insort(self._done, float(t))
         self._expire(self.clock.time())
         self._changed.set()
+
+    def count_since(self, t: float) -> int:
+        """Requests completed after clock time ``t`` (still in the window) or in flight."""
+        self._expire(self.clock.time())
+        return len(self._done) - bisect.bisect_right(self._done, t) + self._in_flight
 
     def used(self) -> int:
         """Requests counting against the budget now: in flight or completed in the window."""
@@ -131,6 +142,10 @@ class SlidingWindowLimiter:
                 self._expire(now)
                 over = len(self._done) + self._in_flight - self._limit
                 if over < 0:
+                    hold = self.gate() if self.gate is not None else None
+                    if hold is not None and hold > now:
+                        await self._wait(hold - now)
+                        continue
                     self.granted += 1
                     return
                 if over < len(self._done):
