@@ -67,8 +67,8 @@ BOOKKEEPING_TABLES = frozenset({"_sqlite_migrations", "_makewatch_migrations"})
 NOT_COPIED = ("leases", "replicas")
 DEFAULT_BATCH_ROWS = 1000
 #: How long the reader waits for the writer to take a batch before looking whether it failed.
-_HANDOFF_POLL_S = 0.2
-_DONE = object()
+_DONE = object()  # the reader's last item: every batch was handed over
+_FAILED = object()  # the reader's last item when it stopped early (its error, or the writer's)
 
 
 class MigrateRefused(Exception):
@@ -210,28 +210,41 @@ def copy_state(
     )
     # Two batches in flight at most: the reader waits no longer than one insert, well inside
     # PostgreSQL's idle_in_transaction_session_timeout (watcher.pgstore) on its snapshot.
+    # No timed waits: each side blocks on the queue, and the reader always ends with one of
+    # two sentinels, which the writer waits for even after it failed (it drains the queue
+    # meanwhile), so neither side can be left blocked on the other.
     handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
     failed = threading.Event()
+    ended = threading.Event()  # the reader put its sentinel
+    ending = threading.Lock()
 
     def put(item: Any) -> None:
-        while True:
-            if failed.is_set():
-                raise _Stopped
-            try:
-                handoff.put(item, timeout=_HANDOFF_POLL_S)
+        if failed.is_set():
+            raise _Stopped
+        handoff.put(item)
+
+    def end(sentinel: object) -> None:
+        with ending:  # exactly one sentinel: a second could block on a queue nobody reads
+            if ended.is_set():
                 return
-            except queue.Full:
-                continue
+            ended.set()
+        handoff.put(sentinel)
 
     def read_all(db: Any) -> None:
         try:
             for table, columns, pks in plan:
                 for batch in _batches(db, table, columns, pks, batch_rows):
                     put((table, batch))
-            put(_DONE)
         except BaseException:
             failed.set()
+            end(_FAILED)
             raise
+        end(_DONE)
+
+    def drain() -> None:
+        """After the writer failed: take what the reader still hands over until it ends."""
+        while handoff.get() not in (_DONE, _FAILED):
+            pass
 
     attempts: list[int] = []
 
@@ -246,23 +259,30 @@ def copy_state(
             _refuse_non_empty(_counts(db, schema_tables(db)), target.describe)
             copied = {table: 0 for table, _, _ in plan}
             while True:
-                try:
-                    item = handoff.get(timeout=_HANDOFF_POLL_S)
-                except queue.Empty:
-                    if failed.is_set():
-                        raise _Stopped from None
-                    continue
+                item = handoff.get()
                 if item is _DONE:
                     return copied
+                if item is _FAILED:
+                    raise _Stopped
                 table, batch = item
                 db[table].insert_all(batch)
                 copied[table] += len(batch)
+        except _Stopped:
+            raise  # the reader failed and has ended: nothing left to take
         except BaseException:
             failed.set()
+            drain()
             raise
 
     async def both() -> list[Any]:
-        return await asyncio.gather(source.read(read_all), target.write(write_all), return_exceptions=True)
+        read = asyncio.ensure_future(source.read(read_all))
+        write = asyncio.ensure_future(target.write(write_all))
+        await asyncio.wait({read})
+        if not ended.is_set():
+            # The read transaction failed before read_all could end it: tell the writer.
+            failed.set()
+            await asyncio.to_thread(end, _FAILED)
+        return await asyncio.gather(read, write, return_exceptions=True)
 
     try:
         read_result, write_result = asyncio.run(both())
