@@ -102,8 +102,25 @@ class PgServer:
             capture_output=True,
             check=False,
             timeout=30,
+            env=_server_env(),
         )
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _server_env() -> dict[str, str]:
+    """The environment of the server's commands: this one without libfaketime.
+
+    The suite is also run at a faked hour (``faketime ... pytest``, which preloads
+    libfaketime into every child): the database server is infrastructure, like a real one,
+    not code under test, and its timers (deadlock_timeout, statement and lock timeouts) stop
+    working under libfaketime, which hangs the tests that rely on them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKETIME")}
+    preload = " ".join(p for p in env.get("LD_PRELOAD", "").split() if "faketime" not in p)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    else:
+        env.pop("LD_PRELOAD", None)
+    return env
 
 
 def start_pg() -> PgServer:
@@ -121,7 +138,9 @@ def start_pg() -> PgServer:
     server = PgServer(bin_dir, root, user, port, f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres")
 
     def run(*argv: str) -> None:
-        done = subprocess.run(server._cmd(*argv), capture_output=True, text=True, check=False, timeout=120)
+        done = subprocess.run(
+            server._cmd(*argv), capture_output=True, text=True, check=False, timeout=120, env=_server_env()
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
 

@@ -428,11 +428,12 @@ async def test_rebalancing_skips_a_name_under_a_write_in_flight_instead_of_waiti
             assert far not in changes.lost and far in a.held  # skipped, not waited for
             assert changes.lost == set(NAMES[15:29])
         changes = await a.tick()
-    # 16 is within share + 1: kept (the band that keeps replicas from trading names).
-    assert changes.lost == set() and len(a.held) == 16 and far in a.held
+    # 16 is within share + 1, but b (live) still holds none of its 15: the band gives way
+    # and the skipped name goes now that the write is over.
+    assert changes.lost == {far} and len(a.held) == 15 and far not in a.held
     await b.tick()
-    assert set(b.held) == set(NAMES[15:29])
-    assert a.counters.released == 14 and a.counters.lost == 0
+    assert set(b.held) == set(NAMES[15:30])
+    assert a.counters.released == 15 and a.counters.lost == 0
     assert_consistent(lease_db, [a, b], clock())
 
 
@@ -517,3 +518,16 @@ async def test_a_claim_whose_answer_was_lost_is_claimed_again_under_a_new_genera
     assert changes.gained == {NAMES[0]: 2, NAMES[1]: 1}
     assert a.counters.taken_over == 0
     assert_consistent(lease_db, [a], clock())
+
+
+def test_the_band_gives_way_to_a_replica_left_with_nothing() -> None:
+    """Found by tests/test_replicas_e2e.py under load: 3 replicas on 5 names settled at
+    3/2/0 (3 is within the share of 2 + 1), one replica idle for good."""
+    names = [f"org:{i}" for i in range(5)]
+    held = names[:3]
+    live = ["a", "b", "c"]
+    calm = plan(names, held, [], live, "a", {"a": 3, "b": 2, "c": 1})
+    assert calm.release == []  # 3/2/... with nobody under 5 // 3 = 1: the band holds
+    starving = plan(names, held, [], live, "a", {"a": 3, "b": 2, "c": 0})
+    assert len(starving.release) == 1 and set(starving.release) <= set(held)
+    assert plan(names, [], [starving.release[0]], live, "c", {"a": 2, "b": 2, "c": 0}).claim == starving.release

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -260,10 +259,12 @@ def test_a_running_service_on_the_sqlite_file_is_refused(tmp_path: Path, pg_url:
 def test_a_live_lease_on_a_postgres_source_is_refused_naming_it(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
     with PgStore.open(pg_url) as pg:
         pg.write_sync(lambda db: db["silences"].insert({"reason": "x", "starts_at": 1.0, "ends_at": 2.0}))
+        # Expiry on the database server's clock, which is what leases are compared with (the
+        # test's own clock may be faked to another hour).
+        now = "extract(epoch FROM clock_timestamp())"
         pg.write_sync(lambda db: db.execute(
-            "INSERT INTO leases (name, holder, generation, expires_at) VALUES "
-            "('org:1', 'w-1', 4, ?), ('org:2', NULL, 2, ?), ('org:3', 'w-2', 1, ?)",
-            [time.time() + 60, time.time() + 60, time.time() - 5],
+            "INSERT INTO leases (name, holder, generation, expires_at) VALUES "  # noqa: S608 - fixed text
+            f"('org:1', 'w-1', 4, {now} + 60), ('org:2', NULL, 2, {now} + 60), ('org:3', 'w-2', 1, {now} - 5)"
         ))
     target = tmp_path / "new.db"
     result = migrate(pg_config(tmp_path), "--to", str(target), env={STATE_ENV: pg_url})

@@ -119,13 +119,17 @@ def plan(
     free_or_expired: Collection[str],
     live_replicas: Collection[str],
     me: str,
+    holdings: Mapping[str, int] | None = None,
 ) -> Plan:
     """What replica ``me`` should claim and release this tick (pure).
 
     Claim up to the fair share from ``free_or_expired``; when holding more than share + 1,
     release down to the share (releasing only the excess above share + 1 would leave a
     2-replica split of 30 stuck at 16/14 forever; the one-name band is what keeps a replica
-    from giving up a name over rounding). Names held but no longer configured are released.
+    from giving up a name over rounding). The band gives way when another live replica holds
+    fewer than ``total // live`` (``holdings``: names held per live replica): without that,
+    3 replicas on 5 names could settle at 3/2/0, one of them idle for good. Names held but
+    no longer configured are released.
 
     Order: the sorted names rotated to start at ``rank(me) / live`` of the way along, rank
     among the sorted live ids, so replicas that start together reach for different names,
@@ -139,7 +143,9 @@ def plan(
     rank = {name: (i - start) % len(order) for i, name in enumerate(order)}
     mine = sorted((n for n in held if n in rank), key=rank.__getitem__)
     release = sorted(n for n in held if n not in rank)
-    if len(mine) > share + 1:
+    floor = len(order) // len(replicas)
+    starving = any(n < floor for rid, n in (holdings or {}).items() if rid != me and rid in replicas)
+    if len(mine) > share + 1 or (starving and len(mine) > share):
         release += mine[share:]
         return Plan(claim=[], release=release)
     want = share - len(mine)
@@ -210,7 +216,13 @@ ON CONFLICT (name) DO NOTHING
 """
 # Replicas dead for ten TTLs: their rows only clutter /healthz (ids are new at every start).
 PRUNE_REPLICAS = f"DELETE FROM replicas WHERE heartbeat_at < {NOW} - 10 * %(ttl)s AND id <> %(me)s"
-LIVE = f"SELECT id FROM replicas WHERE heartbeat_at > {NOW} - %(ttl)s ORDER BY id"
+# Live replicas and how many of the names each holds now.
+LIVE = f"""
+SELECT r.id, count(l.name) FROM replicas r
+  LEFT JOIN leases l ON l.holder = r.id AND l.expires_at > {NOW} AND l.name = ANY(%(names)s)
+ WHERE r.heartbeat_at > {NOW} - %(ttl)s
+ GROUP BY r.id ORDER BY r.id
+"""
 # Claimable: free, expired, or recorded as mine though I do not know it (a claim whose answer
 # was lost when a tick was cut short): claimed again under a new generation, not left idle.
 CLAIMABLE = f"(holder IS NULL OR holder = %(me)s OR expires_at IS NULL OR expires_at <= {NOW})"
@@ -389,9 +401,9 @@ class LeaseManager:
         started = self.local_time()
         await self._execute(HEARTBEAT, {})
         lost = await self._renew(started)
-        live = [r[0] for r in await self._execute(LIVE, {})]
+        holdings = {r[0]: int(r[1]) for r in await self._execute(LIVE, {"names": self._names})}
         free = [r[0] for r in await self._execute(FREE, {"names": self._names})]
-        todo = plan(self._names, self._held, free, live, self.replica_id)
+        todo = plan(self._names, self._held, free, list(holdings), self.replica_id, holdings)
         if todo.release:
             lost |= await self._release(todo.release)
         gained: dict[str, int] = {}

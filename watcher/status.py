@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from watcher import dialect
+
 __all__ = [
     "ChannelStatus",
     "OrgStatus",
@@ -269,6 +271,10 @@ def lease_lines(db: Database, now: float) -> list[str]:
     leases = list(db.query("SELECT name, holder, generation, expires_at FROM leases ORDER BY name"))
     if not leases:
         return []
+    if dialect.engine(db) == dialect.POSTGRES:
+        # Leases and heartbeats are stamped by the database server's clock: compare with it,
+        # not with this machine's (which may be skewed).
+        now = float(db.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
     names = {f"org:{r['id']}": r["name"] for r in db.query("SELECT id, name FROM organizations")}
     replicas = {r["id"]: r for r in db.query("SELECT id, heartbeat_at FROM replicas ORDER BY id")}
 
