@@ -103,3 +103,13 @@ async def test_the_gate_holds_a_request_until_the_time_it_names() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
     assert task.done() and limiter.recent() == [1005.0]
+
+
+def test_the_expiry_is_moved_onto_the_takers_clock() -> None:
+    """The lease's times are the database server's; the limiter's are the replica's. Found
+    by the suite at a faked hour: ten hours apart, every seeded request fell outside the
+    window and the budget was overrun."""
+    skew = 36_000.0  # this replica's clock runs 10 h ahead of the server's
+    previous = PreviousHolder(holder="a:1:x", renewed_at=1000.0, budget=[skew + 995.0], claimed_at=1040.0)
+    seeded = takeover_budget(previous, now=skew + 1040.0, ttl_s=30.0, per_window=30)
+    assert seeded == [skew + 995.0] + [skew + 1030.0] * 10

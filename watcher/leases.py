@@ -263,7 +263,7 @@ WITH candidates AS (
 UPDATE leases AS l SET holder = %(me)s, generation = l.generation + 1,
        expires_at = {NOW} + %(ttl)s, renewed_at = {NOW}
   FROM candidates c WHERE l.name = c.name
-RETURNING l.name, l.generation, c.holder, c.renewed_at, c.budget_json
+RETURNING l.name, l.generation, c.holder, c.renewed_at, c.budget_json, {NOW}
 """
 # Release keeps renewed_at and the budget for the next holder; expires_at = now: free at once.
 # Rebalancing skips a row under a fence (released next tick); release_all waits for it.
@@ -292,8 +292,9 @@ class PreviousHolder:
     """Who held a name before this replica claimed it (None: it had been released)."""
 
     holder: str | None
-    renewed_at: float | None
-    budget: list[float]
+    renewed_at: float | None  # the database server's clock
+    budget: list[float]  # request times, the clocks of the replicas that made them
+    claimed_at: float | None = None  # the server's clock when this replica claimed it
 
 
 @dataclass(frozen=True)
@@ -411,13 +412,13 @@ class LeaseManager:
         if todo.claim:
             started = self.local_time()
             rows = await self._execute(CLAIM, {"names": todo.claim, "limit": len(todo.claim)})
-            for name, gen, holder, renewed_at, budget_json in rows:
+            for name, gen, holder, renewed_at, budget_json, claimed_at in rows:
                 gained[name] = gen
                 self._held[name] = gen
                 self._deadline[name] = started + self.ttl_s
                 self._budgets.pop(name, None)
                 if holder is not None or budget_json is not None:
-                    previous[name] = PreviousHolder(holder, renewed_at, json.loads(budget_json or "[]"))
+                    previous[name] = PreviousHolder(holder, renewed_at, json.loads(budget_json or "[]"), claimed_at)
                 if holder is not None and holder != self.replica_id:
                     self.counters.taken_over += 1
             self.counters.gained += len(gained)

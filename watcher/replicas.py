@@ -82,7 +82,10 @@ def takeover_budget(
         return []
     times = sorted(float(t) for t in previous.budget)
     if previous.holder is not None and previous.renewed_at is not None:
-        expiry = previous.renewed_at + ttl_s
+        # renewed_at is the database server's clock; ``now`` is this replica's, read a moment
+        # after the claim: the expiry moved onto this clock (a little late: the safe side).
+        skew = now - previous.claimed_at if previous.claimed_at is not None else 0.0
+        expiry = previous.renewed_at + ttl_s + skew
         seen = sum(1 for t in times if t > expiry - BUDGET_WINDOW_S)
         times += [expiry] * max(0, min(tick_quota(per_window, ttl_s), per_window - seen))
     return [t for t in times if t > now - BUDGET_WINDOW_S]
